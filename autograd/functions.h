@@ -1,0 +1,65 @@
+// Differentiable ops on Variables: each calls the core op forward and registers its backward.
+// Broadcasting ops reduce their gradients back to each input's shape with sum_to.
+#pragma once
+#include <functional>
+#include <vector>
+
+#include "autograd/variable.h"
+#include "core/ops.h"
+
+namespace ssm::ag {
+
+Variable add(const Variable& a, const Variable& b);
+Variable sub(const Variable& a, const Variable& b);
+Variable mul(const Variable& a, const Variable& b);
+Variable div(const Variable& a, const Variable& b);
+Variable add(const Variable& a, double s);
+Variable mul(const Variable& a, double s);
+Variable neg(const Variable& a);
+Variable unary(UnaryOp op, const Variable& x);  // exp, log, tanh, sigmoid, silu, gelu, softplus, ...
+inline Variable exp(const Variable& x) { return unary(UnaryOp::Exp, x); }
+inline Variable gelu(const Variable& x) { return unary(UnaryOp::Gelu, x); }
+inline Variable silu(const Variable& x) { return unary(UnaryOp::Silu, x); }
+inline Variable sigmoid(const Variable& x) { return unary(UnaryOp::Sigmoid, x); }
+Variable pow(const Variable& x, double p);
+
+Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
+
+Variable sum(const Variable& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+Variable mean(const Variable& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+
+Variable reshape(const Variable& x, const Shape& shape);
+Variable permute(const Variable& x, const std::vector<int64_t>& dims);
+Variable transpose(const Variable& x, int64_t d0, int64_t d1);
+Variable narrow(const Variable& x, int64_t dim, int64_t start, int64_t length);
+Variable select(const Variable& x, int64_t dim, int64_t index);
+Variable expand(const Variable& x, const Shape& shape);
+Variable contiguous(const Variable& x);
+Variable cat(const std::vector<Variable>& xs, int64_t dim);
+std::vector<Variable> split(const Variable& x, const std::vector<int64_t>& sizes, int64_t dim);
+
+Variable softmax(const Variable& x, int64_t dim);
+Variable log_softmax(const Variable& x, int64_t dim);
+Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index = -100);
+Variable index_select(const Variable& x, int64_t dim, const Tensor& index);  // embedding lookup
+Variable where(const Tensor& cond, const Variable& a, const Variable& b);
+// Inverted dropout: keeps each element with probability 1 - p, scaled by 1 / (1 - p).
+Variable dropout(const Variable& x, double p, Generator& gen);
+Variable cast(const Variable& x, DType dtype);  // gradient cast back to x's dtype (autocast)
+
+// Activation recompute: runs fn without building a graph, and in the backward runs it again with
+// the graph on (same inputs; if fn draws random numbers from *gen, its offset is rewound so the
+// recompute draws the same ones), then back-propagates through the recomputed graph. Parameters that
+// fn captures get their gradients.
+Variable checkpoint(const std::function<Variable(const std::vector<Variable>&)>& fn,
+                    const std::vector<Variable>& inputs, Generator* gen = nullptr);
+
+// Finite-difference check in float64 on the CPU: fn maps f64 inputs to any output; the scalar checked
+// is sum(out * w) with fixed random weights w. Compares every input element's analytic gradient with
+// the central difference (f(x+eps) - f(x-eps)) / 2eps. Returns "" when all agree, else a message naming
+// the input, element index, analytic and numeric values.
+std::string gradcheck(const std::function<Variable(const std::vector<Variable>&)>& fn,
+                      const std::vector<Tensor>& inputs, double eps = 1e-6, double atol = 1e-5,
+                      double rtol = 1e-3);
+
+}  // namespace ssm::ag

@@ -1,0 +1,98 @@
+// Generic tensor ops on both devices. Each function checks its inputs (BadInput naming the op and the
+// shapes), then dispatches on device: the CPU path (core/ops_cpu*.cpp) is the reference; the CUDA path
+// lives in core/cuda/*.cu behind the declarations in core/cuda/cuda_ops.h. Outputs are new contiguous
+// tensors. Floating ops take f32/f64 (and bf16/f16 on CUDA, computed in f32); mixing dtypes is an error.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace ssm {
+
+// ---------------- elementwise ----------------
+enum class UnaryOp : uint8_t {
+  Neg, Exp, Log, Sqrt, Rsqrt, Abs, Square, Reciprocal, Sin, Cos, Tanh, Sigmoid, Relu, Silu,
+  Gelu,      // exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
+  Softplus,  // log(1 + e^x), = x for x > 20
+};
+// d op(x) / dx evaluated at x (for the backward of UnaryOp): e.g. Silu -> sigmoid(x)(1 + x(1 - sigmoid(x)))
+enum class BinaryOp : uint8_t { Add, Sub, Mul, Div, Max, Min, Pow, Eq, Ne, Lt, Le, Gt, Ge };  // comparisons give u8
+
+Tensor unary(UnaryOp op, const Tensor& x);
+Tensor unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x);  // grad * op'(x), fused
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);           // numpy broadcasting
+Tensor binary_scalar(BinaryOp op, const Tensor& a, double s);           // a op s
+// In place: a = a op b (b broadcasts to a's shape). Used by optimizers and gradient accumulation.
+void binary_(BinaryOp op, Tensor& a, const Tensor& b);
+// a = alpha * a + beta * b, in place (b broadcasts); the workhorse of gradient accumulation.
+void axpby_(Tensor& a, double alpha, const Tensor& b, double beta);
+
+inline Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Add, a, b); }
+inline Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Sub, a, b); }
+inline Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, a, b); }
+inline Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, a, b); }
+inline Tensor add(const Tensor& a, double s) { return binary_scalar(BinaryOp::Add, a, s); }
+inline Tensor mul(const Tensor& a, double s) { return binary_scalar(BinaryOp::Mul, a, s); }
+inline Tensor exp(const Tensor& x) { return unary(UnaryOp::Exp, x); }
+inline Tensor log(const Tensor& x) { return unary(UnaryOp::Log, x); }
+
+// where(cond, a, b): cond is u8 (nonzero = take a); all three broadcast.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+
+// ---------------- reductions ----------------
+// dims may be negative; empty dims = all dims. Sum/mean of f32 accumulate in f64 on the CPU, f32 on CUDA.
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+Tensor amax(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);  // i64
+// Sum a broadcast result back down to `shape` (the backward of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+// sqrt(sum(x^2)) over all elements, as a host double (gradient clipping).
+double norm2(const Tensor& x);
+
+// ---------------- matmul ----------------
+// C = op(A) op(B) where op transposes the last two dims when asked. A: (..., M, K), B: (..., K, N);
+// leading (batch) dims broadcast; a 2-D B with batched A is applied to every batch. CPU: OpenBLAS
+// (or a blocked fallback). CUDA: cuBLASLt; f32 inputs run as tf32-free f32; bf16 in, f32 accumulate.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// ---------------- softmax and losses ----------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+// Mean over non-ignored rows of -log_softmax(logits)[target]. logits (N, C) float; targets (N) i64 or i32.
+// Returns a 0-d tensor (0 if every row is ignored).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+// d loss / d logits for the loss above, times grad_scale: (softmax - onehot) * grad_scale / n_valid.
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, double grad_scale,
+                              int64_t ignore_index = -100);
+
+// ---------------- indexing ----------------
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);  // index: 1-D i64/i32
+// out[.., index[i], ..] += src[.., i, ..] along dim; out has shape `shape` (embedding backward).
+Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);       // torch.gather semantics
+Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);  // views
+
+// ---------------- random (Philox4x32-10, counter based) ----------------
+// Element i of the output draws from counter (offset + i / 4, 0, 0, 0) with key (seed lo, seed hi),
+// lane i % 4, so CPU and CUDA give the same numbers for the same (seed, offset).
+// uniform in [0, 1); normal via Box-Muller on lane pairs; bernoulli gives u8 with P(1) = p.
+Tensor rand_uniform(const Shape& shape, uint64_t seed, uint64_t offset, DType dtype = DType::f32,
+                    Device device = Device::cpu());
+Tensor rand_normal(const Shape& shape, uint64_t seed, uint64_t offset, DType dtype = DType::f32,
+                   Device device = Device::cpu());
+Tensor rand_bernoulli(const Shape& shape, double p, uint64_t seed, uint64_t offset, Device device = Device::cpu());
+
+// A stream of random numbers for a process: seed plus a running offset (saved in checkpoints).
+struct Generator {
+  uint64_t seed = 0;
+  uint64_t offset = 0;  // advanced by ceil(numel / 4) * 4... every draw reserves its counters
+  Tensor uniform(const Shape& s, DType dt = DType::f32, Device d = Device::cpu());
+  Tensor normal(const Shape& s, DType dt = DType::f32, Device d = Device::cpu());
+  Tensor bernoulli(const Shape& s, double p, Device d = Device::cpu());
+};
+
+}  // namespace ssm
