@@ -47,17 +47,21 @@ Variable where(const Tensor& cond, const Variable& a, const Variable& b);
 Variable dropout(const Variable& x, double p, Generator& gen);
 Variable cast(const Variable& x, DType dtype);  // gradient cast back to x's dtype (autocast)
 
-// Activation recompute: runs fn without building a graph, and in the backward runs it again with
-// the graph on (same inputs; if fn draws random numbers from *gen, its offset is rewound so the
-// recompute draws the same ones), then back-propagates through the recomputed graph. Parameters that
-// fn captures get their gradients.
+// Activation recompute: runs fn and keeps only its output (the graph fn builds lives only until fn
+// returns, long enough to note the parameters fn captures: they become inputs of the checkpoint node,
+// so their hooks run once with the full gradient); in the backward runs fn again with the graph on
+// (same inputs and autocast state; if fn draws random numbers from *gen, its offset is rewound so the
+// recompute draws the same ones, then put back), then back-propagates through the recomputed graph.
+// Parameters (leaves) that fn captures get their gradients; an activation computed outside fn must be
+// passed in `inputs` (capturing one is a BadInput). *gen must outlive the backward.
 Variable checkpoint(const std::function<Variable(const std::vector<Variable>&)>& fn,
                     const std::vector<Variable>& inputs, Generator* gen = nullptr);
 
 // Finite-difference check in float64 on the CPU: fn maps f64 inputs to any output; the scalar checked
 // is sum(out * w) with fixed random weights w. Compares every input element's analytic gradient with
 // the central difference (f(x+eps) - f(x-eps)) / 2eps. Returns "" when all agree, else a message naming
-// the input, element index, analytic and numeric values.
+// the input, element index, analytic and numeric values. Integer inputs (targets, indices) are passed
+// through without grad; floating inputs must be f64.
 std::string gradcheck(const std::function<Variable(const std::vector<Variable>&)>& fn,
                       const std::vector<Tensor>& inputs, double eps = 1e-6, double atol = 1e-5,
                       double rtol = 1e-3);

@@ -1,7 +1,8 @@
 // Generic tensor ops on both devices. Each function checks its inputs (BadInput naming the op and the
 // shapes), then dispatches on device: the CPU path (core/ops_cpu*.cpp) is the reference; the CUDA path
 // lives in core/cuda/*.cu behind the declarations in core/cuda/cuda_ops.h. Outputs are new contiguous
-// tensors. Floating ops take f32/f64 (and bf16/f16 on CUDA, computed in f32); mixing dtypes is an error.
+// tensors. Floating ops take f32/f64 (and bf16/f16, computed in f32: on the CPU by converting to f32 and
+// back to the input dtype); mixing dtypes is an error.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -77,9 +78,11 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);  // views
 
 // ---------------- random (Philox4x32-10, counter based) ----------------
-// Element i of the output draws from counter (offset + i / 4, 0, 0, 0) with key (seed lo, seed hi),
-// lane i % 4, so CPU and CUDA give the same numbers for the same (seed, offset).
-// uniform in [0, 1); normal via Box-Muller on lane pairs; bernoulli gives u8 with P(1) = p.
+// Element i of the output calls Philox once with counter (lo32(offset + i), hi32(offset + i), 0, 0) and
+// key (lo32(seed), hi32(seed)); see core/philox.h (shared with CUDA, so both devices give the same numbers
+// for the same (seed, offset)). uniform = ((lane0 >> 8) | 1) * 2^-24, strictly inside (0, 1); normal =
+// Box-Muller on lanes 0 and 1; bernoulli gives u8 with P(1) = p (uniform < p). A draw of n elements uses
+// counters offset .. offset + n - 1. Output dtype f32/f64 (bf16/f16: drawn in f32, then converted).
 Tensor rand_uniform(const Shape& shape, uint64_t seed, uint64_t offset, DType dtype = DType::f32,
                     Device device = Device::cpu());
 Tensor rand_normal(const Shape& shape, uint64_t seed, uint64_t offset, DType dtype = DType::f32,
@@ -89,7 +92,7 @@ Tensor rand_bernoulli(const Shape& shape, double p, uint64_t seed, uint64_t offs
 // A stream of random numbers for a process: seed plus a running offset (saved in checkpoints).
 struct Generator {
   uint64_t seed = 0;
-  uint64_t offset = 0;  // advanced by ceil(numel / 4) * 4... every draw reserves its counters
+  uint64_t offset = 0;  // advanced by numel after every draw (each element reserves one counter)
   Tensor uniform(const Shape& s, DType dt = DType::f32, Device d = Device::cpu());
   Tensor normal(const Shape& s, DType dt = DType::f32, Device d = Device::cpu());
   Tensor bernoulli(const Shape& s, double p, Device d = Device::cpu());

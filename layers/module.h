@@ -25,12 +25,17 @@ struct Parameter {
 
 class Module {
  public:
+  Module() = default;
   virtual ~Module() = default;
+  // Not copyable: layers keep pointers into their own parameter storage (hold modules by shared_ptr).
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
 
   // Modules whose forward maps one activation to one activation override this (Sequential uses it).
   virtual Variable forward(const Variable& x);
 
-  std::vector<Parameter> named_parameters() const;  // recursive, registration order
+  // Recursive: a module's own parameters in registration order, then each child's, in order.
+  std::vector<Parameter> named_parameters() const;
   std::vector<Variable> parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   // Parameters then buffers, by dotted name (the tensors themselves, not copies).
@@ -43,15 +48,29 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
   void to(Device device);  // moves parameters and buffers (in place: same Variables, new data)
+  void to(DType dtype);    // converts floating parameters and buffers (in place), e.g. to f64 for gradcheck
   int64_t num_parameters() const;
+  void zero_grad();  // drops every parameter's gradient
+
+  // Parameters grouped by Parameter::group, groups in order of first appearance ("default" first when
+  // present); the optimizer builds its parameter groups from this.
+  std::vector<std::pair<std::string, std::vector<Parameter>>> parameter_groups() const;
+
+  // Functional evaluation (gradcheck, per-sample tricks): exchanges the Variable of every parameter, in
+  // named_parameters() order, with vars[i] (same shapes). Calling it again with the returned vector
+  // restores the originals. Optimizers holding the old Variables do not see the new ones.
+  void swap_parameters(std::vector<Variable>& vars);
 
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
 
  protected:
   Variable& register_parameter(const std::string& name, Tensor init, const std::string& group = "default");
   Tensor& register_buffer(const std::string& name, Tensor t);
+  // Layers keep the returned pointer/reference (it stays valid: the storage is a deque), never a copy
+  // of the Variable, so swap_parameters() reaches them.
   template <typename M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    check_new_name(name);
     children_.emplace_back(name, m);
     return m;
   }
@@ -66,6 +85,7 @@ class Module {
   std::deque<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
+  void check_new_name(const std::string& name) const;
   void collect_parameters(const std::string& prefix, std::vector<Parameter>& out) const;
   void collect_buffers(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
 };

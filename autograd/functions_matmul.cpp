@@ -1,0 +1,37 @@
+// Differentiable matmul with transpose flags and batch broadcasting.
+//
+// C = A' B' with A' = op_a(A), B' = op_b(B) (op transposes the last two dims when its flag is set).
+// Then dA' = G B'^T and dB' = A'^T G; undoing the transposes:
+//   dA = trans_a ? B' G^T : G B'^T   = trans_a ? matmul(B, G, trans_b, true) : matmul(G, B, false, !trans_b)
+//   dB = trans_b ? G^T A' : A'^T G   = trans_b ? matmul(G, A, true, trans_a) : matmul(A, G, !trans_a, false)
+// Leading (batch) dims broadcast, so each gradient is summed back to its operand's shape (sum_to).
+// A 2-D B shared by a batched, untransposed A (a Linear weight on (batch, length, channels)): the batch
+// folds into M, A -> (batch*M, K), G -> (batch*M, N), and dB is one GEMM with no batch sum afterwards.
+#include "autograd/functions.h"
+#include "autograd/impl.h"
+
+namespace ssm::ag {
+
+Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b) {
+  Tensor out = ssm::matmul(a.data(), b.data(), trans_a, trans_b);
+  return Variable(out, {a, b}, [trans_a, trans_b](std::vector<Variable>& in, const Tensor& g) {
+    const Tensor& A = in[0].data();
+    const Tensor& B = in[1].data();
+    if (in[0].requires_grad()) {
+      Tensor dA = trans_a ? ssm::matmul(B, g, trans_b, true) : ssm::matmul(g, B, false, !trans_b);
+      in[0].add_grad(sum_to(dA, A.shape()));
+    }
+    if (in[1].requires_grad()) {
+      if (A.dim() > 2 && B.dim() == 2 && !trans_a) {
+        Tensor A2 = A.reshape({-1, A.size(-1)});  // (batch*M, K)
+        Tensor G2 = g.reshape({-1, g.size(-1)});  // (batch*M, N)
+        in[1].add_grad(trans_b ? ssm::matmul(G2, A2, true, false) : ssm::matmul(A2, G2, true, false));
+      } else {
+        Tensor dB = trans_b ? ssm::matmul(g, A, true, trans_a) : ssm::matmul(A, g, !trans_a, false);
+        in[1].add_grad(sum_to(dB, B.shape()));
+      }
+    }
+  });
+}
+
+}  // namespace ssm::ag

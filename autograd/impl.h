@@ -1,0 +1,68 @@
+// Private to autograd/: the node behind a Variable, the engine, and helpers the differentiable ops
+// share. Nothing outside autograd/ includes this file.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autograd/variable.h"
+
+namespace ssm::ag {
+
+// One node of the graph. A leaf holds data (and accumulates .grad across backward passes); an op
+// output also holds its inputs and the closure that maps its gradient to theirs.
+struct Variable::Impl {
+  Tensor data;
+  Tensor grad;
+  bool requires_grad = false;
+  bool is_leaf = true;
+  // Non-leaf nodes store their first gradient contribution by reference (no copy). Such a tensor may
+  // be shared (with a sibling's gradient, a saved tensor, the caller's seed), so it is never updated
+  // in place: a second contribution makes a fresh sum, which we own (grad_owned) and may then update
+  // in place. A leaf always owns its gradient (the first contribution is cloned).
+  bool grad_owned = false;
+  bool freed = false;         // closure and inputs released by a backward without retain_graph
+  bool hook_pending = false;  // got a gradient contribution since its hooks last ran
+  uint64_t seq = 0;           // creation order of op outputs (checkpoint uses it to spot captured nodes)
+  std::vector<Variable> inputs;
+  GradFn grad_fn;
+  std::vector<GradHook> hooks;
+
+  // Iterative: dropping the last handle to a 100000-deep chain must not recurse 100000 times.
+  ~Impl();
+};
+
+class Engine {
+ public:
+  // The reverse pass (autograd/engine.cpp). seed: the gradient of root (already shape-checked).
+  static void backward(Variable& root, const Tensor& seed, bool retain_graph);
+
+  // grad[.., start:start+g.size(dim), ..] += g along dim, allocating a zero gradient when there is
+  // none (the backward of narrow/select/split: no full-size zero tensor per piece).
+  static void add_grad_narrow(Variable& v, int64_t dim, int64_t start, const Tensor& g);
+
+  // The leaves (requires_grad, not in `exclude`) reachable from v through nodes created at or after
+  // sequence number `since`. Throws BadInput if the walk meets an older non-leaf node (a Variable
+  // computed outside and captured by the function that built v).
+  static std::vector<Variable> captured_leaves(const Variable& v, uint64_t since,
+                                               const std::vector<Variable>& exclude);
+  static uint64_t next_seq();  // the sequence number the next op output will get
+
+  static Variable from_impl(std::shared_ptr<Variable::Impl> impl) {
+    Variable v;
+    v.impl_ = std::move(impl);
+    return v;
+  }
+  static const std::shared_ptr<Variable::Impl>& impl(const Variable& v) { return v.impl_; }
+};
+
+// Sets grad mode for a scope (NoGradGuard can only turn it off; checkpoint's recompute turns it on).
+class GradModeGuard {
+ public:
+  explicit GradModeGuard(bool on);
+  ~GradModeGuard();
+
+ private:
+  bool prev_;
+};
+
+}  // namespace ssm::ag

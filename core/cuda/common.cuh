@@ -1,0 +1,212 @@
+// Shared pieces of the CUDA kernels: storage types per dtype and their conversion to the compute type
+// (f32 for f32/bf16/f16, f64 for f64, i64 for integers), dtype dispatch, N-d index decomposition,
+// warp/block reductions and launch helpers. Internal to core/cuda/.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "core/cuda/check.h"
+#include "core/cuda/stream.h"
+#include "core/tensor.h"
+
+namespace ssm::cuda {
+
+using bf16 = __nv_bfloat16;
+using f16 = __half;
+
+// ---------------- compute type and conversions ----------------
+template <class T> struct AccT { using type = T; };
+template <> struct AccT<bf16> { using type = float; };
+template <> struct AccT<f16> { using type = float; };
+template <> struct AccT<int32_t> { using type = int64_t; };
+template <> struct AccT<uint8_t> { using type = int64_t; };
+template <class T> using acc_t = typename AccT<T>::type;
+
+template <class T> __device__ __forceinline__ acc_t<T> to_acc(T v) { return acc_t<T>(v); }
+template <> __device__ __forceinline__ float to_acc<bf16>(bf16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ float to_acc<f16>(f16 v) { return __half2float(v); }
+
+// Round to T (round to nearest even for the half types; integers truncate).
+template <class T, class A> __device__ __forceinline__ T from_acc(A v) { return T(v); }
+template <> __device__ __forceinline__ bf16 from_acc<bf16, float>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ f16 from_acc<f16, float>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ bf16 from_acc<bf16, double>(double v) { return __float2bfloat16_rn(float(v)); }
+template <> __device__ __forceinline__ f16 from_acc<f16, double>(double v) { return __float2half_rn(float(v)); }
+
+template <class T> constexpr bool is_int_v = std::is_integral_v<T>;
+
+// ---------------- dtype dispatch ----------------
+// SSM_DISPATCH_FLOAT(dtype, "op", ...) runs the body with `using scalar_t = <storage type>` for f32, f64,
+// bf16, f16; SSM_DISPATCH_ALL adds i32, i64, u8; SSM_DISPATCH_ARITH adds i32, i64.
+#define SSM_CASE_(DT, TYPE, ...) \
+  case ::ssm::DType::DT: {       \
+    using scalar_t = TYPE;       \
+    __VA_ARGS__;                 \
+    break;                       \
+  }
+#define SSM_DISPATCH_FLOAT(dtype, opname, ...)                                                       \
+  switch (dtype) {                                                                                   \
+    SSM_CASE_(f32, float, __VA_ARGS__)                                                               \
+    SSM_CASE_(f64, double, __VA_ARGS__)                                                              \
+    SSM_CASE_(bf16, ::ssm::cuda::bf16, __VA_ARGS__)                                                  \
+    SSM_CASE_(f16, ::ssm::cuda::f16, __VA_ARGS__)                                                    \
+    default: ::ssm::throw_input(::ssm::cat(opname, ": dtype ", ::ssm::dtype_name(dtype),             \
+                                           " is not supported on CUDA (f32, f64, bf16, f16 only)")); \
+  }
+#define SSM_DISPATCH_ARITH(dtype, opname, ...)                                                              \
+  switch (dtype) {                                                                                          \
+    SSM_CASE_(f32, float, __VA_ARGS__)                                                                      \
+    SSM_CASE_(f64, double, __VA_ARGS__)                                                                     \
+    SSM_CASE_(bf16, ::ssm::cuda::bf16, __VA_ARGS__)                                                         \
+    SSM_CASE_(f16, ::ssm::cuda::f16, __VA_ARGS__)                                                           \
+    SSM_CASE_(i32, int32_t, __VA_ARGS__)                                                                    \
+    SSM_CASE_(i64, int64_t, __VA_ARGS__)                                                                    \
+    default: ::ssm::throw_input(::ssm::cat(opname, ": dtype ", ::ssm::dtype_name(dtype),                    \
+                                           " is not supported on CUDA (f32, f64, bf16, f16, i32, i64 only)")); \
+  }
+#define SSM_DISPATCH_ALL(dtype, opname, ...)                                                     \
+  switch (dtype) {                                                                               \
+    SSM_CASE_(f32, float, __VA_ARGS__)                                                           \
+    SSM_CASE_(f64, double, __VA_ARGS__)                                                          \
+    SSM_CASE_(bf16, ::ssm::cuda::bf16, __VA_ARGS__)                                              \
+    SSM_CASE_(f16, ::ssm::cuda::f16, __VA_ARGS__)                                                \
+    SSM_CASE_(i32, int32_t, __VA_ARGS__)                                                         \
+    SSM_CASE_(i64, int64_t, __VA_ARGS__)                                                         \
+    SSM_CASE_(u8, uint8_t, __VA_ARGS__)                                                          \
+    default: ::ssm::throw_internal(::ssm::cat(opname, ": unknown dtype ", int(dtype)));         \
+  }
+
+// ---------------- N-d index decomposition ----------------
+constexpr int kMaxDims = 8;
+
+// Fast unsigned division by a fixed divisor for dividends < 2^31 (Granlund-Montgomery):
+//   q = (umulhi(n, m) + n) >> s  with s = ceil(log2 d), m = floor(2^32 (2^s - d) / d) + 1.
+struct IntDivider {
+  uint32_t d = 1, m = 0, s = 0;
+  IntDivider() = default;
+  explicit IntDivider(uint32_t div) : d(div) {
+    while ((uint64_t(1) << s) < d) ++s;
+    m = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << s) - d)) / d + 1);
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, m) + n) >> s; }
+};
+
+// Offsets (in elements) of NT operands for a linear index over a shape. Dims are stored innermost first.
+template <int NT>
+struct OffsetCalc {
+  int ndim = 0;
+  bool wide = false;  // numel >= 2^31: plain 64-bit division
+  int64_t sizes[kMaxDims];
+  IntDivider div[kMaxDims];
+  int64_t strides[NT][kMaxDims];
+
+  __device__ __forceinline__ void get(int64_t linear, int64_t (&off)[NT]) const {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) off[t] = 0;
+    if (!wide) {
+      uint32_t rem = uint32_t(linear);
+#pragma unroll
+      for (int d = 0; d < kMaxDims; ++d) {
+        if (d == ndim) break;
+        uint32_t q = div[d].div(rem);
+        uint32_t c = rem - q * uint32_t(sizes[d]);
+        rem = q;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) off[t] += int64_t(c) * strides[t][d];
+      }
+    } else {
+      int64_t rem = linear;
+#pragma unroll
+      for (int d = 0; d < kMaxDims; ++d) {
+        if (d == ndim) break;
+        int64_t q = rem / sizes[d];
+        int64_t c = rem - q * sizes[d];
+        rem = q;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) off[t] += c * strides[t][d];
+      }
+    }
+  }
+};
+
+// Strides of `t` broadcast to `shape` (size-1 and missing leading dims get stride 0).
+std::vector<int64_t> broadcast_strides(const Tensor& t, const Shape& shape, const char* op);
+
+// Drops size-1 dims and merges dims that are contiguous for every operand; returns the OffsetCalc.
+// strides[k] are operand k's strides over `shape` (outermost first). Throws BadInput past 8 dims.
+template <int NT>
+OffsetCalc<NT> make_offset_calc(const Shape& shape, const std::array<std::vector<int64_t>, NT>& strides,
+                                const char* op);
+
+// True when the strides are the row-major ones for shape (size-1 dims ignored).
+bool is_dense(const Shape& shape, const Shape& strides);
+inline bool is_dense(const Tensor& t) { return is_dense(t.shape(), t.strides()); }
+inline bool aligned(const void* p, size_t a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
+
+// ---------------- reductions ----------------
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <class A>
+__device__ __forceinline__ A warp_max(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    A w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = (w > v || w != w) ? w : v;  // NaN wins
+  }
+  return v;
+}
+// Sum over the whole block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+template <class A>
+__device__ __forceinline__ A block_sum(A v) {
+  __shared__ A sh[32];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // sh may still be read by a previous call
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : A(0);
+  return warp_sum(v);
+}
+template <class A>
+__device__ __forceinline__ A block_max(A v, A lowest) {
+  __shared__ A sh[32];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : lowest;
+  return warp_max(v);
+}
+
+// ---------------- launch helpers ----------------
+inline unsigned blocks_for(int64_t n, int64_t per_block) {
+  int64_t b = (n + per_block - 1) / per_block;
+  return unsigned(b < 1 ? 1 : b);
+}
+// Makes t's device current for the scope (kernels and cuBLAS calls then go to its stream).
+struct TensorDevice {
+  DeviceGuard guard;
+  cudaStream_t stream;
+  explicit TensorDevice(const Tensor& t) : guard(t.device().index), stream(current_stream(t.device().index)) {}
+};
+
+// Reads a device flag/int written by a kernel (synchronises the stream).
+int read_device_int(const int* dptr, cudaStream_t s);
+
+// Aligned vector of V elements (16-byte loads/stores).
+template <class T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T v[V];
+};
+
+}  // namespace ssm::cuda

@@ -1,0 +1,164 @@
+// matmul on the CPU: C[b] = op(A[b]) op(B[b]) with broadcast batch dims, through OpenBLAS
+// (cblas_sgemm / cblas_dgemm) when SSM_WITH_OPENBLAS, else a simple loop. No copies when each
+// operand's last two dims are a row-major matrix or a transposed one (the BLAS transpose flag covers
+// the latter); a 2-D (or batch-broadcast) B with a row-stacked batched A becomes a single GEMM.
+#include <cstring>
+#include <optional>
+
+#include "core/cpu_loops.h"
+#include "core/ops.h"
+#ifdef SSM_WITH_CUDA
+#include "core/cuda/cuda_ops.h"
+#endif
+#ifdef SSM_WITH_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace ssm {
+namespace {
+
+// A logical (rows, cols) matrix with strides (rs, cs) as BLAS sees it: row-major storage of either
+// the matrix (trans = false) or its transpose (trans = true), with leading dimension ld.
+struct MatLayout {
+  bool trans = false;
+  int64_t ld = 1;
+};
+
+std::optional<MatLayout> blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  if ((cols <= 1 || cs == 1) && (rows <= 1 || rs >= std::max<int64_t>(cols, 1)))
+    return MatLayout{false, rows <= 1 ? std::max<int64_t>(cols, 1) : rs};
+  if ((rows <= 1 || rs == 1) && (cols <= 1 || cs >= std::max<int64_t>(rows, 1)))
+    return MatLayout{true, cols <= 1 ? std::max<int64_t>(rows, 1) : cs};
+  return std::nullopt;
+}
+
+// C (M x N, row-major, ldc = N) = A (M x K) B (K x N) for layouts as above.
+template <typename T>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, MatLayout la, const T* B, MatLayout lb, T* C) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    std::memset(C, 0, size_t(M * N) * sizeof(T));
+    return;
+  }
+#ifdef SSM_WITH_OPENBLAS
+  const auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), 1.0f, A, int(la.ld), B, int(lb.ld), 0.0f, C, int(N));
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), 1.0, A, int(la.ld), B, int(lb.ld), 0.0, C, int(N));
+#else
+  // Fallback: pack B row-major, then C[m, :] = sum_k A[m, k] B[k, :] (the inner loop vectorizes).
+  const int64_t a_rs = la.trans ? 1 : la.ld, a_cs = la.trans ? la.ld : 1;
+  std::vector<T> Bp(size_t(K * N));
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) Bp[k * N + n] = lb.trans ? B[n * lb.ld + k] : B[k * lb.ld + n];
+  const T* bp = Bp.data();
+#pragma omp parallel for schedule(static) if (M * N * K > cpu::kParallelGrain)
+  for (int64_t m = 0; m < M; ++m) {
+    T* c = C + m * N;
+    for (int64_t n = 0; n < N; ++n) c[n] = T(0);
+    for (int64_t k0 = 0; k0 < K; k0 += 256) {
+      const int64_t k1 = std::min(K, k0 + 256);
+      for (int64_t k = k0; k < k1; ++k) {
+        const T a = A[m * a_rs + k * a_cs];
+        const T* b = bp + k * N;
+        for (int64_t n = 0; n < N; ++n) c[n] += a * b[n];
+      }
+    }
+  }
+#endif
+}
+
+Shape batch_of(const Tensor& t) { return Shape(t.shape().begin(), t.shape().end() - 2); }
+
+Tensor cpu_matmul(Tensor a, Tensor b) {  // a: (..., M, K), b: (..., K, N), already transposed views
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  const Shape batch = broadcast_shapes(batch_of(a), batch_of(b));
+  auto la = blas_layout(M, K, a.strides()[a.dim() - 2], a.strides()[a.dim() - 1]);
+  if (!la) {
+    a = a.contiguous();
+    la = MatLayout{false, std::max<int64_t>(K, 1)};
+  }
+  auto lb = blas_layout(K, N, b.strides()[b.dim() - 2], b.strides()[b.dim() - 1]);
+  if (!lb) {
+    b = b.contiguous();
+    lb = MatLayout{false, std::max<int64_t>(N, 1)};
+  }
+  Shape oshape = batch;
+  oshape.push_back(M);
+  oshape.push_back(N);
+  Tensor out = Tensor::empty(oshape, a.dtype());
+  const int64_t nb = shape_numel(batch);
+  if (out.numel() == 0) return out;
+
+  Shape ab = batch, bb = batch;
+  ab.insert(ab.end(), {M, K});
+  bb.insert(bb.end(), {K, N});
+  const Tensor ae = a.expand(ab), be = b.expand(bb);
+  const size_t nbd = batch.size();
+
+  // One GEMM when B is the same matrix for every batch and A's rows stack uniformly (stride ld).
+  bool b_shared = true;
+  for (size_t d = 0; d < nbd; ++d) b_shared = b_shared && (be.strides()[d] == 0 || batch[d] == 1);
+  bool a_stacks = !la->trans;
+  int64_t expect = M * la->ld;
+  for (int64_t d = int64_t(nbd) - 1; a_stacks && d >= 0; --d) {
+    if (batch[d] == 1) continue;
+    a_stacks = ae.strides()[d] == expect;
+    expect *= batch[d];
+  }
+
+  cpu::dispatch_float(a.dtype(), "matmul", [&](auto zero) {
+    using T = decltype(zero);
+    const T* pa = ae.data<T>();
+    const T* pb = be.data<T>();
+    T* pc = out.data<T>();
+    if (b_shared && a_stacks && nb > 1) {
+      gemm<T>(nb * M, N, K, pa, *la, pb, *lb, pc);  // rows of all batches form one (nb*M, K) matrix
+      return;
+    }
+    for (int64_t i = 0; i < nb; ++i) {
+      int64_t oa = 0, ob = 0, rem = i;
+      for (int64_t d = int64_t(nbd) - 1; d >= 0; --d) {
+        const int64_t idx = rem % batch[d];
+        rem /= batch[d];
+        oa += idx * ae.strides()[d];
+        ob += idx * be.strides()[d];
+      }
+      gemm<T>(M, N, K, pa + oa, *la, pb + ob, *lb, pc + i * M * N);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
+  SSM_CHECK_INPUT(a_in.defined() && b_in.defined(), "matmul: undefined input");
+  SSM_CHECK_INPUT(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: both operands need at least 2 dims, got A ",
+                  shape_str(a_in.shape()), " and B ", shape_str(b_in.shape()), " (unsqueeze vectors first)");
+  SSM_CHECK_INPUT(a_in.device() == b_in.device(), "matmul: A ", shape_str(a_in.shape()), " on ",
+                  a_in.device().str(), " but B ", shape_str(b_in.shape()), " on ", b_in.device().str());
+  SSM_CHECK_INPUT(a_in.dtype() == b_in.dtype(), "matmul: dtypes differ (A ", dtype_name(a_in.dtype()), " ",
+                  shape_str(a_in.shape()), ", B ", dtype_name(b_in.dtype()), " ", shape_str(b_in.shape()), ")");
+  SSM_CHECK_INPUT(is_floating(a_in.dtype()), "matmul: expected floating tensors, got ", dtype_name(a_in.dtype()));
+  const Tensor a = trans_a ? a_in.transpose(-1, -2) : a_in;
+  const Tensor b = trans_b ? b_in.transpose(-1, -2) : b_in;
+  SSM_CHECK_INPUT(a.size(-1) == b.size(-2), "matmul: inner dims differ: A ", shape_str(a_in.shape()),
+                  trans_a ? " (transposed)" : "", " has K = ", a.size(-1), " but B ", shape_str(b_in.shape()),
+                  trans_b ? " (transposed)" : "", " has K = ", b.size(-2));
+  try {
+    broadcast_shapes(batch_of(a), batch_of(b));
+  } catch (const Error&) {
+    throw_input(cat("matmul: batch dims of A ", shape_str(a_in.shape()), " and B ", shape_str(b_in.shape()),
+                    " do not broadcast"));
+  }
+#ifdef SSM_WITH_CUDA
+  if (a_in.device().is_cuda()) return cuda::matmul(a_in, b_in, trans_a, trans_b);
+#endif
+  if (a.dtype() == DType::bf16 || a.dtype() == DType::f16)
+    return cpu_matmul(a.to(DType::f32), b.to(DType::f32)).to(a.dtype());
+  return cpu_matmul(a, b);
+}
+
+}  // namespace ssm

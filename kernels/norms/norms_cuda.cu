@@ -1,0 +1,221 @@
+// LayerNorm / RMSNorm on CUDA (math in norms.h).
+// Forward and grad_x: one warp per row (8 rows per 256-thread block); the row statistics are two
+// warp all-reduces (sum, then the centred sum of squares) in the accumulation type A (f32, f64 for
+// f64 inputs). grad_w / grad_b: a column reduction over rows in two deterministic passes: blocks of
+// 32 columns x a chunk of rows write partial sums, then one thread per column adds the chunks in order.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/common/cuda_utils.cuh"
+#include "kernels/norms/norms_cuda.h"
+
+namespace ssm::kernels::cuda {
+namespace {
+
+__device__ inline float ld(const float* p, int64_t i) { return p[i]; }
+__device__ inline double ld(const double* p, int64_t i) { return p[i]; }
+__device__ inline float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ inline float ld(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ inline void st(float* p, int64_t i, float v) { p[i] = v; }
+__device__ inline void st(double* p, int64_t i, double v) { p[i] = v; }
+__device__ inline void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
+__device__ inline void st(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
+__device__ inline float rsqrt_t(float v) { return rsqrtf(v); }
+__device__ inline double rsqrt_t(double v) { return 1.0 / sqrt(v); }
+
+template <typename A>
+__device__ inline A warp_allsum(A v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+constexpr int kRowsPerBlock = 8;  // one warp per row
+
+template <typename Tx, typename Tw, typename A>
+__global__ void norm_fwd_kernel(const Tx* __restrict__ x, const Tw* __restrict__ w, const Tw* __restrict__ b,
+                                Tx* __restrict__ y, A* __restrict__ mean, A* __restrict__ rstd, int64_t rows,
+                                int64_t C, A eps, bool rms) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const Tx* xr = x + r * C;
+  A mu = 0;
+  if (!rms) {
+    A s = 0;
+    for (int64_t c = lane; c < C; c += 32) s += A(ld(xr, c));
+    mu = warp_allsum(s) / A(C);
+  }
+  A ss = 0;
+  for (int64_t c = lane; c < C; c += 32) {
+    const A d = A(ld(xr, c)) - mu;
+    ss += d * d;
+  }
+  const A rs = rsqrt_t(warp_allsum(ss) / A(C) + eps);
+  if (lane == 0) {
+    if (!rms) mean[r] = mu;
+    rstd[r] = rs;
+  }
+  Tx* yr = y + r * C;
+  for (int64_t c = lane; c < C; c += 32) {
+    A v = (A(ld(xr, c)) - mu) * rs;
+    if (w) v *= A(ld(w, c));
+    if (b) v += A(ld(b, c));
+    st(yr, c, v);
+  }
+}
+
+template <typename Tx, typename Tw, typename A>
+__global__ void norm_bwd_x_kernel(const Tx* __restrict__ gy, const Tx* __restrict__ x, const Tw* __restrict__ w,
+                                  const A* __restrict__ mean, const A* __restrict__ rstd, Tx* __restrict__ gx,
+                                  int64_t rows, int64_t C, bool rms) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const Tx* xr = x + r * C;
+  const Tx* gr = gy + r * C;
+  const A mu = rms ? A(0) : mean[r], rs = rstd[r];
+  A s1 = 0, s2 = 0;
+  for (int64_t c = lane; c < C; c += 32) {
+    const A gxh = w ? A(ld(gr, c)) * A(ld(w, c)) : A(ld(gr, c));
+    s1 += gxh;
+    s2 += gxh * (A(ld(xr, c)) - mu) * rs;
+  }
+  const A m1 = rms ? A(0) : warp_allsum(s1) / A(C);
+  const A m2 = warp_allsum(s2) / A(C);
+  Tx* o = gx + r * C;
+  for (int64_t c = lane; c < C; c += 32) {
+    const A gxh = w ? A(ld(gr, c)) * A(ld(w, c)) : A(ld(gr, c));
+    st(o, c, rs * (gxh - m1 - (A(ld(xr, c)) - mu) * rs * m2));
+  }
+}
+
+constexpr int kChunkRows = 256;
+
+// partial_w/b[chunk, c] = sum over the chunk's rows of gy xh / gy.
+template <typename Tx, typename A>
+__global__ void norm_bwd_wb_partial(const Tx* __restrict__ gy, const Tx* __restrict__ x, const A* __restrict__ mean,
+                                    const A* __restrict__ rstd, A* __restrict__ pw, A* __restrict__ pb, int64_t rows,
+                                    int64_t C, bool rms) {
+  __shared__ A sw[8][33], sb[8][33];
+  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  const int64_t r0 = int64_t(blockIdx.y) * kChunkRows;
+  const int64_t r1 = r0 + kChunkRows < rows ? r0 + kChunkRows : rows;
+  A aw = 0, ab = 0;
+  if (c < C)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+      const A g = A(ld(gy, r * C + c));
+      const A mu = rms ? A(0) : mean[r];
+      aw += g * (A(ld(x, r * C + c)) - mu) * rstd[r];
+      ab += g;
+    }
+  sw[threadIdx.y][threadIdx.x] = aw;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    A tw = 0, tb = 0;
+    for (int i = 0; i < 8; ++i) {
+      tw += sw[i][threadIdx.x];
+      tb += sb[i][threadIdx.x];
+    }
+    pw[blockIdx.y * C + c] = tw;
+    pb[blockIdx.y * C + c] = tb;
+  }
+}
+
+template <typename Tw, typename A>
+__global__ void norm_bwd_wb_final(const A* __restrict__ pw, const A* __restrict__ pb, Tw* __restrict__ gw,
+                                  Tw* __restrict__ gb, int64_t nchunks, int64_t C) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  A tw = 0, tb = 0;
+  for (int64_t k = 0; k < nchunks; ++k) {
+    tw += pw[k * C + c];
+    tb += pb[k * C + c];
+  }
+  if (gw) st(gw, c, tw);
+  if (gb) st(gb, c, tb);
+}
+
+template <typename T>
+struct DevType {
+  using type = T;
+};
+template <>
+struct DevType<bf16_t> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct DevType<f16_t> {
+  using type = __half;
+};
+
+template <typename T>
+auto dptr(const Tensor& t) {
+  using D = typename DevType<T>::type;
+  return t.defined() ? static_cast<D*>(t.data_ptr()) : static_cast<D*>(nullptr);
+}
+
+// Calls fn.template operator()<Tx, Tw>() for the supported (x, weight) dtype pairs (host types).
+template <typename Fn>
+void dispatch(DType xt, DType wt, Fn&& fn) {
+  if (xt == DType::f32) return fn.template operator()<float, float>();
+  if (xt == DType::f64) return fn.template operator()<double, double>();
+  if (xt == DType::bf16) {
+    if (wt == DType::f32) return fn.template operator()<bf16_t, float>();
+    return fn.template operator()<bf16_t, bf16_t>();
+  }
+  if (xt == DType::f16) {
+    if (wt == DType::f32) return fn.template operator()<f16_t, float>();
+    return fn.template operator()<f16_t, f16_t>();
+  }
+  SSM_CHECK(false, "norms: unsupported dtype ", dtype_name(xt));
+}
+
+template <typename T>
+using AccOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+}  // namespace
+
+void norm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms, Tensor& y,
+                  Tensor& mean, Tensor& rstd) {
+  const int64_t C = x.size(-1), rows = x.numel() / C;
+  const DType wt = weight.defined() ? weight.dtype() : (bias.defined() ? bias.dtype() : x.dtype());
+  dispatch(x.dtype(), wt, [&]<typename Tx, typename Tw>() {
+    using A = AccOf<Tx>;
+    const unsigned blocks = blocks_for(rows, kRowsPerBlock);
+    norm_fwd_kernel<<<blocks, 32 * kRowsPerBlock, 0, stream()>>>(
+        dptr<Tx>(x), dptr<Tw>(weight), dptr<Tw>(bias), dptr<Tx>(y), rms ? static_cast<A*>(nullptr) : mean.data<A>(),
+        rstd.data<A>(), rows, C, A(eps), rms);
+    SSM_CUDA_LAUNCH_CHECK();
+  });
+}
+
+void norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                   const Tensor& rstd, bool rms, Tensor* grad_x, Tensor* grad_w, Tensor* grad_b) {
+  const int64_t C = x.size(-1), rows = x.numel() / C;
+  const DType wt = weight.defined() ? weight.dtype() : (grad_w ? grad_w->dtype() : (grad_b ? grad_b->dtype() : x.dtype()));
+  dispatch(x.dtype(), wt, [&]<typename Tx, typename Tw>() {
+    using A = AccOf<Tx>;
+    const A* mp = rms ? static_cast<const A*>(nullptr) : mean.data<A>();
+    if (grad_x) {
+      norm_bwd_x_kernel<<<blocks_for(rows, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(
+          dptr<Tx>(grad_y), dptr<Tx>(x), dptr<Tw>(weight), mp, rstd.data<A>(), dptr<Tx>(*grad_x), rows, C, rms);
+      SSM_CUDA_LAUNCH_CHECK();
+    }
+    if (grad_w || grad_b) {
+      const int64_t nchunks = (rows + kChunkRows - 1) / kChunkRows;
+      const DType adt = std::is_same_v<A, double> ? DType::f64 : DType::f32;
+      Tensor pw = Tensor::empty({nchunks, C}, adt, x.device()), pb = Tensor::empty({nchunks, C}, adt, x.device());
+      const dim3 grid(unsigned((C + 31) / 32), unsigned(nchunks)), block(32, 8);
+      norm_bwd_wb_partial<<<grid, block, 0, stream()>>>(dptr<Tx>(grad_y), dptr<Tx>(x), mp, rstd.data<A>(),
+                                                        pw.data<A>(), pb.data<A>(), rows, C, rms);
+      SSM_CUDA_LAUNCH_CHECK();
+      norm_bwd_wb_final<<<blocks_for(C, 256), 256, 0, stream()>>>(
+          pw.data<A>(), pb.data<A>(), grad_w ? dptr<Tw>(*grad_w) : nullptr, grad_b ? dptr<Tw>(*grad_b) : nullptr,
+          nchunks, C);
+      SSM_CUDA_LAUNCH_CHECK();
+    }
+  });
+}
+
+}  // namespace ssm::kernels::cuda

@@ -1,0 +1,86 @@
+#include "kernels/s4/fft_cpu.h"
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "core/error.h"
+
+namespace ssm::kernels::fft {
+
+template <typename T>
+const Plan<T>& plan(int64_t n) {
+  static std::mutex mu;
+  static std::map<int64_t, std::unique_ptr<Plan<T>>> cache;
+  SSM_CHECK(n >= 4 && (n & (n - 1)) == 0, "fft::plan: n = ", n, " is not a power of two >= 4");
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[n];
+  if (!slot) {
+    auto p = std::make_unique<Plan<T>>();
+    p->n = n;
+    int bits = 0;
+    while ((int64_t(1) << bits) < n) ++bits;
+    p->rev.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t r = 0;
+      for (int b = 0; b < bits; ++b)
+        if (i & (int64_t(1) << b)) r |= int64_t(1) << (bits - 1 - b);
+      p->rev[size_t(i)] = int32_t(r);
+    }
+    p->wr.assign(size_t(n), T(0));
+    p->wi.assign(size_t(n), T(0));
+    const long double two_pi = 6.283185307179586476925286766559L;
+    for (int64_t h = 1; h < n; h <<= 1)
+      for (int64_t j = 0; j < h; ++j) {
+        long double a = -two_pi * (long double)j / (long double)(2 * h);
+        p->wr[size_t(h + j)] = T(std::cos(a));
+        p->wi[size_t(h + j)] = T(std::sin(a));
+      }
+    slot = std::move(p);
+  }
+  return *slot;
+}
+
+template <typename T>
+void forward_bitrev(const Plan<T>& p, T* re, T* im) {
+  const int64_t n = p.n;
+  // Stages h = 1 and h = 2 together as one radix-4 pass (twiddles 1 and -i).
+  for (int64_t i = 0; i < n; i += 4) {
+    T a0r = re[i] + re[i + 1], a0i = im[i] + im[i + 1];
+    T a1r = re[i] - re[i + 1], a1i = im[i] - im[i + 1];
+    T a2r = re[i + 2] + re[i + 3], a2i = im[i + 2] + im[i + 3];
+    T a3r = re[i + 2] - re[i + 3], a3i = im[i + 2] - im[i + 3];
+    // t = a3 * (-i) = (a3i, -a3r)
+    re[i] = a0r + a2r, im[i] = a0i + a2i;
+    re[i + 2] = a0r - a2r, im[i + 2] = a0i - a2i;
+    re[i + 1] = a1r + a3i, im[i + 1] = a1i - a3r;
+    re[i + 3] = a1r - a3i, im[i + 3] = a1i + a3r;
+  }
+  for (int64_t h = 4; h < n; h <<= 1) {
+    const T* __restrict__ wr = p.wr.data() + h;
+    const T* __restrict__ wi = p.wi.data() + h;
+    for (int64_t i = 0; i < n; i += 2 * h) {
+      T* __restrict__ ar = re + i;
+      T* __restrict__ ai = im + i;
+      T* __restrict__ br = re + i + h;
+      T* __restrict__ bi = im + i + h;
+#pragma omp simd
+      for (int64_t j = 0; j < h; ++j) {
+        const T tr = br[j] * wr[j] - bi[j] * wi[j];
+        const T ti = br[j] * wi[j] + bi[j] * wr[j];
+        br[j] = ar[j] - tr;
+        bi[j] = ai[j] - ti;
+        ar[j] += tr;
+        ai[j] += ti;
+      }
+    }
+  }
+}
+
+template const Plan<float>& plan<float>(int64_t);
+template const Plan<double>& plan<double>(int64_t);
+template void forward_bitrev<float>(const Plan<float>&, float*, float*);
+template void forward_bitrev<double>(const Plan<double>&, double*, double*);
+
+}  // namespace ssm::kernels::fft

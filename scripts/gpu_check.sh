@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The GPU check: the one script the lead runs on the GPU machine (Ubuntu 24.04, CUDA 13, H100, 16 cores).
+#
+#   scripts/gpu_check.sh                 # build, tests, bench
+#   scripts/gpu_check.sh tests bench     # only some parts (tests and bench build first, incrementally)
+#   OUT=/some/dir scripts/gpu_check.sh   # where logs and JSON go (default ./gpu-out)
+#
+# build: configure build-gpu with CUDA for sm_90 (CMAKE_CUDA_ARCHITECTURES overrides) and build with -j16.
+# tests: ctest --output-on-failure over every test binary, then test_cuda directly with its full output.
+# bench: every bench_* binary with --benchmark_format=json into $OUT/<name>.json.
+# Every step runs even when an earlier one failed; the script exits non-zero if any step failed, after
+# printing a summary table (steps, then the bandwidth benchmark's median figures).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/gpu-out}
+BUILD=${SSM_GPU_BUILD_DIR:-$ROOT/build-gpu}
+JOBS=${SSM_JOBS:-16}
+ARCH=${CMAKE_CUDA_ARCHITECTURES:-90}
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+: >"$LOG"
+
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(build tests bench)
+want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+for p in "${parts[@]}"; do
+  case "$p" in build|tests|bench) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench)" >&2; exit 2 ;; esac
+done
+
+declare -a S_NAME S_RESULT S_SECS
+failed=0
+# step NAME COMMAND...: runs the command with its output shown and appended to the log; records the result.
+step() {
+  local name=$1; shift
+  local t0=$SECONDS rc
+  echo "=== $name: $*" | tee -a "$LOG"
+  "$@" 2>&1 | tee -a "$LOG"
+  rc=${PIPESTATUS[0]}
+  S_NAME+=("$name"); S_SECS+=($((SECONDS - t0)))
+  if [ "$rc" -eq 0 ]; then S_RESULT+=("ok"); else S_RESULT+=("FAILED (exit $rc)"); failed=1; fi
+  return "$rc"
+}
+skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: skipped ($2)" | tee -a "$LOG"; }
+
+{
+  echo "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
+  nvcc --version 2>/dev/null | tail -1 || true
+} | tee -a "$LOG"
+
+if want build || want tests || want bench; then
+  if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
+    step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
+  fi
+  # -k: keep building the other targets when one fails, so the tests that do build still run.
+  step build cmake --build "$BUILD" -j"$JOBS" -- -k
+fi
+
+if want tests; then
+  if [ -d "$BUILD" ]; then
+    step ctest ctest --test-dir "$BUILD" --output-on-failure -j8 --timeout 900
+    if [ -x "$BUILD/bin/test_cuda" ]; then
+      step test_cuda "$BUILD/bin/test_cuda" --gtest_color=no
+    else
+      skip test_cuda "no $BUILD/bin/test_cuda (build failed?)"; failed=1
+    fi
+  else
+    skip tests "no build directory"; failed=1
+  fi
+fi
+
+if want bench; then
+  shopt -s nullglob
+  benches=("$BUILD"/bin/bench_*)
+  if [ ${#benches[@]} -eq 0 ]; then skip bench "no bench_* binaries in $BUILD/bin"; failed=1; fi
+  for b in "${benches[@]}"; do
+    n=$(basename "$b")
+    # JSON on stdout into the file; messages (and a no-GPU skip notice) on stderr into the log.
+    echo "=== $n -> $OUT/$n.json" | tee -a "$LOG"
+    t0=$SECONDS
+    "$b" --benchmark_format=json >"$OUT/$n.json" 2> >(tee -a "$LOG" >&2)
+    rc=$?
+    S_NAME+=("$n"); S_SECS+=($((SECONDS - t0)))
+    if [ $rc -eq 0 ]; then S_RESULT+=("ok"); else S_RESULT+=("FAILED (exit $rc)"); failed=1; fi
+  done
+fi
+
+# ---- summary ----
+{
+  echo
+  echo "================ gpu_check summary ================"
+  printf '%-34s %-28s %8s\n' step result seconds
+  for i in "${!S_NAME[@]}"; do printf '%-34s %-28s %8s\n' "${S_NAME[$i]}" "${S_RESULT[$i]}" "${S_SECS[$i]}"; done
+  if [ -s "$OUT/bench_elementwise_bandwidth.json" ] && command -v python3 >/dev/null; then
+    echo
+    python3 - "$OUT/bench_elementwise_bandwidth.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ctx = d.get("context", {})
+print("measured D2D copy bandwidth: %s GB/s (goal: every op >= 0.80 of it)" % ctx.get("d2d_bandwidth_GBps", "?"))
+print("%-34s %12s %10s %8s" % ("benchmark (median of 5)", "time (us)", "GB/s", "of D2D"))
+for b in d.get("benchmarks", []):
+    if b.get("aggregate_name") != "median":
+        continue
+    print("%-34s %12.1f %10.1f %8.2f" % (b["run_name"], b["real_time"], b.get("bytes_per_second", 0) / 1e9,
+                                         b.get("frac_of_d2d", 0)))
+PY
+  fi
+  echo "logs and JSON in $OUT"
+  [ $failed -eq 0 ] && echo "gpu_check: all steps passed" || echo "gpu_check: SOME STEPS FAILED"
+} | tee -a "$LOG"
+exit $failed

@@ -1,0 +1,248 @@
+#include "trainers/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <limits>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/functions.h"
+#include "data/loader.h"
+#include "trainers/atomic_file.h"
+#include "trainers/checkpoint.h"
+#include "trainers/experiment.h"
+#include "trainers/metrics.h"
+#include "trainers/optim.h"
+#include "trainers/progress.h"
+#include "trainers/reducer.h"
+#include "trainers/schedule.h"
+#include "trainers/signals.h"
+
+namespace ssm::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::set<std::string> trainer_keys(const Config& recipe) {
+  std::set<std::string> keys = experiment_keys(recipe);
+  for (const char* k : {"steps", "epochs", "accumulate", "grad_clip", "log_every", "eval_every", "checkpoint_every",
+                        "keep_checkpoints", "out_dir", "resume"})
+    keys.insert(std::string("trainer.") + k);
+  // optimizer.* and schedule.* are checked by make_optimizer / schedule_from_config.
+  keys.insert("optimizer");
+  keys.insert("schedule");
+  return keys;
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(digits) << v;
+  return os.str();
+}
+
+}  // namespace
+
+TrainSummary train(const Config& recipe, std::ostream& out) {
+  install_stop_handlers();
+  const ProcessGroupEnv env = parse_launch_env();
+  SSM_CHECK_INPUT(env.world_size == 1, "launched as rank ", env.rank, " of ", env.world_size, " (", env.launcher,
+                  "), but this build trains on one process only: multi-process data parallelism (NCCL) is not "
+                  "implemented yet");
+  LocalReducer reducer;
+  recipe.check_unknown_keys(trainer_keys(recipe));
+
+  Experiment ex = build_experiment(recipe, out, env.local_rank);
+  const Config t = recipe.sub("trainer");
+  const fs::path run_dir = t.get_string("out_dir", "runs/" + ex.model_name);
+  fs::create_directories(run_dir);
+  write_file_atomic((run_dir / "recipe.yaml").string(), recipe.resolved_yaml());
+  {
+    std::string ov;
+    for (const auto& o : recipe.overrides()) ov += o + "\n";
+    write_file_atomic((run_dir / "overrides.txt").string(), ov);
+  }
+
+  const int64_t accumulate = t.get_int("accumulate", 1);
+  SSM_CHECK_INPUT(accumulate >= 1, recipe.source(), ": ", t.full_key("accumulate"), " must be >= 1");
+  data::Sampler sampler(ex.train_set->size(), ex.batch_size, /*shuffle=*/true, ex.seed, reducer.rank(),
+                        reducer.world_size(), /*drop_last=*/true);
+  SSM_CHECK_INPUT(sampler.batches_per_epoch() >= 1, recipe.source(), ": data.batch_size ", ex.batch_size,
+                  " is larger than the ", ex.train_set->size(), " training rows");
+  int64_t total_steps;
+  if (t.has("steps")) {
+    SSM_CHECK_INPUT(!t.has("epochs"), recipe.source(), ": give trainer.steps or trainer.epochs, not both");
+    total_steps = t.get_int("steps");
+  } else {
+    const double epochs = t.get_double("epochs", 1.0);
+    total_steps = int64_t(std::ceil(epochs * double(sampler.batches_per_epoch()) / double(accumulate)));
+  }
+  SSM_CHECK_INPUT(total_steps >= 1, recipe.source(), ": the run has no steps (trainer.steps / trainer.epochs)");
+  const double grad_clip = t.get_double("grad_clip", 0.0);
+  const int64_t log_every = std::max<int64_t>(1, t.get_int("log_every", 50));
+  const int64_t eval_every = t.get_int("eval_every", 0);
+  const int64_t checkpoint_every = t.get_int("checkpoint_every", 0);
+  const int keep_checkpoints = int(t.get_int("keep_checkpoints", 2));
+
+  std::vector<nn::Parameter> params = ex.model->named_parameters();
+  std::unique_ptr<Optimizer> optimizer = make_optimizer(recipe.sub("optimizer"), params);
+  const Schedule schedule = schedule_from_config(recipe.sub("schedule"), total_steps);
+
+  // Resume from the newest complete checkpoint of this run directory.
+  int64_t step = 0;
+  if (t.get_bool("resume", true)) {
+    if (auto path = latest_checkpoint(run_dir)) {
+      Checkpoint ck = load_checkpoint(*path);
+      ex.model->load_state_dict(ck.model, (*path / CheckpointFiles::model).string());
+      optimizer->load_state_tensors(ck.optimizer, (*path / CheckpointFiles::optimizer).string());
+      const json& st = ck.trainer_state;
+      try {
+        step = st.at("step").get<int64_t>();
+        SSM_CHECK_INPUT(st.at("world_size").get<int>() == reducer.world_size(), path->string(),
+                        ": checkpoint was written by ", st.at("world_size").get<int>(),
+                        " processes; this run has ", reducer.world_size());
+        sampler.set_state({st.at("sampler").at("epoch").get<int64_t>(), st.at("sampler").at("position").get<int64_t>()});
+        ex.gen->offset = st.at("generator").at("offset").get<uint64_t>();
+      } catch (const json::exception& e) {
+        throw_input(cat((*path / CheckpointFiles::trainer_state).string(), ": ", e.what()));
+      }
+      out << "resuming from " << path->string() << " (step " << step << ")\n";
+    }
+  }
+  SSM_CHECK_INPUT(step <= total_steps, run_dir.string(), ": the latest checkpoint is at step ", step,
+                  " but the recipe asks for ", total_steps, " steps");
+
+  MetricsLogger metrics(run_dir.string());
+  data::Loader loader(ex.train_set, sampler, ex.prefetch);
+
+  auto save = [&](int64_t at_step) {
+    json st;
+    st["step"] = at_step;
+    const auto s = loader.state();
+    st["sampler"] = {{"epoch", s.epoch}, {"position", s.position}};
+    st["generator"] = {{"seed", ex.gen->seed}, {"offset", ex.gen->offset}};
+    st["world_size"] = reducer.world_size();
+    st["model"] = ex.model_name;
+    st["recipe"] = recipe.resolved_yaml();
+    std::vector<std::pair<std::string, Tensor>> model_tensors = ex.model->state_dict();
+    return save_checkpoint(run_dir, at_step, model_tensors, optimizer->state_tensors(), st, keep_checkpoints);
+  };
+
+  out << "training " << ex.model_name << " (" << ex.model->num_parameters() << " parameters) on "
+      << ex.device.str() << ": " << total_steps << " steps of " << ex.batch_size * accumulate * reducer.world_size()
+      << " samples, " << ex.train_set->seq_len() << " steps per sequence; run directory " << run_dir.string()
+      << "\n";
+
+  TrainSummary summary;
+  summary.run_dir = run_dir.string();
+  ProgressOptions popt;
+  popt.total = total_steps;
+  popt.start_step = step;
+  auto progress = ProgressBar::to_stderr(popt);
+  ex.model->train();
+  const double t0 = now_seconds();
+  double window_loss = 0, window_start = t0, smoothed_loss = -1;
+  int64_t window_steps = 0, window_samples = 0, window_correct = 0, last_saved = -1;
+  const double clip = grad_clip > 0 ? grad_clip : std::numeric_limits<double>::infinity();
+
+  while (step < total_steps) {
+    if (int sig = stop_signal()) {
+      progress->print(cat("signal ", sig, ": writing a checkpoint at step ", step, " and stopping"));
+      save(step);
+      summary.stopped_early = true;
+      summary.stop_signal = sig;
+      break;
+    }
+    double step_loss = 0;
+    int64_t step_samples = 0;
+    for (int64_t micro = 0; micro < accumulate; ++micro) {
+      data::Batch batch = loader.next();
+      int64_t correct = 0;
+      ag::Variable loss = classification_loss(*ex.model, batch, ex.device, ex.autocast, &correct);
+      const double l = loss.data().item();
+      SSM_CHECK(std::isfinite(l), "the loss became ", l, " at step ", step + 1,
+                " (try a lower optimizer.lr or trainer.grad_clip)");
+      if (accumulate > 1) loss = ag::mul(loss, 1.0 / double(accumulate));
+      loss.backward();
+      step_loss += l / double(accumulate);
+      step_samples += batch.size();
+      window_correct += correct;
+    }
+    reducer.reduce(params);
+    const double grad_norm = clip_grad_norm(params, clip);
+    const double factor = schedule.factor(step);
+    optimizer->step(factor);
+    optimizer->zero_grad();
+    ++step;
+
+    window_loss += step_loss;
+    ++window_steps;
+    window_samples += step_samples;
+    smoothed_loss = smoothed_loss < 0 ? step_loss : 0.9 * smoothed_loss + 0.1 * step_loss;
+    progress->update(step, {{"loss", smoothed_loss}}, step_samples);
+
+    if (step % log_every == 0 || step == total_steps) {
+      const double now = now_seconds();
+      metrics.log(step, {{"loss", window_loss / double(window_steps)},
+                         {"lr", factor * (optimizer->groups().empty() ? 0.0 : optimizer->groups()[0].lr)},
+                         {"lr_factor", factor},
+                         {"grad_norm", grad_norm},
+                         {"train_accuracy", double(window_correct) / double(std::max<int64_t>(1, window_samples))},
+                         {"samples_per_second", double(window_samples) / std::max(1e-9, now - window_start)},
+                         {"epoch", double(loader.state().epoch) +
+                                       double(loader.state().position) / double(sampler.batches_per_epoch())}});
+      window_loss = 0;
+      window_steps = window_samples = window_correct = 0;
+      window_start = now;
+    }
+    if (eval_every > 0 && step % eval_every == 0 && step < total_steps) {
+      EvalStats e = evaluate_classifier(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
+      metrics.log(step, {{"eval/loss", e.loss}, {"eval/accuracy", e.accuracy}});
+      progress->print(cat("step ", step, ": test accuracy ", fixed(e.accuracy, 4), ", loss ", fixed(e.loss, 4)));
+    }
+    if (checkpoint_every > 0 && step % checkpoint_every == 0) {
+      save(step);
+      last_saved = step;
+    }
+  }
+  progress->finish();
+  summary.steps = step;
+  summary.train_seconds = now_seconds() - t0;
+  if (summary.stopped_early) {
+    out << "stopped at step " << step << " of " << total_steps << "; run the same command to resume\n";
+    return summary;
+  }
+  if (last_saved != step) save(step);
+  summary.test = evaluate_classifier(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
+  metrics.log(step, {{"test/loss", summary.test.loss}, {"test/accuracy", summary.test.accuracy}});
+  out << "trained " << step << " steps in " << fixed(summary.train_seconds, 1) << " s\n";
+  out << "test accuracy: " << fixed(summary.test.accuracy, 4) << " (loss " << fixed(summary.test.loss, 4) << ", "
+      << summary.test.samples << " samples)\n";
+  return summary;
+}
+
+EvalStats evaluate_checkpoint(const std::string& checkpoint_dir, const std::vector<std::string>& overrides,
+                              std::ostream& out) {
+  Checkpoint ck = load_checkpoint(checkpoint_dir);
+  const fs::path state_file = fs::path(checkpoint_dir) / CheckpointFiles::trainer_state;
+  SSM_CHECK_INPUT(ck.trainer_state.contains("recipe") && ck.trainer_state["recipe"].is_string(), state_file.string(),
+                  ": no recipe stored in the trainer state");
+  Config recipe = Config::from_string(ck.trainer_state["recipe"].get<std::string>(), state_file.string(), overrides);
+  recipe.check_unknown_keys(trainer_keys(recipe));
+  Experiment ex = build_experiment(recipe, out);
+  ex.model->load_state_dict(ck.model, (fs::path(checkpoint_dir) / CheckpointFiles::model).string());
+  EvalStats e = evaluate_classifier(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
+  out << "test accuracy: " << fixed(e.accuracy, 4) << " (loss " << fixed(e.loss, 4) << ", " << e.samples
+      << " samples)\n";
+  return e;
+}
+
+}  // namespace ssm::train
