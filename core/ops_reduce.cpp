@@ -97,10 +97,17 @@ void sum_arc(const T* x, int64_t A, int64_t R, int64_t C, O* out) {
       for (int64_t a = 0; a < A; ++a) {
         std::fill(acc.begin(), acc.end(), Acc(0));
         const T* xa = x + a * R * C;
-        if (C == 1) {
-          Acc s = 0;
-          for (int64_t r = 0; r < R; ++r) s += Acc(xa[r]);
-          acc[0] = s;
+        if (C == 1) {  // four independent partial sums hide the add latency
+          Acc s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+          int64_t r = 0;
+          for (; r + 4 <= R; r += 4) {
+            s0 += Acc(xa[r]);
+            s1 += Acc(xa[r + 1]);
+            s2 += Acc(xa[r + 2]);
+            s3 += Acc(xa[r + 3]);
+          }
+          for (; r < R; ++r) s0 += Acc(xa[r]);
+          acc[0] = (s0 + s1) + (s2 + s3);
         } else {
           for (int64_t r = 0; r < R; ++r)
             for (int64_t c = 0; c < C; ++c) acc[c] += Acc(xa[r * C + c]);

@@ -55,7 +55,9 @@ if want build || want tests || want bench; then
       -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
   fi
   # -k: keep building the other targets when one fails, so the tests that do build still run.
-  step build cmake --build "$BUILD" -j"$JOBS" -- -k
+  keep_going=(-k)
+  [ -f "$BUILD/build.ninja" ] && keep_going=(-k 0)
+  step build cmake --build "$BUILD" -j"$JOBS" -- "${keep_going[@]}"
 fi
 
 if want tests; then

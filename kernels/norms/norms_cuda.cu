@@ -6,6 +6,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/norms/norms_cuda.h"
 
@@ -155,18 +157,18 @@ auto dptr(const Tensor& t) {
   return t.defined() ? static_cast<D*>(t.data_ptr()) : static_cast<D*>(nullptr);
 }
 
-// Calls fn.template operator()<Tx, Tw>() for the supported (x, weight) dtype pairs (host types).
+// Calls fn.template run<Tx, Tw>() for the supported (x, weight) dtype pairs (host types).
 template <typename Fn>
-void dispatch(DType xt, DType wt, Fn&& fn) {
-  if (xt == DType::f32) return fn.template operator()<float, float>();
-  if (xt == DType::f64) return fn.template operator()<double, double>();
+void dispatch(DType xt, DType wt, const Fn& fn) {
+  if (xt == DType::f32) return fn.template run<float, float>();
+  if (xt == DType::f64) return fn.template run<double, double>();
   if (xt == DType::bf16) {
-    if (wt == DType::f32) return fn.template operator()<bf16_t, float>();
-    return fn.template operator()<bf16_t, bf16_t>();
+    if (wt == DType::f32) return fn.template run<bf16_t, float>();
+    return fn.template run<bf16_t, bf16_t>();
   }
   if (xt == DType::f16) {
-    if (wt == DType::f32) return fn.template operator()<f16_t, float>();
-    return fn.template operator()<f16_t, f16_t>();
+    if (wt == DType::f32) return fn.template run<f16_t, float>();
+    return fn.template run<f16_t, f16_t>();
   }
   SSM_CHECK(false, "norms: unsupported dtype ", dtype_name(xt));
 }
@@ -174,28 +176,30 @@ void dispatch(DType xt, DType wt, Fn&& fn) {
 template <typename T>
 using AccOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-}  // namespace
-
-void norm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms, Tensor& y,
-                  Tensor& mean, Tensor& rstd) {
-  const int64_t C = x.size(-1), rows = x.numel() / C;
-  const DType wt = weight.defined() ? weight.dtype() : (bias.defined() ? bias.dtype() : x.dtype());
-  dispatch(x.dtype(), wt, [&]<typename Tx, typename Tw>() {
+struct ForwardLaunch {
+  const Tensor &x, &weight, &bias;
+  double eps;
+  bool rms;
+  Tensor &y, &mean, &rstd;
+  template <typename Tx, typename Tw>
+  void run() const {
     using A = AccOf<Tx>;
-    const unsigned blocks = blocks_for(rows, kRowsPerBlock);
-    norm_fwd_kernel<<<blocks, 32 * kRowsPerBlock, 0, stream()>>>(
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    norm_fwd_kernel<<<blocks_for(rows, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(
         dptr<Tx>(x), dptr<Tw>(weight), dptr<Tw>(bias), dptr<Tx>(y), rms ? static_cast<A*>(nullptr) : mean.data<A>(),
         rstd.data<A>(), rows, C, A(eps), rms);
     SSM_CUDA_LAUNCH_CHECK();
-  });
-}
+  }
+};
 
-void norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                   const Tensor& rstd, bool rms, Tensor* grad_x, Tensor* grad_w, Tensor* grad_b) {
-  const int64_t C = x.size(-1), rows = x.numel() / C;
-  const DType wt = weight.defined() ? weight.dtype() : (grad_w ? grad_w->dtype() : (grad_b ? grad_b->dtype() : x.dtype()));
-  dispatch(x.dtype(), wt, [&]<typename Tx, typename Tw>() {
+struct BackwardLaunch {
+  const Tensor &grad_y, &x, &weight, &mean, &rstd;
+  bool rms;
+  Tensor *grad_x, *grad_w, *grad_b;
+  template <typename Tx, typename Tw>
+  void run() const {
     using A = AccOf<Tx>;
+    const int64_t C = x.size(-1), rows = x.numel() / C;
     const A* mp = rms ? static_cast<const A*>(nullptr) : mean.data<A>();
     if (grad_x) {
       norm_bwd_x_kernel<<<blocks_for(rows, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(
@@ -215,7 +219,22 @@ void norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight, 
           nchunks, C);
       SSM_CUDA_LAUNCH_CHECK();
     }
-  });
+  }
+};
+
+}  // namespace
+
+void norm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms, Tensor& y,
+                  Tensor& mean, Tensor& rstd) {
+  const DType wt = weight.defined() ? weight.dtype() : (bias.defined() ? bias.dtype() : x.dtype());
+  dispatch(x.dtype(), wt, ForwardLaunch{x, weight, bias, eps, rms, y, mean, rstd});
+}
+
+void norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                   const Tensor& rstd, bool rms, Tensor* grad_x, Tensor* grad_w, Tensor* grad_b) {
+  const DType wt =
+      weight.defined() ? weight.dtype() : (grad_w ? grad_w->dtype() : (grad_b ? grad_b->dtype() : x.dtype()));
+  dispatch(x.dtype(), wt, BackwardLaunch{grad_y, x, weight, mean, rstd, rms, grad_x, grad_w, grad_b});
 }
 
 }  // namespace ssm::kernels::cuda

@@ -106,36 +106,44 @@ struct Scratch {
       : kr(n), ki(n), xr(n), xi(n), yr(n), yi(n), ur(n), ui(n), ar(n), ai(n) {}
 };
 
-// Gathers rows b0 and b0+1 (if < B) of channel h of a (B, L, H) tensor into (re, im), bit-reversed,
+// out (B, C, R) = x (B, R, C) transposed per batch, in 32 x 32 tiles (channels-last <-> rows of time).
+template <typename T>
+void transpose_batched(const T* x, T* out, int64_t B, int64_t R, int64_t C) {
+  const int64_t tr = (R + 31) / 32, tc = (C + 31) / 32;
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < B * tr * tc; ++job) {
+    const int64_t b = job / (tr * tc), r0 = (job / tc) % tr * 32, c0 = job % tc * 32;
+    const T* xb = x + b * R * C;
+    T* ob = out + b * R * C;
+    for (int64_t c = c0; c < std::min(C, c0 + 32); ++c)
+      for (int64_t r = r0; r < std::min(R, r0 + 32); ++r) ob[c * R + r] = xb[r * C + c];
+  }
+}
+
+// Loads the time rows x0 and x1 (x1 may be null: zeros) of length L into (re, im), bit-reversed and
 // zero-padded to n, and transforms.
 template <typename T>
-void fft_pair(const fft::Plan<T>& p, const Dims& d, const T* x, int64_t b0, int64_t h, T* re, T* im) {
+void fft_pair(const fft::Plan<T>& p, int64_t L, const T* x0, const T* x1, T* re, T* im) {
   const int64_t n = p.n;
   std::fill(re, re + n, T(0));
   std::fill(im, im + n, T(0));
   const int32_t* rev = p.rev.data();
-  const T* x0 = x + b0 * d.L * d.H + h;
-  for (int64_t t = 0; t < d.L; ++t) re[rev[t]] = x0[t * d.H];
-  if (b0 + 1 < d.B) {
-    const T* x1 = x0 + d.L * d.H;
-    for (int64_t t = 0; t < d.L; ++t) im[rev[t]] = x1[t * d.H];
-  }
+  for (int64_t t = 0; t < L; ++t) re[rev[t]] = x0[t];
+  if (x1)
+    for (int64_t t = 0; t < L; ++t) im[rev[t]] = x1[t];
   fft::forward_bitrev(p, re, im);
 }
 
 // F(k_h) into (kr, ki).
 template <typename T>
 void fft_kernel(const fft::Plan<T>& p, const Dims& d, const T* k, int64_t h, T* kr, T* ki) {
-  std::fill(kr, kr + p.n, T(0));
-  std::fill(ki, ki + p.n, T(0));
-  for (int64_t s = 0; s < d.Lk; ++s) kr[p.rev[s]] = k[h * d.Lk + s];
-  fft::forward_bitrev(p, kr, ki);
+  fft_pair(p, d.Lk, k + h * d.Lk, static_cast<const T*>(nullptr), kr, ki);
 }
 
-// (yr, yi) <- IFFT of X * (conj_k ? conj(K) : K), then scatter re -> row b0, im -> row b0+1 of out.
+// (yr, yi) <- IFFT of X * (conj_k ? conj(K) : K); real part -> row o0, imaginary part -> row o1 (if any).
 template <typename T>
-void multiply_inverse_scatter(const fft::Plan<T>& p, const Dims& d, const T* xr, const T* xi, const T* kr,
-                              const T* ki, bool conj_k, T* yr, T* yi, T* out, int64_t b0, int64_t h) {
+void multiply_inverse(const fft::Plan<T>& p, int64_t L, const T* xr, const T* xi, const T* kr, const T* ki,
+                      bool conj_k, T* yr, T* yi, T* o0, T* o1) {
   const int64_t n = p.n;
   const T inv_n = T(1) / T(n);
   const T sk = conj_k ? T(-1) : T(1);
@@ -148,17 +156,19 @@ void multiply_inverse_scatter(const fft::Plan<T>& p, const Dims& d, const T* xr,
     yi[rev[f]] = -pi * inv_n;
   }
   fft::forward_bitrev(p, yr, yi);  // = conj(IFFT(X K)); real part yr, imaginary part -yi
-  T* o0 = out + b0 * d.L * d.H + h;
-  for (int64_t t = 0; t < d.L; ++t) o0[t * d.H] = yr[t];
-  if (b0 + 1 < d.B) {
-    T* o1 = o0 + d.L * d.H;
-    for (int64_t t = 0; t < d.L; ++t) o1[t * d.H] = -yi[t];
-  }
+  std::copy(yr, yr + L, o0);
+  if (o1)
+    for (int64_t t = 0; t < L; ++t) o1[t] = -yi[t];
 }
 
+// The FFT paths work on (B, H, L) copies so that every time row is contiguous.
 template <typename T>
 void fft_forward(const Dims& d, const T* u, const T* k, T* y) {
   const auto& p = fft::plan<T>(fft::next_pow2(std::max<int64_t>(d.L + d.Lk - 1, 4)));
+  const int64_t L = d.L;
+  std::vector<T> ut(size_t(d.B * d.H * L)), yt(size_t(d.B * d.H * L));
+  transpose_batched(u, ut.data(), d.B, L, d.H);
+  auto row = [&](std::vector<T>& v, int64_t b, int64_t h) { return b < d.B ? v.data() + (b * d.H + h) * L : nullptr; };
 #pragma omp parallel
   {
     Scratch<T> s(p.n);
@@ -166,18 +176,24 @@ void fft_forward(const Dims& d, const T* u, const T* k, T* y) {
     for (int64_t h = 0; h < d.H; ++h) {
       fft_kernel(p, d, k, h, s.kr.data(), s.ki.data());
       for (int64_t b0 = 0; b0 < d.B; b0 += 2) {
-        fft_pair(p, d, u, b0, h, s.xr.data(), s.xi.data());
-        multiply_inverse_scatter(p, d, s.xr.data(), s.xi.data(), s.kr.data(), s.ki.data(), false, s.yr.data(),
-                                 s.yi.data(), y, b0, h);
+        fft_pair(p, L, static_cast<const T*>(row(ut, b0, h)), static_cast<const T*>(row(ut, b0 + 1, h)), s.xr.data(),
+                 s.xi.data());
+        multiply_inverse(p, L, s.xr.data(), s.xi.data(), s.kr.data(), s.ki.data(), false, s.yr.data(), s.yi.data(),
+                         row(yt, b0, h), row(yt, b0 + 1, h));
       }
     }
   }
+  transpose_batched(yt.data(), y, d.B, d.H, L);
 }
 
 template <typename T>
 void fft_backward(const Dims& d, const T* g, const T* u, const T* k, T* gu, T* gk) {
   const auto& p = fft::plan<T>(fft::next_pow2(std::max<int64_t>(d.L + d.Lk - 1, 4)));
-  const int64_t n = p.n;
+  const int64_t n = p.n, L = d.L;
+  std::vector<T> gt(size_t(d.B * d.H * L)), ut(gk ? size_t(d.B * d.H * L) : 0), gut(gu ? size_t(d.B * d.H * L) : 0);
+  transpose_batched(g, gt.data(), d.B, L, d.H);
+  if (gk) transpose_batched(u, ut.data(), d.B, L, d.H);
+  auto row = [&](std::vector<T>& v, int64_t b, int64_t h) { return b < d.B ? v.data() + (b * d.H + h) * L : nullptr; };
 #pragma omp parallel
   {
     Scratch<T> s(n);
@@ -189,12 +205,14 @@ void fft_backward(const Dims& d, const T* g, const T* u, const T* k, T* gu, T* g
         std::fill(s.ai.begin(), s.ai.end(), T(0));
       }
       for (int64_t b0 = 0; b0 < d.B; b0 += 2) {
-        fft_pair(p, d, g, b0, h, s.xr.data(), s.xi.data());
+        fft_pair(p, L, static_cast<const T*>(row(gt, b0, h)), static_cast<const T*>(row(gt, b0 + 1, h)), s.xr.data(),
+                 s.xi.data());
         if (gu)
-          multiply_inverse_scatter(p, d, s.xr.data(), s.xi.data(), s.kr.data(), s.ki.data(), true, s.yr.data(),
-                                   s.yi.data(), gu, b0, h);
+          multiply_inverse(p, L, s.xr.data(), s.xi.data(), s.kr.data(), s.ki.data(), true, s.yr.data(), s.yi.data(),
+                           row(gut, b0, h), row(gut, b0 + 1, h));
         if (gk) {  // acc += F(g pair) conj(F(u pair))
-          fft_pair(p, d, u, b0, h, s.ur.data(), s.ui.data());
+          fft_pair(p, L, static_cast<const T*>(row(ut, b0, h)), static_cast<const T*>(row(ut, b0 + 1, h)),
+                   s.ur.data(), s.ui.data());
           T* __restrict__ ar = s.ar.data();
           T* __restrict__ ai = s.ai.data();
           const T* __restrict__ xr = s.xr.data();
@@ -219,6 +237,7 @@ void fft_backward(const Dims& d, const T* g, const T* u, const T* k, T* gu, T* g
       }
     }
   }
+  if (gu) transpose_batched(gut.data(), gu, d.B, d.H, L);
 }
 
 template <typename T>

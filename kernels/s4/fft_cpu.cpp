@@ -42,8 +42,12 @@ const Plan<T>& plan(int64_t n) {
   return *slot;
 }
 
+namespace {
+
+// The transform body; compiled twice below (AVX2+FMA and baseline) and picked at run time, since the
+// library is built without -march flags.
 template <typename T>
-void forward_bitrev(const Plan<T>& p, T* re, T* im) {
+inline __attribute__((always_inline)) void forward_body(const Plan<T>& p, T* re, T* im) {
   const int64_t n = p.n;
   // Stages h = 1 and h = 2 together as one radix-4 pass (twiddles 1 and -i).
   for (int64_t i = 0; i < n; i += 4) {
@@ -78,9 +82,27 @@ void forward_bitrev(const Plan<T>& p, T* re, T* im) {
   }
 }
 
+}  // namespace
+
+__attribute__((target_clones("arch=haswell", "default"))) void forward_f32(const Plan<float>& p, float* re,
+                                                                            float* im) {
+  forward_body(p, re, im);
+}
+__attribute__((target_clones("arch=haswell", "default"))) void forward_f64(const Plan<double>& p, double* re,
+                                                                            double* im) {
+  forward_body(p, re, im);
+}
+
+template <>
+void forward_bitrev<float>(const Plan<float>& p, float* re, float* im) {
+  forward_f32(p, re, im);
+}
+template <>
+void forward_bitrev<double>(const Plan<double>& p, double* re, double* im) {
+  forward_f64(p, re, im);
+}
+
 template const Plan<float>& plan<float>(int64_t);
 template const Plan<double>& plan<double>(int64_t);
-template void forward_bitrev<float>(const Plan<float>&, float*, float*);
-template void forward_bitrev<double>(const Plan<double>&, double*, double*);
 
 }  // namespace ssm::kernels::fft
