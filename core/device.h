@@ -1,5 +1,6 @@
 // Where a tensor lives: the host CPU or CUDA device n.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace ssm {

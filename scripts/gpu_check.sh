@@ -22,10 +22,10 @@ LOG="$OUT/gpu_check.log"
 : >"$LOG"
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(build tests bench)
+[ ${#parts[@]} -eq 0 ] && parts=(build tests bench train)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case "$p" in build|tests|bench) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench)" >&2; exit 2 ;; esac
+  case "$p" in build|tests|bench|train) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train)" >&2; exit 2 ;; esac
 done
 
 declare -a S_NAME S_RESULT S_SECS
@@ -49,7 +49,7 @@ skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: s
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
 
-if want build || want tests || want bench; then
+if want build || want tests || want bench || want train; then
   if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
     step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
@@ -87,6 +87,17 @@ if want bench; then
     S_NAME+=("$n"); S_SECS+=($((SECONDS - t0)))
     if [ $rc -eq 0 ]; then S_RESULT+=("ok"); else S_RESULT+=("FAILED (exit $rc)"); failed=1; fi
   done
+fi
+
+# train: the quickstart recipe on the GPU with the 784-step sequence (issue: >= 90% in < 3 minutes).
+# FMNIST_ROOT points at the IDX files (the GPU machine has no Debian package; carry them).
+if want train; then
+  root=${FMNIST_ROOT:-/usr/share/datasets/fashion-mnist}
+  rm -rf "$OUT/quickstart-gpu"
+  step train-quickstart-gpu "$BUILD/bin/ssm" train recipes/quickstart/fashion-mnist-s4d.yaml trainer.device=cuda \
+    data.pool=1 data.root="$root" data.path="$BUILD/datasets/fashion-mnist" trainer.out_dir="$OUT/quickstart-gpu" \
+    ${SSM_TRAIN_OVERRIDES:-}
+  rm -rf "$OUT/quickstart-gpu/checkpoints"
 fi
 
 # ---- summary ----
