@@ -95,7 +95,8 @@ MatArg make_arg(const Tensor& x, const Shape& batch) {
   full.push_back(r);
   full.push_back(c);
   auto try_layout = [&](const Tensor& t, MatArg& m) {
-    int64_t sr = t.strides()[size_t(nd - 2)], sc = t.strides()[size_t(nd - 1)];
+    const int64_t tn = t.dim();  // the dense fallback below has the full batch rank, not x's
+    int64_t sr = t.strides()[size_t(tn - 2)], sc = t.strides()[size_t(tn - 1)];
     if (c == 1) sc = 1;                      // a single column: only the row stride matters
     if (r == 1) sr = sc == 1 ? c : 1;        // a single row: row-major if unit stride, else transposed
     if (sc == 1 && sr >= std::max<int64_t>(c, 1)) {
