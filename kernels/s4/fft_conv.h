@@ -13,7 +13,8 @@
 // CPU: two batch rows of one channel share k, so they ride in one complex FFT, x = u_b0 + i u_b1:
 // IFFT(F(x) F(k)) = y_b0 + i y_b1 (linearity; both are real). For grad_k the same packing gives
 // F(g_b0 + i g_b1) conj(F(u_b0 + i u_b1)) whose inverse has real part sum over the pair of the
-// correlations (the cross terms come out purely imaginary). Parallel over channels h (OpenMP); a
+// correlations (the cross terms come out purely imaginary). Works on (B, H, L) transposed copies so
+// time rows are contiguous; parallel over channels h (OpenMP); a
 // direct O(L Lk) sum, vectorised over channels, when the kernel is short (see use_direct()).
 // CUDA: cuFFT R2C/C2R (plans cached per (n, batch, precision)) on a (B H, n) zero-padded copy.
 #pragma once

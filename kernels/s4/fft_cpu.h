@@ -1,4 +1,5 @@
-// A small complex FFT for the CPU (used by causal_conv): iterative radix-2, decimation in time,
+// A small complex FFT for the CPU (used by causal_conv): iterative radix-2 decimation in time, two
+// stages per pass over the data (radix-4 passes; AVX2/FMA clone picked at run time),
 // split real/imaginary arrays (so the butterflies vectorise), sizes a power of two >= 4.
 //
 //   X[f] = sum_{t<n} x[t] exp(-2 pi i f t / n)

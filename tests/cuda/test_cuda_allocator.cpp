@@ -7,6 +7,8 @@
 namespace ssm {
 namespace {
 
+#ifdef SSM_WITH_CUDA  // the allocator tests call ssm::cuda:: directly
+
 const Device kGpu = Device::cuda(0);
 
 TEST(CudaAllocator, SecondAllocOfSameSizeMakesNoDriverAlloc) {
@@ -92,6 +94,14 @@ TEST(CudaAllocator, DeviceCountAndCopies) {
   EXPECT_TRUE(test::same_bits(g2, h));
   cuda::synchronize();
 }
+
+#else
+TEST(CudaAllocator, CpuOnlyBuildReportsNoDevice) {
+  EXPECT_FALSE(cuda_available());
+  EXPECT_EQ(cuda_device_count(), 0);
+  EXPECT_THROW(Tensor::empty({4}, DType::f32, Device::cuda(0)), Error);
+}
+#endif
 
 }  // namespace
 }  // namespace ssm
