@@ -197,6 +197,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
                          {"grad_norm", grad_norm},
                          {"train_accuracy", double(window_correct) / double(std::max<int64_t>(1, window_samples))},
                          {"samples_per_second", double(window_samples) / std::max(1e-9, now - window_start)},
+                         {"peak_memory_mb", double(allocator_stats(ex.device).peak_bytes) / 1048576.0},
                          {"epoch", double(loader.state().epoch) +
                                        double(loader.state().position) / double(sampler.batches_per_epoch())}});
       window_loss = 0;

@@ -244,6 +244,20 @@ TEST_F(Cli, ResumeReproducesTheUninterruptedRun) {
   }
 }
 
+// Gradient accumulation: 2 micro-batches of 8 give the update of one batch of 16 (same rows, same order).
+TEST_F(Cli, AccumulationMatchesTheLargerBatch) {
+  ASSERT_EQ(ssm("train toy.yaml trainer.out_dir=big trainer.steps=10", dir_).code, 0);
+  Result r = ssm("train toy.yaml trainer.out_dir=acc trainer.steps=10 data.batch_size=8 +trainer.accumulate=2", dir_);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto big = ssm::train::load_safetensors((dir_ / "big/checkpoints/step-10/model.safetensors").string());
+  auto acc = ssm::train::load_safetensors((dir_ / "acc/checkpoints/step-10/model.safetensors").string());
+  for (const auto& [name, t] : big.tensors) {
+    const auto a = t.to_float_vector(), b = acc.tensors.at(name).to_float_vector();
+    ASSERT_EQ(a.size(), b.size()) << name;
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 2e-5) << name << "[" << i << "]";
+  }
+}
+
 // SIGTERM: the run writes a checkpoint at the step it reached and exits with 128 + 15.
 TEST_F(Cli, SigtermCheckpointsAndStops) {
   const pid_t pid = fork();
