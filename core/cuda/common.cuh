@@ -8,6 +8,8 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/cuda/check.h"
@@ -208,5 +210,59 @@ template <class T, int V>
 struct alignas(sizeof(T) * V) Vec {
   T v[V];
 };
+
+// Vector memory access through a plain integer type of the vector's size (uint4 for 16 bytes), so the
+// access is always one LDG.E.128 / STG.E.128: copying a Vec of a class type (__nv_bfloat16, __half) may
+// otherwise be split into one 2-byte access per element. dst/src are per-thread arrays (registers).
+template <int Bytes> struct RawBytes;
+template <> struct RawBytes<16> { using type = uint4; };
+template <> struct RawBytes<8> { using type = uint2; };
+template <> struct RawBytes<4> { using type = uint32_t; };
+template <> struct RawBytes<2> { using type = uint16_t; };
+template <> struct RawBytes<1> { using type = uint8_t; };
+
+// dst[0:V] = p[vi*V : vi*V+V]; p 16-byte aligned when sizeof(T)*V == 16 (the vector's size in general).
+template <class T, int V>
+__device__ __forceinline__ void load_vec(const T* p, int64_t vi, T* dst) {
+  using R = typename RawBytes<int(sizeof(T)) * V>::type;
+  const R raw = reinterpret_cast<const R*>(p)[vi];
+  memcpy(dst, &raw, sizeof(R));
+}
+template <class T, int V>
+__device__ __forceinline__ void store_vec(T* p, int64_t vi, const T* src) {
+  using R = typename RawBytes<int(sizeof(T)) * V>::type;
+  R raw;
+  memcpy(&raw, src, sizeof(R));
+  reinterpret_cast<R*>(p)[vi] = raw;
+}
+template <class T, int V>
+__device__ __forceinline__ Vec<T, V> load_vec(const T* p, int64_t vi) {
+  Vec<T, V> r;
+  load_vec<T, V>(p, vi, r.v);
+  return r;
+}
+
+// x[e] = from_acc<T>(g(e)) for e < N, g(e) in the compute type; bf16 and f16 round in pairs (one
+// cvt.rn.bf16x2.f32 per pair, same round-to-nearest-even result as from_acc).
+template <class T, int N, class G>
+__device__ __forceinline__ void from_acc_n(T* x, G&& g) {
+  if constexpr ((std::is_same_v<T, bf16> || std::is_same_v<T, f16>) && N % 2 == 0) {
+#pragma unroll
+    for (int e = 0; e < N; e += 2) {
+      if constexpr (std::is_same_v<T, bf16>) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(g(e), g(e + 1));
+        x[e] = h.x;
+        x[e + 1] = h.y;
+      } else {
+        const __half2 h = __floats2half2_rn(g(e), g(e + 1));
+        x[e] = h.x;
+        x[e + 1] = h.y;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < N; ++e) x[e] = from_acc<T>(g(e));
+  }
+}
 
 }  // namespace ssm::cuda

@@ -2,9 +2,12 @@
 //
 // A functor F declares Out, In0, In1, In2 (unused ones: uint8_t), kIn (1..3), Vt (the type that sets the
 // vector width V = 16 / sizeof(Vt)), and `__device__ Out operator()(In0, In1, In2) const`.
+// A functor may also declare `template <int N> apply(...)` doing N elements at once (see ew_apply): the
+// vector kernel then calls it once per thread, so a run-time op switch is taken once, not per element.
 // Two kernels per functor:
 //  - vectorised: out dense, every input dense over out's shape or a single element (scalar broadcast),
-//    pointers aligned: each thread moves kUnroll 16-byte vectors per operand (float4 for f32, 8 x bf16);
+//    pointers aligned: each thread moves kUnroll 16-byte vectors per operand (float4 for f32, 8 x bf16),
+//    as single 128-bit loads/stores (load_vec/store_vec in common.cuh);
 //  - N-d: any strides (broadcast = stride 0), offsets from the linear index by OffsetCalc (dims coalesced
 //    first, at most 8 left).
 // Bytes moved = numel * (sizeof(Out) + sum of dense inputs' sizeof): the bandwidth floor of every op here.
@@ -26,53 +29,62 @@ struct EwPtrs {
   const typename F::In2* in2;
 };
 
+// Operand k of the vector kernel: kUnroll vectors (or the broadcast scalar) into dst[0 : kUnroll*V].
 template <class T, int V>
-__device__ __forceinline__ Vec<T, V> load_vec(const T* p, int64_t vi, bool scalar) {
+__device__ __forceinline__ void load_operand(const T* p, int64_t base, int64_t nvec, bool scalar, T* dst) {
   if (scalar) {
-    Vec<T, V> r;
     const T s = p[0];
 #pragma unroll
-    for (int e = 0; e < V; ++e) r.v[e] = s;
-    return r;
+    for (int e = 0; e < kEwUnroll * V; ++e) dst[e] = s;
+    return;
   }
-  return reinterpret_cast<const Vec<T, V>*>(p)[vi];
+#pragma unroll
+  for (int j = 0; j < kEwUnroll; ++j) {
+    const int64_t vi = base + int64_t(j) * kEwThreads;
+    if (vi < nvec) load_vec<T, V>(p, vi, dst + j * V);
+  }
 }
 
+// r[e] = f(a[e], b[e], c[e]) for e < N. A functor with
+//   template <int N> __device__ void apply(Out (&r)[N], const In0 (&a)[N], const In1 (&b)[N], const In2 (&c)[N]) const
+// does all N at once (it takes its op switch once, outside the element loop: see math.cuh); others go one
+// element at a time through operator().
+template <class F, int N>
+__device__ __forceinline__ void ew_apply(const F& f, typename F::Out (&r)[N], const typename F::In0 (&a)[N],
+                                         const typename F::In1 (&b)[N], const typename F::In2 (&c)[N]) {
+  if constexpr (requires { f.template apply<N>(r, a, b, c); }) {
+    f.template apply<N>(r, a, b, c);
+  } else {
+#pragma unroll
+    for (int e = 0; e < N; ++e) r[e] = f(a[e], b[e], c[e]);
+  }
+}
+
+// Thread t of block blk owns vectors blk*kEwThreads*kEwUnroll + t + j*kEwThreads, j < kEwUnroll (coalesced
+// across the warp for every j): all kEwUnroll loads of every operand are issued before any arithmetic, so
+// each thread has kEwUnroll 16-byte loads per operand in flight (8 bf16 or 4 f32 each).
 template <class F, int V>
 __global__ void __launch_bounds__(kEwThreads) ew_vec_kernel(F f, int64_t n, EwPtrs<F> p, unsigned scalar) {
   using Out = typename F::Out;
   using In0 = typename F::In0;
   using In1 = typename F::In1;
   using In2 = typename F::In2;
+  constexpr int N = kEwUnroll * V;
   const int64_t nvec = n / V;
   const int64_t base = int64_t(blockIdx.x) * (kEwThreads * kEwUnroll) + threadIdx.x;
-  Vec<In0, V> a[kEwUnroll];
-  Vec<In1, V> b[kEwUnroll];
-  Vec<In2, V> c[kEwUnroll];
+  // Zero-filled so that the slots past the end (last block only) compute on defined values.
+  In0 a[N] = {};
+  In1 b[N] = {};
+  In2 c[N] = {};
+  Out r[N];
+  load_operand<In0, V>(p.in0, base, nvec, scalar & 1u, a);
+  if constexpr (F::kIn >= 2) load_operand<In1, V>(p.in1, base, nvec, scalar & 2u, b);
+  if constexpr (F::kIn >= 3) load_operand<In2, V>(p.in2, base, nvec, scalar & 4u, c);
+  ew_apply<F, N>(f, r, a, b, c);
 #pragma unroll
   for (int j = 0; j < kEwUnroll; ++j) {
     const int64_t vi = base + int64_t(j) * kEwThreads;
-    if (vi < nvec) {
-      a[j] = load_vec<In0, V>(p.in0, vi, scalar & 1u);
-      if constexpr (F::kIn >= 2) b[j] = load_vec<In1, V>(p.in1, vi, scalar & 2u);
-      if constexpr (F::kIn >= 3) c[j] = load_vec<In2, V>(p.in2, vi, scalar & 4u);
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kEwUnroll; ++j) {
-    const int64_t vi = base + int64_t(j) * kEwThreads;
-    if (vi < nvec) {
-      Vec<Out, V> r;
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
-        In1 bv{};
-        In2 cv{};
-        if constexpr (F::kIn >= 2) bv = b[j].v[e];
-        if constexpr (F::kIn >= 3) cv = c[j].v[e];
-        r.v[e] = f(a[j].v[e], bv, cv);
-      }
-      reinterpret_cast<Vec<Out, V>*>(p.out)[vi] = r;
-    }
+    if (vi < nvec) store_vec<Out, V>(p.out, vi, r + j * V);
   }
   // The last block also does the n % V tail elements.
   if (blockIdx.x == gridDim.x - 1) {

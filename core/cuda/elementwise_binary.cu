@@ -20,6 +20,12 @@ struct BinaryF {
   static constexpr int kIn = 2;
   BinaryOp op;
   __device__ T operator()(T a, T b, uint8_t) const { return from_acc<T>(binary_math(op, to_acc(a), to_acc(b))); }
+  template <int N>  // the vector kernel: the op switch once, then N elements with the op fixed
+  __device__ void apply(T (&r)[N], const T (&a)[N], const T (&b)[N], const uint8_t (&)[N]) const {
+    visit_binary(op, [&](auto o) {
+      from_acc_n<T, N>(r, [&](int e) { return binary_fn<decltype(o)::value>(to_acc(a[e]), to_acc(b[e])); });
+    });
+  }
 };
 
 template <class T>
@@ -37,6 +43,10 @@ struct BinaryScalarF {
   BinaryOp op;
   acc_t<T> s;
   __device__ T operator()(T a, uint8_t, uint8_t) const { return from_acc<T>(binary_math(op, to_acc(a), s)); }
+  template <int N>
+  __device__ void apply(T (&r)[N], const T (&a)[N], const uint8_t (&)[N], const uint8_t (&)[N]) const {
+    visit_binary(op, [&](auto o) { from_acc_n<T, N>(r, [&](int e) { return binary_fn<decltype(o)::value>(to_acc(a[e]), s); }); });
+  }
 };
 
 template <class T>

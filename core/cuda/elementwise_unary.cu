@@ -15,6 +15,10 @@ struct UnaryF {
   static constexpr int kIn = 1;
   UnaryOp op;
   __device__ T operator()(T x, uint8_t, uint8_t) const { return from_acc<T>(unary_math(op, to_acc(x))); }
+  template <int N>  // the vector kernel: the op switch once, then N elements with the op fixed
+  __device__ void apply(T (&r)[N], const T (&x)[N], const uint8_t (&)[N], const uint8_t (&)[N]) const {
+    visit_unary(op, [&](auto o) { from_acc_n<T, N>(r, [&](int e) { return unary_fn<decltype(o)::value>(to_acc(x[e])); }); });
+  }
 };
 
 template <class T>
@@ -23,6 +27,12 @@ struct UnaryGradF {
   static constexpr int kIn = 2;
   UnaryOp op;
   __device__ T operator()(T g, T x, uint8_t) const { return from_acc<T>(unary_grad_math(op, to_acc(g), to_acc(x))); }
+  template <int N>
+  __device__ void apply(T (&r)[N], const T (&g)[N], const T (&x)[N], const uint8_t (&)[N]) const {
+    visit_unary(op, [&](auto o) {
+      from_acc_n<T, N>(r, [&](int e) { return unary_grad_fn<decltype(o)::value>(to_acc(g[e]), to_acc(x[e])); });
+    });
+  }
 };
 
 template <class T>
@@ -31,6 +41,10 @@ struct AxpbyF {
   static constexpr int kIn = 2;
   acc_t<T> alpha, beta;
   __device__ T operator()(T a, T b, uint8_t) const { return from_acc<T>(alpha * to_acc(a) + beta * to_acc(b)); }
+  template <int N>
+  __device__ void apply(T (&r)[N], const T (&a)[N], const T (&b)[N], const uint8_t (&)[N]) const {
+    from_acc_n<T, N>(r, [&](int e) { return alpha * to_acc(a[e]) + beta * to_acc(b[e]); });
+  }
 };
 
 template <class T>

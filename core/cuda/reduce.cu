@@ -40,15 +40,16 @@ __device__ __forceinline__ acc_t<T> thread_sum(const T* p, int64_t beg, int64_t 
   int64_t i0 = beg;
   if (V > 1 && is_aligned16(p + beg)) {
     const int64_t nv = (end - beg) / V;
-    const Vec<T, V>* pv = reinterpret_cast<const Vec<T, V>*>(p + beg);
+    const T* pv = p + beg;
     int64_t i = t;
     for (; i + 3 * nt < nv; i += 4 * nt) {  // four 16-byte loads in flight per thread
-      const Vec<T, V> v0 = pv[i], v1 = pv[i + nt], v2 = pv[i + 2 * nt], v3 = pv[i + 3 * nt];
+      const Vec<T, V> v0 = load_vec<T, V>(pv, i), v1 = load_vec<T, V>(pv, i + nt), v2 = load_vec<T, V>(pv, i + 2 * nt),
+                      v3 = load_vec<T, V>(pv, i + 3 * nt);
 #pragma unroll
       for (int e = 0; e < V; ++e) acc += (to_acc(v0.v[e]) + to_acc(v1.v[e])) + (to_acc(v2.v[e]) + to_acc(v3.v[e]));
     }
     for (; i < nv; i += nt) {
-      const Vec<T, V> v0 = pv[i];
+      const Vec<T, V> v0 = load_vec<T, V>(pv, i);
 #pragma unroll
       for (int e = 0; e < V; ++e) acc += to_acc(v0.v[e]);
     }
@@ -101,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) col_sum(const T* x, int64_t R, int64
 #pragma unroll 4
     for (int64_t r = rbeg + threadIdx.y; r < rend; r += blockDim.y) {  // unrolled: 4 loads in flight
       if constexpr (V > 1) {
-        const Vec<T, V> v = *reinterpret_cast<const Vec<T, V>*>(p + r * C);
+        const Vec<T, V> v = load_vec<T, V>(p + r * C, 0);
 #pragma unroll
         for (int e = 0; e < V; ++e) acc[e] += to_acc(v.v[e]);
       } else {
@@ -371,9 +372,8 @@ __global__ void __launch_bounds__(kThreads) sumsq_kernel(const T* x, int64_t n, 
   int64_t i0 = 0;
   if (is_aligned16(x)) {
     const int64_t nv = n / V;
-    const Vec<T, V>* pv = reinterpret_cast<const Vec<T, V>*>(x);
     for (int64_t i = t; i < nv; i += nt) {
-      const Vec<T, V> v = pv[i];
+      const Vec<T, V> v = load_vec<T, V>(x, i);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         const A a = to_acc(v.v[e]);
