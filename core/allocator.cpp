@@ -1,9 +1,17 @@
 // Host memory (64-byte aligned, with live/peak counters) and the dispatch to the CUDA caching allocator.
+//
+// Host blocks are cached: a freed block goes onto a free list keyed by its exact (64-byte rounded) size and
+// the next request of that size takes it back, so a training step -- which asks for the same sizes every
+// step -- makes no malloc/free (and touches no fresh pages) once warm. The cache holds at most
+// kMaxCachedBytes; a free that would exceed it returns the block to malloc. empty_cache(cpu) releases all.
 #include "core/allocator.h"
 
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "core/error.h"
 #ifdef SSM_WITH_CUDA
@@ -25,6 +33,48 @@ void update_peak(size_t live) {
   }
 }
 
+constexpr size_t kMaxCachedBytes = size_t(1) << 30;
+
+struct HostCache {
+  std::mutex mu;
+  std::unordered_map<size_t, std::vector<void*>> free;  // rounded size -> cached blocks
+  size_t cached = 0;                                     // bytes on the free lists
+
+  void* take(size_t n) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = free.find(n);
+    if (it == free.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached -= n;
+    return p;
+  }
+  bool put(void* p, size_t n) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (cached + n > kMaxCachedBytes) return false;
+    free[n].push_back(p);
+    cached += n;
+    return true;
+  }
+  void release_all() {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [n, v] : free)
+      for (void* p : v) std::free(p);
+    free.clear();
+    cached = 0;
+  }
+  size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mu);
+    return cached;
+  }
+};
+
+// Never destroyed: tensors held by other static objects may be freed during exit.
+HostCache& host_cache() {
+  static HostCache* c = new HostCache;
+  return *c;
+}
+
 [[noreturn]] void no_cuda(Device d) {
   throw_input(cat("this build has no CUDA; rebuild with nvcc available (device ", d.str(), " requested)"));
 }
@@ -34,10 +84,17 @@ void update_peak(size_t live) {
 void* device_alloc(Device d, size_t bytes) {
   if (d.is_cpu()) {
     const size_t n = round_up64(bytes == 0 ? 1 : bytes);
-    void* p = std::aligned_alloc(64, n);
-    if (!p) throw_internal(cat("out of host memory allocating ", bytes, " bytes"));
+    void* p = host_cache().take(n);
+    if (!p) {
+      p = std::aligned_alloc(64, n);
+      if (!p) {  // give the cached blocks back and try once more
+        host_cache().release_all();
+        p = std::aligned_alloc(64, n);
+      }
+      if (!p) throw_internal(cat("out of host memory allocating ", bytes, " bytes"));
+      ++g_host_allocs;
+    }
     update_peak(g_host_live += n);
-    ++g_host_allocs;
     return p;
   }
 #ifdef SSM_WITH_CUDA
@@ -50,8 +107,9 @@ void* device_alloc(Device d, size_t bytes) {
 void device_free(Device d, void* p, size_t bytes) {
   if (!p) return;
   if (d.is_cpu()) {
-    std::free(p);
-    g_host_live -= round_up64(bytes == 0 ? 1 : bytes);
+    const size_t n = round_up64(bytes == 0 ? 1 : bytes);
+    if (!host_cache().put(p, n)) std::free(p);
+    g_host_live -= n;
     return;
   }
 #ifdef SSM_WITH_CUDA
@@ -64,7 +122,7 @@ AllocatorStats allocator_stats(Device d) {
     AllocatorStats s;
     s.allocated_bytes = g_host_live.load();
     s.peak_bytes = g_host_peak.load();
-    s.reserved_bytes = s.allocated_bytes;
+    s.reserved_bytes = s.allocated_bytes + host_cache().cached_bytes();
     s.driver_allocs = g_host_allocs.load();
     return s;
   }
@@ -88,7 +146,10 @@ void reset_peak_bytes(Device d) {
 }
 
 void empty_cache(Device d) {
-  if (d.is_cpu()) return;  // host memory is not cached
+  if (d.is_cpu()) {
+    host_cache().release_all();
+    return;
+  }
 #ifdef SSM_WITH_CUDA
   cuda::caching_empty(d.index);
 #else

@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -16,6 +19,97 @@ namespace ssm::cpu {
 
 // Work below this many elements runs on one thread.
 constexpr int64_t kParallelGrain = 32768;
+
+// Hot f32 loops are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the baseline x86-64 the library is
+// built for, and the variant is picked at load time by ISA level (the build passes no -march flag). Not
+// "arch=haswell": GCC dispatches that one by CPU model (Intel Haswell), so AMD CPUs got the baseline code.
+// flatten inlines the whole call tree (the op dispatch and the per-element lambdas) into each variant.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define SSM_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
+#else
+#define SSM_CPU_CLONES __attribute__((flatten))
+#endif
+#define SSM_ALWAYS_INLINE inline __attribute__((always_inline))
+
+// ---- branch-free f32 math (vectorizes; the scalar std:: versions do not) ----
+// c ? a : b as a bit mask. GCC if-converts a lone float ?: but not two in a row (under -ftrapping-math it
+// keeps them as branches, and the loop does not vectorize); integer masks always vectorize.
+SSM_ALWAYS_INLINE float select_f32(bool c, float a, float b) {
+  const int32_t m = -int32_t(c);
+  return std::bit_cast<float>((std::bit_cast<int32_t>(a) & m) | (std::bit_cast<int32_t>(b) & ~m));
+}
+
+// exp(x) = 2^n p(r) with n = rint(x / ln2) and r = x - n ln2 (Cody-Waite split, |r| <= ln2 / 2); p is the
+// Cephes expf polynomial. Relative error < 1.5 ulp (tests/core/test_fast_math.cpp). x < -87.34 gives 0
+// (the true result is a denormal, flushed), x > 88.37 gives +inf.
+SSM_ALWAYS_INLINE float exp_f32(float x) {
+  const float xc = select_f32(x < -87.33654f, -87.33654f, select_f32(x > 88.37626f, 88.37626f, x));
+  const float t = xc * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: n lands in the low mantissa bits
+  const float n = t - 12582912.0f;
+  float r = n * -0.693359375f + xc;  // ln2 = 0.693359375 - 2.12194440e-4 (both exact enough in f32)
+  r = n * 2.12194440e-4f + r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t ni = std::bit_cast<int32_t>(t) - 0x4B400000;  // n as an integer, in [-126, 127]
+  const float y = p * std::bit_cast<float>((ni + 127) << 23);
+  return select_f32(x > 88.37626f, std::numeric_limits<float>::infinity(), select_f32(x < -87.33654f, 0.0f, y));
+}
+
+// erf(x) for |x| <= 0.921875: x + x q(x^2), q of degree 5 (Chebyshev fit of erf(x)/x - 1; fit error 1.6e-8).
+SSM_ALWAYS_INLINE float erf_small_f32(float x) {
+  const float s = x * x;
+  float q = -6.004081156e-4f;
+  q = q * s + 4.996020122e-3f;
+  q = q * s - 2.67687567e-2f;
+  q = q * s + 1.128188232e-1f;
+  q = q * s - 3.76125009e-1f;
+  q = q * s + 1.28379151e-1f;
+  return q * x + x;
+}
+
+// erfc(t) for t >= 0.921875: exp(h(t) - t^2), h = log erfc(t) + t^2 fitted on [0.921875, 3.921875] by a
+// degree-8 Chebyshev polynomial in u = (t - 2.421875) * 2/3 (fit error 1.4e-8 in h). Beyond 3.921875,
+// where erfc < 6e-9 (below half an ulp of 1), it returns 0.
+SSM_ALWAYS_INLINE float erfc_tail_f32(float t) {
+  const float tc = select_f32(t > 3.921875f, 3.921875f, t);
+  const float u = (tc - 2.421875f) * 0.666666667f;
+  float h = 4.279100227e-5f;
+  h = h * u - 2.445101507e-4f;
+  h = h * u + 9.648776557e-4f;
+  h = h * u - 3.479431642e-3f;
+  h = h * u + 1.183063185e-2f;
+  h = h * u - 3.902008989e-2f;
+  h = h * u + 1.32148181e-1f;
+  h = h * u - 5.424755073e-1f;
+  h = h * u - 1.528914384f;
+  return select_f32(t > 3.921875f, 0.0f, exp_f32(h - tc * tc));
+}
+
+// erf for f32: max abs error 9e-8 against std::erf in double (tests/core/test_fast_math.cpp asserts <= 2e-7
+// on a dense grid over [-8, 8]).
+SSM_ALWAYS_INLINE float erf_f32(float x) {
+  const float t = std::fabs(x);
+  const float big = 1.0f - erfc_tail_f32(t);
+  const float small = erf_small_f32(x);
+  return select_f32(t <= 0.921875f, small, select_f32(x < 0.0f, -big, big));
+}
+
+// Standard normal cdf Phi(x) = (1 + erf(x / sqrt 2)) / 2 = erfc(-x / sqrt 2) / 2 (the erfc form for the
+// negative tail keeps its relative accuracy).
+SSM_ALWAYS_INLINE float normal_cdf_f32(float x) {
+  const float z = x * 0.70710678118654752f;
+  const float t = std::fabs(z);
+  const float e = 0.5f * erfc_tail_f32(t);
+  const float small = 0.5f * erf_small_f32(z) + 0.5f;
+  return select_f32(t <= 0.921875f, small, select_f32(z < 0.0f, e, 1.0f - e));
+}
+
+SSM_ALWAYS_INLINE float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 
 inline int num_threads() {
 #ifdef _OPENMP
@@ -94,6 +188,31 @@ decltype(auto) dispatch_arith(DType dt, const char* op, F&& f) {
     default: break;
   }
   throw_input(cat(op, ": unsupported dtype ", dtype_name(dt)));
+}
+
+// ---- [0, n) split into one contiguous chunk per thread ----
+// Calls f(begin, end) once per thread (chunk starts rounded to 16 elements, so vector loops stay aligned
+// the same way); serial when n <= grain or when already inside a parallel region.
+template <typename F>
+void parallel_chunks(int64_t n, int64_t grain, F&& f) {
+  int nt = 1;
+#ifdef _OPENMP
+  if (n > grain && !omp_in_parallel()) nt = int(std::min<int64_t>(num_threads(), n / std::max<int64_t>(grain / 2, 1)));
+#endif
+  if (nt <= 1) {
+    if (n > 0) f(int64_t(0), n);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+    const int t = 0, T = 1;
+#endif
+    const int64_t b = t == 0 ? 0 : (n * t / T) / 16 * 16, e = t == T - 1 ? n : (n * (t + 1) / T) / 16 * 16;
+    if (e > b) f(b, e);
+  }
 }
 
 // ---- N-operand strided loop ----

@@ -106,7 +106,10 @@ void map2(Tensor& out, const Tensor& a, const Tensor& b, F f) {
 // ---- unary math: y = op(x) ----
 template <typename T>
 inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  if constexpr (std::is_same_v<T, float>)
+    return cpu::sigmoid_f32(x);  // vectorizable exp (cpu_loops.h)
+  else
+    return T(1) / (T(1) + std::exp(-x));
 }
 
 template <typename T, typename G>
@@ -127,7 +130,11 @@ void with_unary(UnaryOp op, G&& g) {
     case UnaryOp::Sigmoid: return g([](T x) { return sigmoid(x); });
     case UnaryOp::Relu: return g([](T x) { return x > T(0) ? x : T(0); });
     case UnaryOp::Silu: return g([](T x) { return x * sigmoid(x); });
-    case UnaryOp::Gelu: return g([kInvSqrt2](T x) { return T(0.5) * x * (T(1) + std::erf(x * kInvSqrt2)); });
+    case UnaryOp::Gelu:
+      if constexpr (std::is_same_v<T, float>)  // x Phi(x) with the vectorizable erf (cpu_loops.h)
+        return g([](float x) { return x * cpu::normal_cdf_f32(x); });
+      else
+        return g([kInvSqrt2](T x) { return T(0.5) * x * (T(1) + std::erf(x * kInvSqrt2)); });
     case UnaryOp::Softplus: return g([](T x) { return x > T(20) ? x : std::log1p(std::exp(x)); });
   }
   throw_internal("unary: unknown op");
@@ -155,9 +162,12 @@ void with_unary_deriv(UnaryOp op, G&& g) {
     case UnaryOp::Silu:  // s (1 + x (1 - s))
       return g([](T x) { const T s = sigmoid(x); return s * (T(1) + x * (T(1) - s)); });
     case UnaryOp::Gelu:  // Phi(x) + x phi(x)
-      return g([=](T x) {
-        return T(0.5) * (T(1) + std::erf(x * kInvSqrt2)) + x * kInvSqrt2Pi * std::exp(T(-0.5) * x * x);
-      });
+      if constexpr (std::is_same_v<T, float>)
+        return g([=](float x) { return cpu::normal_cdf_f32(x) + x * kInvSqrt2Pi * cpu::exp_f32(-0.5f * x * x); });
+      else
+        return g([=](T x) {
+          return T(0.5) * (T(1) + std::erf(x * kInvSqrt2)) + x * kInvSqrt2Pi * std::exp(T(-0.5) * x * x);
+        });
     case UnaryOp::Softplus: return g([](T x) { return x > T(20) ? T(1) : sigmoid(x); });
   }
   throw_internal("unary_backward: unknown op");
@@ -202,8 +212,176 @@ void with_compare(BinaryOp op, G&& g) {
   throw_internal("with_compare: arithmetic op passed to comparison dispatch");
 }
 
+}  // namespace
+
+// ---- f32 fast paths: loops over contiguous runs, compiled for AVX2+FMA and baseline (SSM_CPU_CLONES) ----
+// Each takes its operands as (pointer, stride) with stride 0 (one value broadcast along the run) or 1;
+// the per-element math is the same inline code the generic template path uses, so results do not depend
+// on the layout. No std::function, no per-element switch: the op is dispatched once per run.
+namespace f32k {
+
+SSM_CPU_CLONES void unary_run(UnaryOp op, const float* x, float* y, int64_t n) {
+  with_unary<float>(op, [&](auto f) {
+    for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  });
+}
+
+// y = g * op'(x), all unit stride.
+SSM_CPU_CLONES void unary_bwd_run(UnaryOp op, const float* g, const float* x, float* y, int64_t n) {
+  with_unary_deriv<float>(op, [&](auto d) {
+    for (int64_t i = 0; i < n; ++i) y[i] = g[i] * d(x[i]);
+  });
+}
+
+template <int SA, int SB, typename F>
+SSM_ALWAYS_INLINE void loop2(const float* a, const float* b, float* o, int64_t n, F f) {
+  if constexpr (SA == 0 && SB == 0) {
+    const float v = f(a[0], b[0]);
+    for (int64_t i = 0; i < n; ++i) o[i] = v;
+  } else if constexpr (SA == 0) {
+    const float s = a[0];
+    for (int64_t i = 0; i < n; ++i) o[i] = f(s, b[i]);
+  } else if constexpr (SB == 0) {
+    const float s = b[0];
+    for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], s);
+  } else {
+    for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], b[i]);
+  }
+}
+
+template <typename F>
+SSM_ALWAYS_INLINE void strided2(const float* a, int64_t sa, const float* b, int64_t sb, float* o, int64_t n, F f) {
+  if (sa == 1 && sb == 1)
+    loop2<1, 1>(a, b, o, n, f);
+  else if (sa == 1)
+    loop2<1, 0>(a, b, o, n, f);
+  else if (sb == 1)
+    loop2<0, 1>(a, b, o, n, f);
+  else
+    loop2<0, 0>(a, b, o, n, f);
+}
+
+// o = a op b (arithmetic ops only).
+SSM_CPU_CLONES void binary_run(BinaryOp op, const float* a, int64_t sa, const float* b, int64_t sb, float* o,
+                               int64_t n) {
+  with_binary<float>(op, [&](auto f) { strided2(a, sa, b, sb, o, n, f); });
+}
+
+// o = al a + be b.
+SSM_CPU_CLONES void axpby_run(float al, float be, const float* a, int64_t sa, const float* b, int64_t sb,
+                              float* o, int64_t n) {
+  if (al == 1.0f)
+    strided2(a, sa, b, sb, o, n, [be](float x, float y) { return x + be * y; });
+  else
+    strided2(a, sa, b, sb, o, n, [al, be](float x, float y) { return al * x + be * y; });
+}
+
+}  // namespace f32k
+
+namespace {
+
+constexpr int64_t kGatherBlock = 256;  // strided runs are gathered into stack buffers of this many elements
+
+// True when `t` is contiguous with exactly `shape`.
+bool dense_as(const Tensor& t, const Shape& shape) { return t.is_contiguous() && t.shape() == shape; }
+
+// Number of elements C when `t` (contiguous) equals the trailing dims of `shape` (leading 1s of t ignored)
+// and broadcasts over the leading ones, i.e. out[r, c] uses t[c]; 0 otherwise.
+int64_t trailing_block(const Tensor& t, const Shape& shape) {
+  if (!t.is_contiguous()) return 0;
+  const Shape& s = t.shape();
+  size_t lead = 0;
+  while (lead < s.size() && s[lead] == 1) ++lead;
+  const size_t k = s.size() - lead;
+  if (k == 0 || k > shape.size()) return 0;
+  for (size_t d = 0; d < k; ++d)
+    if (s[lead + d] != shape[shape.size() - k + d]) return 0;
+  return t.numel();
+}
+
+// out = unary op of x, f32.
+void unary_f32(UnaryOp op, Tensor& out, const Tensor& x) {
+  float* o = out.data<float>();
+  const float* p = x.data<float>();
+  if (out.is_contiguous() && dense_as(x, out.shape())) {
+    cpu::parallel_chunks(x.numel(), cpu::kParallelGrain,
+                         [&](int64_t b, int64_t e) { f32k::unary_run(op, p + b, o + b, e - b); });
+    return;
+  }
+  nd_loop<2>(out.shape(), {out.strides(), x.strides()},
+             [&](const std::array<int64_t, 2>& of, const std::array<int64_t, 2>& st, int64_t m) {
+               if (st[0] == 1 && st[1] == 1) return f32k::unary_run(op, p + of[1], o + of[0], m);
+               float bx[kGatherBlock], by[kGatherBlock];
+               for (int64_t s = 0; s < m; s += kGatherBlock) {
+                 const int64_t c = std::min(kGatherBlock, m - s);
+                 for (int64_t i = 0; i < c; ++i) bx[i] = p[of[1] + (s + i) * st[1]];
+                 f32k::unary_run(op, bx, by, c);
+                 for (int64_t i = 0; i < c; ++i) o[of[0] + (s + i) * st[0]] = by[i];
+               }
+             });
+}
+
+// out = run(a, b) for f32 with a, b broadcasting to out's shape. run(a, sa, b, sb, o, n) handles a
+// contiguous output run with operand strides sa, sb in {0, 1} (only 1 when !bcast_ok: then other runs are
+// gathered into unit-stride buffers first).
+template <typename Run>
+void map2_f32(Tensor& out, const Tensor& a, const Tensor& b, bool bcast_ok, Run run) {
+  float* o = out.data<float>();
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  const Shape& shape = out.shape();
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  if (out.is_contiguous()) {
+    const bool da = dense_as(a, shape), db = dense_as(b, shape);
+    auto whole = [&](int64_t sa, int64_t sb) {
+      cpu::parallel_chunks(n, cpu::kParallelGrain,
+                           [&](int64_t s, int64_t e) { run(pa + s * sa, sa, pb + s * sb, sb, o + s, e - s); });
+    };
+    if (da && db) return whole(1, 1);
+    if (bcast_ok && da && b.numel() == 1) return whole(1, 0);
+    if (bcast_ok && db && a.numel() == 1) return whole(0, 1);
+    // Row broadcast, e.g. x (B, L, H) op bias (H): out[r, :] = run(a[r, :], b) row by row.
+    const int64_t cb = da ? trailing_block(b, shape) : 0, ca = db ? trailing_block(a, shape) : 0;
+    if (cb > 1 || ca > 1) {
+      const int64_t C = cb > 1 ? cb : ca, R = n / C;
+      cpu::parallel_chunks(R, std::max<int64_t>(cpu::kParallelGrain / C, 1), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          if (cb > 1)
+            run(pa + r * C, 1, pb, 1, o + r * C, C);
+          else
+            run(pa, 1, pb + r * C, 1, o + r * C, C);
+        }
+      });
+      return;
+    }
+  }
+  nd_loop<3>(shape, {out.strides(), cpu::broadcast_strides(a, shape), cpu::broadcast_strides(b, shape)},
+             [&](const std::array<int64_t, 3>& of, const std::array<int64_t, 3>& st, int64_t m) {
+               const bool ok_a = st[1] == 1 || (bcast_ok && st[1] == 0);
+               const bool ok_b = st[2] == 1 || (bcast_ok && st[2] == 0);
+               if (st[0] == 1 && ok_a && ok_b) return run(pa + of[1], st[1], pb + of[2], st[2], o + of[0], m);
+               float ba[kGatherBlock], bb[kGatherBlock], bo[kGatherBlock];
+               for (int64_t s = 0; s < m; s += kGatherBlock) {
+                 const int64_t c = std::min(kGatherBlock, m - s);
+                 for (int64_t i = 0; i < c; ++i) {
+                   ba[i] = pa[of[1] + (s + i) * st[1]];
+                   bb[i] = pb[of[2] + (s + i) * st[2]];
+                 }
+                 run(ba, 1, bb, 1, bo, c);
+                 for (int64_t i = 0; i < c; ++i) o[of[0] + (s + i) * st[0]] = bo[i];
+               }
+             });
+}
+
 // out = a op b on the CPU (out already allocated with the broadcast shape, a/b same dtype, not halves).
 void cpu_binary_into(BinaryOp op, Tensor& out, const Tensor& a, const Tensor& b) {
+  if (a.dtype() == DType::f32 && !is_comparison(op) && op != BinaryOp::Pow) {
+    map2_f32(out, a, b, true, [op](const float* x, int64_t sx, const float* y, int64_t sy, float* o, int64_t n) {
+      f32k::binary_run(op, x, sx, y, sy, o, n);
+    });
+    return;
+  }
   cpu::dispatch_arith(a.dtype(), binary_name(op), [&](auto zero) {
     using T = decltype(zero);
     if (is_comparison(op)) {
@@ -226,6 +404,10 @@ Tensor unary(UnaryOp op, const Tensor& x) {
 #endif
   if (is_half_dtype(x.dtype())) return unary(op, x.to(DType::f32)).to(x.dtype());
   Tensor out = Tensor::empty(x.shape(), x.dtype());
+  if (x.dtype() == DType::f32) {
+    unary_f32(op, out, x);
+    return out;
+  }
   cpu::dispatch_float(x.dtype(), "unary", [&](auto zero) {
     using T = decltype(zero);
     with_unary<T>(op, [&](auto f) { map1<T, T>(out, x, f); });
@@ -248,6 +430,12 @@ Tensor unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x) {
   if (is_half_dtype(x.dtype()))
     return unary_backward(op, grad.to(DType::f32), x.to(DType::f32)).to(x.dtype());
   Tensor out = Tensor::empty(x.shape(), x.dtype());
+  if (x.dtype() == DType::f32) {
+    map2_f32(out, grad, x, false, [op](const float* g, int64_t, const float* v, int64_t, float* o, int64_t n) {
+      f32k::unary_bwd_run(op, g, v, o, n);
+    });
+    return out;
+  }
   cpu::dispatch_float(x.dtype(), "unary_backward", [&](auto zero) {
     using T = decltype(zero);
     with_unary_deriv<T>(op, [&](auto d) { map2<T, T, T>(out, grad, x, [d](T g, T v) { return g * d(v); }); });
@@ -325,6 +513,13 @@ void axpby_(Tensor& a, double alpha, const Tensor& b, double beta) {
     Tensor af = a.to(DType::f32);
     axpby_(af, alpha, b.to(DType::f32), beta);
     a.copy_(af);
+    return;
+  }
+  if (a.dtype() == DType::f32) {
+    const float al = float(alpha), be = float(beta);
+    map2_f32(a, a, b, true, [al, be](const float* x, int64_t sx, const float* y, int64_t sy, float* o, int64_t n) {
+      f32k::axpby_run(al, be, x, sx, y, sy, o, n);
+    });
     return;
   }
   cpu::dispatch_float(a.dtype(), "axpby_", [&](auto zero) {

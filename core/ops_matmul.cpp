@@ -41,11 +41,50 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, MatLayout la, const T* B,
     return;
   }
 #ifdef SSM_WITH_OPENBLAS
+  // One thread pool: OpenBLAS (Debian's is the pthread build) runs single-threaded inside our OpenMP
+  // threads. Left to itself it starts its own threads, whose spin-waiting fights the OpenMP workers for
+  // the same cores and made 2 threads slower than 1. Large products are split here instead: by rows of C
+  // (or by columns when C has few rows), each part one sgemm on one thread; every element of C is still
+  // computed by the same K loop, so the split does not change results beyond the kernel's blocking.
+  static const bool single = (openblas_set_num_threads(1), true);
+  (void)single;
   const auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), 1.0f, A, int(la.ld), B, int(lb.ld), 0.0f, C, int(N));
-  else
-    cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), 1.0, A, int(la.ld), B, int(lb.ld), 0.0, C, int(N));
+  auto call = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const T* a = A + m0 * (la.trans ? 1 : la.ld);
+    const T* b = B + n0 * (lb.trans ? lb.ld : 1);
+    T* c = C + m0 * N + n0;
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemm(CblasRowMajor, ta, tb, int(m1 - m0), int(n1 - n0), int(K), 1.0f, a, int(la.ld), b, int(lb.ld),
+                  0.0f, c, int(N));
+    else
+      cblas_dgemm(CblasRowMajor, ta, tb, int(m1 - m0), int(n1 - n0), int(K), 1.0, a, int(la.ld), b, int(lb.ld),
+                  0.0, c, int(N));
+  };
+  int nt = 1;
+#ifdef _OPENMP
+  if (M * N * K >= (int64_t(1) << 21) && !omp_in_parallel()) nt = cpu::num_threads();
+#endif
+  if (nt <= 1) {
+    call(0, M, 0, N);
+    return;
+  }
+  const bool by_rows = M >= 16 * nt || M >= N;
+#pragma omp parallel num_threads(nt)
+  {
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), T_ = omp_get_num_threads();
+#else
+    const int t = 0, T_ = 1;
+#endif
+    const int64_t len = by_rows ? M : N;
+    const int64_t s = (len * t / T_) / 8 * 8, e = t == T_ - 1 ? len : (len * (t + 1) / T_) / 8 * 8;
+    if (e > s) {
+      if (by_rows)
+        call(s, e, 0, N);
+      else
+        call(0, M, s, e);
+    }
+  }
 #else
   // Fallback: pack B row-major, then C[m, :] = sum_k A[m, k] B[k, :] (the inner loop vectorizes).
   const int64_t a_rs = la.trans ? 1 : la.ld, a_cs = la.trans ? la.ld : 1;

@@ -115,11 +115,11 @@ inline __attribute__((always_inline)) void forward_body(const Plan<T>& p, T* re,
 
 }  // namespace
 
-__attribute__((target_clones("arch=haswell", "default"))) void forward_f32(const Plan<float>& p, float* re,
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void forward_f32(const Plan<float>& p, float* re,
                                                                             float* im) {
   forward_body(p, re, im);
 }
-__attribute__((target_clones("arch=haswell", "default"))) void forward_f64(const Plan<double>& p, double* re,
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void forward_f64(const Plan<double>& p, double* re,
                                                                             double* im) {
   forward_body(p, re, im);
 }
