@@ -30,7 +30,7 @@ int run(int argc, char** argv) {
 
   std::string checkpoint;
   auto* eval = app.add_subcommand("eval", "Score a checkpoint on its recipe's test split");
-  eval->add_option("checkpoint", checkpoint, "Checkpoint folder, e.g. runs/quickstart/checkpoints/step-937")
+  eval->add_option("checkpoint", checkpoint, "Checkpoint folder, e.g. runs/quickstart/checkpoints/step-2344")
       ->required();
   eval->add_option("overrides", overrides, "Recipe overrides, e.g. trainer.device=cuda");
 
