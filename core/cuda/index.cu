@@ -131,17 +131,6 @@ void dispatch_size(size_t es, const char* op, F&& f) {
   }
 }
 
-#define SSM_DISPATCH_ATOMIC(dtype, opname, ...)                                                    \
-  switch (dtype) {                                                                                 \
-    SSM_CASE_(f32, float, __VA_ARGS__)                                                             \
-    SSM_CASE_(f64, double, __VA_ARGS__)                                                            \
-    SSM_CASE_(bf16, ::ssm::cuda::bf16, __VA_ARGS__)                                                \
-    SSM_CASE_(f16, ::ssm::cuda::f16, __VA_ARGS__)                                                  \
-    SSM_CASE_(i32, int32_t, __VA_ARGS__)                                                           \
-    SSM_CASE_(i64, int64_t, __VA_ARGS__)                                                           \
-    default: ::ssm::throw_input(::ssm::cat(opname, ": dtype ", ::ssm::dtype_name(dtype),           \
-                                           " is not supported on CUDA (f32, f64, bf16, f16, i32, i64)")); \
-  }
 
 }  // namespace
 
@@ -180,7 +169,7 @@ Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Ten
   adb(shape, dim, A, B);
   const int64_t D = shape[size_t(dim)], L = idx.numel();
   BadFlag bad(src.device());
-  SSM_DISPATCH_ATOMIC(src.dtype(), "index_add", {
+  SSM_DISPATCH_ARITH(src.dtype(), "index_add", {
     index_add_kernel<scalar_t><<<grid_for(src.numel()), kThreads, 0, td.stream>>>(
         src.data<scalar_t>(), idx.data<int64_t>(), out.data<scalar_t>(), A, D, L, B, bad.ptr());
     SSM_CUDA_LAUNCH_CHECK();
@@ -230,7 +219,7 @@ Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const T
   if (!shape.empty()) os[size_t(dim)] = 0;
   OffsetCalc<3> oc = make_offset_calc<3>(idx.shape(), {idx.strides(), src.strides(), os}, "scatter_add");
   BadFlag bad(src.device());
-  SSM_DISPATCH_ATOMIC(src.dtype(), "scatter_add", {
+  SSM_DISPATCH_ARITH(src.dtype(), "scatter_add", {
     scatter_add_kernel<scalar_t><<<grid_for(n), kThreads, 0, td.stream>>>(
         static_cast<const scalar_t*>(src.data_ptr()), idx.data<int64_t>(), out.data<scalar_t>(), n, D, dstride, oc,
         bad.ptr());
