@@ -1,4 +1,5 @@
 // Shared helpers of the data tests (declared again at the top of each test file that uses them).
+#include "tests/data/data_test_util.h"
 #include <stdlib.h>
 
 #include <filesystem>

@@ -13,10 +13,7 @@
 #include "data/fashion_mnist.h"
 #include "data/hdf5_file.h"
 
-namespace ssm_data_test {
-std::string make_temp_dir();
-void remove_dir(const std::string& dir);
-}  // namespace ssm_data_test
+#include "tests/data/data_test_util.h"
 
 namespace {
 

@@ -9,12 +9,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 
-namespace ssm_data_test {
-std::string make_temp_dir();
-void remove_dir(const std::string& dir);
-void write_image_split(const std::string& path, int64_t n, int64_t h, int64_t w, int64_t classes, double scale,
-                       double mean, double stdv, int gzip);
-}  // namespace ssm_data_test
+#include "tests/data/data_test_util.h"
 
 namespace {
 

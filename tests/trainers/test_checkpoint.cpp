@@ -1,3 +1,4 @@
+#include "tests/trainers/trainers_test_util.h"
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -14,27 +15,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TmpDir {
-  fs::path path;
-  explicit TmpDir(const std::string& tag) {
-    path = fs::temp_directory_path() / cat("ssm-ckpt-test-", ::getpid(), "-", tag);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TmpDir() { fs::remove_all(path); }
-};
-
-template <typename F>
-std::string bad_input(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::BadInput) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a BadInput error";
-  return "";
-}
+using namespace ssm_trainers_test;
 
 NamedTensors model_at(float v) {
   return {{"encoder.weight", Tensor::full({3, 2}, v)}, {"encoder.bias", Tensor::full({2}, -v)}};

@@ -1,3 +1,4 @@
+#include "tests/trainers/trainers_test_util.h"
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -13,25 +14,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-template <typename F>
-std::string bad_input(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::BadInput) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a BadInput error";
-  return "";
-}
+using namespace ssm_trainers_test;
 
-struct TmpDir {
+struct RecipeDir {
   fs::path path;
-  TmpDir() {
+  RecipeDir() {
     path = fs::temp_directory_path() / cat("ssm-config-test-", ::getpid(), "-", counter()++);
     fs::create_directories(path);
   }
-  ~TmpDir() { fs::remove_all(path); }
+  ~RecipeDir() { fs::remove_all(path); }
   static int& counter() {
     static int c = 0;
     return c;
@@ -100,7 +91,7 @@ TEST(Config, WrongTypeNamesFileKeyAndLine) {
 }
 
 TEST(Config, LoadFromFileAndFileErrors) {
-  TmpDir d;
+  RecipeDir d;
   std::string path = d.write("x.yaml", kRecipe);
   Config c = Config::load(path, {"trainer.steps=10"});
   EXPECT_EQ(c.get_int("trainer.steps"), 10);

@@ -1,3 +1,4 @@
+#include "tests/trainers/trainers_test_util.h"
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -20,15 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TmpDir {
-  fs::path path;
-  explicit TmpDir(const std::string& tag) {
-    path = fs::temp_directory_path() / cat("ssm-metrics-test-", ::getpid(), "-", tag);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TmpDir() { fs::remove_all(path); }
-};
+using namespace ssm_trainers_test;
 
 std::string read_all(const std::string& p) {
   std::ifstream in(p, std::ios::binary);

@@ -1,3 +1,4 @@
+#include "tests/trainers/trainers_test_util.h"
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,17 +14,7 @@ using ssm::ag::Variable;
 
 namespace {
 
-template <typename F>
-std::string bad_input(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::BadInput) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a BadInput error";
-  return "";
-}
+using namespace ssm_trainers_test;
 
 nn::Parameter param(const std::string& name, std::vector<double> v, const std::string& group = "default",
                     DType dt = DType::f64) {

@@ -1,3 +1,4 @@
+#include "tests/trainers/trainers_test_util.h"
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -18,18 +19,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using NT = std::vector<std::pair<std::string, Tensor>>;
+using namespace ssm_trainers_test;
 
-struct TmpDir {
-  fs::path path;
-  explicit TmpDir(const std::string& tag) {
-    path = fs::temp_directory_path() / cat("ssm-st-test-", ::getpid(), "-", tag);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TmpDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using NT = std::vector<std::pair<std::string, Tensor>>;
 
 std::string read_all(const std::string& p) {
   std::ifstream in(p, std::ios::binary);
@@ -50,18 +42,6 @@ std::string floats(std::initializer_list<float> v) {
   std::string s(v.size() * 4, '\0');
   std::memcpy(s.data(), std::data(v), s.size());
   return s;
-}
-
-template <typename F>
-std::string bad_input(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::BadInput) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a BadInput error";
-  return "";
 }
 
 }  // namespace
