@@ -13,7 +13,9 @@ namespace ssm::data {
 
 struct Batch {
   Tensor inputs;                 // f32 (B, L, C); i64 (B, L) for layout "tokens"
-  Tensor labels;                 // i64 (B)
+  Tensor labels;                 // i64 (B) (classification)
+  Tensor targets;                // i64 (B, L): next-token targets (task "lm"), else undefined
+  Tensor seq_idx;                // i32 (B, L): document index of each token (task "lm"), else undefined
   std::vector<int64_t> indices;  // the split's rows, in batch order
   int64_t size() const { return int64_t(indices.size()); }
 };
