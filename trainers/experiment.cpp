@@ -3,6 +3,9 @@
 #include <filesystem>
 
 #include "data/fashion_mnist.h"
+#include "data/lm_dataset.h"
+#include "data/pg19.h"
+#include "data/synthetic_lm.h"
 #include "layers/registry.h"
 
 namespace ssm::train {
@@ -35,8 +38,8 @@ Device resolve_device(const Config& t, int local_rank) {
   return d;
 }
 
-// Train and test split files for the recipe's data section; converts Fashion-MNIST on first use.
-std::pair<std::string, std::string> split_paths(const Config& d, std::ostream& log) {
+// Train and test split files of a classification recipe; converts Fashion-MNIST on first use.
+std::pair<std::string, std::string> classification_paths(const Config& d, std::ostream& log) {
   const std::string name = d.get_string("name");
   if (name == "fashion-mnist") {
     const std::string root = d.get_string("root", data::kFashionMnistDefaultRoot);
@@ -49,17 +52,67 @@ std::pair<std::string, std::string> split_paths(const Config& d, std::ostream& l
     return {(fs::path(path) / "train.h5").string(), (fs::path(path) / "test.h5").string()};
   }
   if (name == "hdf5") return {d.get_string("train"), d.get_string("test")};
-  throw_input(cat(d.source(), ": ", d.full_key("name"), ": unknown dataset '", name,
-                  "' (known: fashion-mnist, hdf5)"));
+  throw_input(cat(d.source(), ": ", d.full_key("name"), ": unknown classification dataset '", name,
+                  "' (known: fashion-mnist, hdf5; for language models: lm, pg19, synthetic)"));
+}
+
+void load_classification(Experiment& ex, const Config& recipe, const Config& d, std::ostream& log) {
+  auto [train_path, test_path] = classification_paths(d, log);
+  data::ClassificationOptions opt;
+  opt.pool = d.get_int("pool", 1);
+  SSM_CHECK_INPUT(opt.pool >= 1, recipe.source(), ": ", d.full_key("pool"), " must be >= 1");
+  auto train = std::make_shared<data::ClassificationDataset>(train_path, opt);
+  ex.train_set = train;
+  ex.test_set = std::make_shared<data::ClassificationDataset>(test_path, opt);
+  ex.seq_len = train->seq_len();
+}
+
+// Language-model data; returns the vocabulary size for the model's default.
+int64_t load_lm(Experiment& ex, const Config& recipe, const Config& d, std::ostream& log) {
+  const std::string name = d.get_string("name");
+  const int64_t context = d.get_int("context", 1024);
+  SSM_CHECK_INPUT(context >= 1, recipe.source(), ": ", d.full_key("context"), " must be >= 1");
+  ex.seq_len = context;
+  if (name == "synthetic") {
+    const int64_t vocab = d.get_int("vocab_size", 256);
+    const int64_t rows = d.get_int("rows", 4096);
+    ex.train_set = std::make_shared<data::SyntheticLM>(rows, context, vocab, ex.seed);
+    ex.test_set = std::make_shared<data::SyntheticLM>(std::max<int64_t>(1, rows / 16), context, vocab, ex.seed + 1);
+    return vocab;
+  }
+  std::string train_path, test_path;
+  if (name == "pg19") {
+    const std::string path = d.get_string("path");
+    if (!data::pg19_ready(path)) {
+      const std::string root = d.get_string("root");
+      log << "data: converting PG19-layout corpus " << root << " to " << path << " ...\n" << std::flush;
+      data::convert_pg19(root, path, log);
+    }
+    train_path = (fs::path(path) / "train.h5").string();
+    test_path = (fs::path(path) / (d.get_string("test", "validation") + ".h5")).string();
+  } else if (name == "lm") {
+    train_path = d.get_string("train");
+    test_path = d.get_string("test");
+  } else {
+    throw_input(cat(d.source(), ": ", d.full_key("name"), ": unknown language-model dataset '", name,
+                    "' (known: lm, pg19, synthetic; for classifiers: fashion-mnist, hdf5)"));
+  }
+  auto train = std::make_shared<data::LMDataset>(train_path, context);
+  auto test = std::make_shared<data::LMDataset>(test_path, context);
+  SSM_CHECK_INPUT(train->vocab_size() == test->vocab_size(), train_path, " has vocab_size ", train->vocab_size(),
+                  " but ", test_path, " has ", test->vocab_size());
+  ex.train_set = train;
+  ex.test_set = test;
+  return train->vocab_size();
 }
 
 }  // namespace
 
 std::set<std::string> experiment_keys(const Config& recipe) {
-  std::set<std::string> keys = {"data.name",   "data.root",       "data.path",     "data.train",
-                                "data.test",   "data.pool",       "data.batch_size", "data.eval_batch_size",
-                                "data.prefetch", "trainer.device", "trainer.precision", "trainer.seed",
-                                "model.name"};
+  std::set<std::string> keys = {"data.name",       "data.root",       "data.path",          "data.train",
+                                "data.test",       "data.pool",       "data.batch_size",    "data.eval_batch_size",
+                                "data.prefetch",   "data.context",    "data.vocab_size",    "data.rows",
+                                "trainer.device",  "trainer.precision", "trainer.seed",     "model.name"};
   if (recipe.has("model.name")) {
     const auto& spec = nn::model_spec(recipe.get_string("model.name"));
     for (const auto& k : spec.keys) keys.insert("model." + k.name);
@@ -82,14 +135,19 @@ Experiment build_experiment(const Config& recipe, std::ostream& log, int local_r
   ex.seed = uint64_t(seed);
   ex.gen = std::make_unique<Generator>(Generator{ex.seed, 0});
 
+  // Model spec first: its task decides what the data section means.
+  const Config m = recipe.sub("model");
+  ex.model_name = m.get_string("name");
+  const auto& spec = nn::model_spec(ex.model_name);
+  ex.task = spec.task;
+
   // Data.
   const Config d = recipe.sub("data");
-  auto [train_path, test_path] = split_paths(d, log);
-  data::ClassificationOptions opt;
-  opt.pool = d.get_int("pool", 1);
-  SSM_CHECK_INPUT(opt.pool >= 1, recipe.source(), ": ", d.full_key("pool"), " must be >= 1");
-  ex.train_set = std::make_shared<data::ClassificationDataset>(train_path, opt);
-  ex.test_set = std::make_shared<data::ClassificationDataset>(test_path, opt);
+  int64_t vocab = 0;
+  if (ex.task == "lm")
+    vocab = load_lm(ex, recipe, d, log);
+  else
+    load_classification(ex, recipe, d, log);
   ex.batch_size = d.get_int("batch_size", 64);
   ex.eval_batch_size = d.get_int("eval_batch_size", std::max<int64_t>(ex.batch_size, 256));
   ex.prefetch = int(d.get_int("prefetch", 2));
@@ -97,15 +155,18 @@ Experiment build_experiment(const Config& recipe, std::ostream& log, int local_r
                   " must be >= 1");
 
   // Model: every key of the recipe's model section, plus the data's input width and class count.
-  const Config m = recipe.sub("model");
-  ex.model_name = m.get_string("name");
-  const auto& spec = nn::model_spec(ex.model_name);
   nn::ModelConfig mc("model");
   for (const auto& k : spec.keys) {
     if (m.has(k.name)) mc.set(k.name, m.get_string(k.name));
   }
-  if (!mc.has("d_input")) mc.set("d_input", ex.train_set->channels());
-  if (!mc.has("n_classes")) mc.set("n_classes", ex.train_set->num_classes());
+  if (ex.task == "lm") {
+    if (!mc.has("vocab_size")) mc.set("vocab_size", vocab);
+  } else {
+    const auto& train = dynamic_cast<const data::ClassificationDataset&>(*ex.train_set);
+    if (!mc.has("d_input")) mc.set("d_input", train.channels());
+    if (!mc.has("n_classes")) mc.set("n_classes", train.num_classes());
+  }
+  ex.model_config = nn::resolve_model_config(ex.model_name, mc).values();
   ex.model = nn::build_model(ex.model_name, mc, *ex.gen);
   ex.model->to(ex.device);
   return ex;

@@ -4,10 +4,18 @@
 //
 // Recipe sections read here (every key is checked; unknown ones are errors with file:line):
 //   model:   name + the model's own keys (layers/registry.h); d_input and n_classes default to the data's
-//   data:    name: fashion-mnist (root: IDX folder, path: HDF5 folder, converted on first use) or
-//            name: hdf5 (train: file, test: file); pool, batch_size, eval_batch_size, prefetch
+//   data:    classification (model task "classifier"):
+//              name: fashion-mnist (root: IDX folder, path: HDF5 folder, converted on first use) or
+//              name: hdf5 (train: file, test: file); pool
+//            language modelling (model task "lm"; context: tokens per row):
+//              name: lm (train: file, test: file), or
+//              name: pg19 (root: PG19-layout folder, path: HDF5 folder, converted on first use;
+//                          test: the split scored, validation by default), or
+//              name: synthetic (vocab_size, rows: random token rows, for benchmarks)
+//            every dataset: batch_size, eval_batch_size, prefetch
 //   trainer: device (cpu | cuda | cuda:N), precision (f32 | bf16), seed
 #pragma once
+#include <map>
 #include <memory>
 #include <ostream>
 #include <set>
@@ -26,8 +34,11 @@ struct Experiment {
   uint64_t seed = 0;
   std::unique_ptr<Generator> gen;  // init and dropout; outlives the model (declared first)
   std::string model_name;
+  std::map<std::string, std::string> model_config;  // resolved (every key), saved in checkpoints
+  std::string task;  // the model's task: "classifier" | "lm" (trainers/task.h)
   std::shared_ptr<nn::Module> model;
-  std::shared_ptr<data::ClassificationDataset> train_set, test_set;
+  std::shared_ptr<data::Dataset> train_set, test_set;
+  int64_t seq_len = 0;  // time steps per row (for the log line and throughput)
   int64_t batch_size = 0, eval_batch_size = 0;
   int prefetch = 2;
 };

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <utility>
+#include <vector>
 #include <memory>
 #include <string>
 
@@ -21,6 +23,9 @@ class MetricsLogger {
   ~MetricsLogger();
 
   void log(int64_t step, const std::map<std::string, double>& values);
+  void log_pairs(int64_t step, const std::vector<std::pair<std::string, double>>& values) {
+    log(step, std::map<std::string, double>(values.begin(), values.end()));
+  }
 
   const std::string& jsonl_path() const { return jsonl_path_; }
   const std::string& events_path() const { return events_path_; }  // empty without TensorBoard

@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "autograd/functions.h"
+#include "trainers/format.h"
 
 namespace ssm::train {
 
@@ -17,8 +18,9 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
 }
 }  // namespace
 
-ag::Variable classification_loss(nn::Module& model, const data::Batch& batch, Device device, bool autocast,
-                                 int64_t* correct) {
+ag::Variable ClassificationTask::loss(nn::Module& model, const data::Batch& batch, Device device, bool autocast,
+                                      StepCounts* counts) {
+  SSM_CHECK_INPUT(batch.labels.defined(), "classifier task: the dataset ", "has no labels (is it an LM dataset?)");
   ag::AutocastGuard ac(autocast);
   Tensor x = batch.inputs.to(device);
   Tensor y = batch.labels.to(device);
@@ -27,35 +29,46 @@ ag::Variable classification_loss(nn::Module& model, const data::Batch& batch, De
                   "classification: the model returned logits of shape ", shape_str(logits.shape()),
                   ", expected (", batch.size(), ", n_classes)");
   if (logits.dtype() != DType::f32) logits = ag::cast(logits, DType::f32);
-  if (correct) *correct = count_correct(logits.data(), batch.labels);
+  if (counts) {
+    counts->samples += batch.size();
+    counts->tokens += batch.size() * (batch.inputs.dim() >= 2 ? batch.inputs.size(1) : 1);
+    counts->correct += count_correct(logits.data(), batch.labels);
+  }
   return ag::cross_entropy(logits, y);
 }
 
-EvalStats evaluate_classifier(nn::Module& model, const data::ClassificationDataset& split, int64_t batch_size,
-                              Device device, bool autocast) {
+EvalStats ClassificationTask::evaluate(nn::Module& model, const data::Dataset& split, int64_t batch_size,
+                                       Device device, bool autocast) {
   const bool was_training = model.is_training();
   model.eval();
   ag::NoGradGuard no_grad;
   EvalStats s;
   double loss_sum = 0;
-  int64_t correct_sum = 0;
+  StepCounts counts;
   for (int64_t start = 0; start < split.size(); start += batch_size) {
     const int64_t n = std::min(batch_size, split.size() - start);
     std::vector<int64_t> idx(size_t(n), 0);
     std::iota(idx.begin(), idx.end(), start);
     data::Batch b = split.get(idx);
-    int64_t correct = 0;
-    ag::Variable loss = classification_loss(model, b, device, autocast, &correct);
-    loss_sum += loss.data().item() * double(n);
-    correct_sum += correct;
-    s.samples += n;
+    ag::Variable l = loss(model, b, device, autocast, &counts);
+    loss_sum += l.data().item() * double(n);
   }
   model.train(was_training);
-  if (s.samples > 0) {
-    s.loss = loss_sum / double(s.samples);
-    s.accuracy = double(correct_sum) / double(s.samples);
-  }
+  s.samples = counts.samples;
+  if (s.samples > 0) s.loss = loss_sum / double(s.samples);
+  s.metrics.emplace_back("accuracy", s.samples > 0 ? double(counts.correct) / double(s.samples) : 0.0);
   return s;
+}
+
+std::vector<std::pair<std::string, double>> ClassificationTask::window_metrics(const StepCounts& c,
+                                                                               double seconds) const {
+  return {{"train_accuracy", double(c.correct) / double(std::max<int64_t>(1, c.samples))},
+          {"samples_per_second", double(c.samples) / std::max(1e-9, seconds)}};
+}
+
+std::string ClassificationTask::describe(const EvalStats& s, const std::string& split) const {
+  return cat(split, " accuracy: ", fixed(s.metric("accuracy"), 4), " (loss ", fixed(s.loss, 4), ", ", s.samples,
+             " samples)");
 }
 
 }  // namespace ssm::train

@@ -1,24 +1,19 @@
-// The classification task head: logits = model(inputs) (B, n_classes); loss = mean cross-entropy;
+// The classification task: logits = model(inputs) (B, n_classes); loss = mean cross-entropy;
 // accuracy = fraction of argmax(logits) == label.
 #pragma once
-#include "autograd/variable.h"
-#include "data/dataset.h"
-#include "layers/module.h"
+#include "trainers/task.h"
 
 namespace ssm::train {
 
-struct EvalStats {
-  double loss = 0;
-  double accuracy = 0;
-  int64_t samples = 0;
+class ClassificationTask : public Task {
+ public:
+  std::string name() const override { return "classifier"; }
+  ag::Variable loss(nn::Module& model, const data::Batch& batch, Device device, bool autocast,
+                    StepCounts* counts) override;
+  EvalStats evaluate(nn::Module& model, const data::Dataset& split, int64_t batch_size, Device device,
+                     bool autocast) override;
+  std::vector<std::pair<std::string, double>> window_metrics(const StepCounts& c, double seconds) const override;
+  std::string describe(const EvalStats& s, const std::string& split) const override;
 };
-
-// Forward and loss of one batch on `device` (the batch is moved there). autocast: bf16 matmuls.
-ag::Variable classification_loss(nn::Module& model, const data::Batch& batch, Device device, bool autocast,
-                                 int64_t* correct = nullptr);
-
-// Loss and accuracy over a whole split, in eval mode and without a graph; restores the model's mode.
-EvalStats evaluate_classifier(nn::Module& model, const data::ClassificationDataset& split, int64_t batch_size,
-                              Device device, bool autocast);
 
 }  // namespace ssm::train

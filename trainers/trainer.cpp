@@ -14,6 +14,7 @@
 #include "trainers/atomic_file.h"
 #include "trainers/checkpoint.h"
 #include "trainers/experiment.h"
+#include "trainers/format.h"
 #include "trainers/metrics.h"
 #include "trainers/optim.h"
 #include "trainers/progress.h"
@@ -43,12 +44,6 @@ std::set<std::string> trainer_keys(const Config& recipe) {
   return keys;
 }
 
-std::string fixed(double v, int digits) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(digits) << v;
-  return os.str();
-}
-
 }  // namespace
 
 TrainSummary train(const Config& recipe, std::ostream& out) {
@@ -61,6 +56,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   recipe.check_unknown_keys(trainer_keys(recipe));
 
   Experiment ex = build_experiment(recipe, out, env.local_rank);
+  std::unique_ptr<Task> task = make_task(ex.task);
   const Config t = recipe.sub("trainer");
   const fs::path run_dir = t.get_string("out_dir", "runs/" + ex.model_name);
   fs::create_directories(run_dir);
@@ -131,6 +127,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     st["generator"] = {{"seed", ex.gen->seed}, {"offset", ex.gen->offset}};
     st["world_size"] = reducer.world_size();
     st["model"] = ex.model_name;
+    st["model_config"] = ex.model_config;
     st["recipe"] = recipe.resolved_yaml();
     std::vector<std::pair<std::string, Tensor>> model_tensors = ex.model->state_dict();
     return save_checkpoint(run_dir, at_step, model_tensors, optimizer->state_tensors(), st, keep_checkpoints);
@@ -138,7 +135,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
 
   out << "training " << ex.model_name << " (" << ex.model->num_parameters() << " parameters) on "
       << ex.device.str() << ": " << total_steps << " steps of " << ex.batch_size * accumulate * reducer.world_size()
-      << " samples, " << ex.train_set->seq_len() << " steps per sequence; run directory " << run_dir.string()
+      << " samples, " << ex.seq_len << " steps per sequence; run directory " << run_dir.string()
       << "\n";
 
   TrainSummary summary;
@@ -150,7 +147,8 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   ex.model->train();
   const double t0 = now_seconds();
   double window_loss = 0, window_start = t0, smoothed_loss = -1;
-  int64_t window_steps = 0, window_samples = 0, window_correct = 0, last_saved = -1;
+  int64_t window_steps = 0, last_saved = -1;
+  StepCounts window_counts;
   const double clip = grad_clip > 0 ? grad_clip : std::numeric_limits<double>::infinity();
 
   while (step < total_steps) {
@@ -165,16 +163,15 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     int64_t step_samples = 0;
     for (int64_t micro = 0; micro < accumulate; ++micro) {
       data::Batch batch = loader.next();
-      int64_t correct = 0;
-      ag::Variable loss = classification_loss(*ex.model, batch, ex.device, ex.autocast, &correct);
+      const int64_t before = window_counts.samples;
+      ag::Variable loss = task->loss(*ex.model, batch, ex.device, ex.autocast, &window_counts);
       const double l = loss.data().item();
       SSM_CHECK(std::isfinite(l), "the loss became ", l, " at step ", step + 1,
                 " (try a lower optimizer.lr or trainer.grad_clip)");
       if (accumulate > 1) loss = ag::mul(loss, 1.0 / double(accumulate));
       loss.backward();
       step_loss += l / double(accumulate);
-      step_samples += batch.size();
-      window_correct += correct;
+      step_samples += window_counts.samples - before;
     }
     reducer.reduce(params);
     const double grad_norm = clip_grad_norm(params, clip);
@@ -185,29 +182,32 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
 
     window_loss += step_loss;
     ++window_steps;
-    window_samples += step_samples;
     smoothed_loss = smoothed_loss < 0 ? step_loss : 0.9 * smoothed_loss + 0.1 * step_loss;
     progress->update(step, {{"loss", smoothed_loss}}, step_samples);
 
     if (step % log_every == 0 || step == total_steps) {
       const double now = now_seconds();
-      metrics.log(step, {{"loss", window_loss / double(window_steps)},
-                         {"lr", factor * (optimizer->groups().empty() ? 0.0 : optimizer->groups()[0].lr)},
-                         {"lr_factor", factor},
-                         {"grad_norm", grad_norm},
-                         {"train_accuracy", double(window_correct) / double(std::max<int64_t>(1, window_samples))},
-                         {"samples_per_second", double(window_samples) / std::max(1e-9, now - window_start)},
-                         {"peak_memory_mb", double(allocator_stats(ex.device).peak_bytes) / 1048576.0},
-                         {"epoch", double(loader.state().epoch) +
-                                       double(loader.state().position) / double(sampler.batches_per_epoch())}});
+      std::vector<std::pair<std::string, double>> m = {
+          {"loss", window_loss / double(window_steps)},
+          {"lr", factor * (optimizer->groups().empty() ? 0.0 : optimizer->groups()[0].lr)},
+          {"lr_factor", factor},
+          {"grad_norm", grad_norm}};
+      for (const auto& kv : task->window_metrics(window_counts, now - window_start)) m.push_back(kv);
+      m.emplace_back("peak_memory_mb", double(allocator_stats(ex.device).peak_bytes) / 1048576.0);
+      m.emplace_back("epoch", double(loader.state().epoch) +
+                                  double(loader.state().position) / double(sampler.batches_per_epoch()));
+      metrics.log_pairs(step, m);
       window_loss = 0;
-      window_steps = window_samples = window_correct = 0;
+      window_steps = 0;
+      window_counts = {};
       window_start = now;
     }
     if (eval_every > 0 && step % eval_every == 0 && step < total_steps) {
-      EvalStats e = evaluate_classifier(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
-      metrics.log(step, {{"eval/loss", e.loss}, {"eval/accuracy", e.accuracy}});
-      progress->print(cat("step ", step, ": test accuracy ", fixed(e.accuracy, 4), ", loss ", fixed(e.loss, 4)));
+      EvalStats e = task->evaluate(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
+      std::vector<std::pair<std::string, double>> m = {{"eval/loss", e.loss}};
+      for (const auto& [k, v] : e.metrics) m.emplace_back("eval/" + k, v);
+      metrics.log_pairs(step, m);
+      progress->print(cat("step ", step, ": ", task->describe(e, "test")));
     }
     if (checkpoint_every > 0 && step % checkpoint_every == 0) {
       save(step);
@@ -222,11 +222,14 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     return summary;
   }
   if (last_saved != step) save(step);
-  summary.test = evaluate_classifier(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
-  metrics.log(step, {{"test/loss", summary.test.loss}, {"test/accuracy", summary.test.accuracy}});
+  summary.test = task->evaluate(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
+  {
+    std::vector<std::pair<std::string, double>> m = {{"test/loss", summary.test.loss}};
+    for (const auto& [k, v] : summary.test.metrics) m.emplace_back("test/" + k, v);
+    metrics.log_pairs(step, m);
+  }
   out << "trained " << step << " steps in " << fixed(summary.train_seconds, 1) << " s\n";
-  out << "test accuracy: " << fixed(summary.test.accuracy, 4) << " (loss " << fixed(summary.test.loss, 4) << ", "
-      << summary.test.samples << " samples)\n";
+  out << task->describe(summary.test, "test") << "\n";
   return summary;
 }
 
@@ -240,9 +243,9 @@ EvalStats evaluate_checkpoint(const std::string& checkpoint_dir, const std::vect
   recipe.check_unknown_keys(trainer_keys(recipe));
   Experiment ex = build_experiment(recipe, out);
   ex.model->load_state_dict(ck.model, (fs::path(checkpoint_dir) / CheckpointFiles::model).string());
-  EvalStats e = evaluate_classifier(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
-  out << "test accuracy: " << fixed(e.accuracy, 4) << " (loss " << fixed(e.loss, 4) << ", " << e.samples
-      << " samples)\n";
+  std::unique_ptr<Task> task = make_task(ex.task);
+  EvalStats e = task->evaluate(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
+  out << task->describe(e, "test") << "\n";
   return e;
 }
 

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "trainers/config.h"
-#include "trainers/task_classification.h"
+#include "trainers/task.h"
 
 namespace ssm::train {
 
