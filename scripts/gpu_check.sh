@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check: the one script the lead runs on the GPU machine (Ubuntu 24.04, CUDA 13, H100, 16 cores).
 #
-#   scripts/gpu_check.sh                 # build, tests, bench
+#   scripts/gpu_check.sh                 # build, tests, bench, train, lm, hf
 #   scripts/gpu_check.sh tests bench     # only some parts (tests and bench build first, incrementally)
 #   OUT=/some/dir scripts/gpu_check.sh   # where logs and JSON go (default ./gpu-out)
 #
 # build: configure build-gpu with CUDA for sm_90 (CMAKE_CUDA_ARCHITECTURES overrides) and build with -j16.
 # tests: ctest --output-on-failure over every test binary, then test_cuda directly with its full output.
 # bench: every bench_* binary with --benchmark_format=json into $OUT/<name>.json.
+# train: the Fashion-MNIST quickstart on the GPU.
+# lm: `ssm bench` of the 130M Mamba LM (JSON), the KJV byte-level recipe (KJV_PG19: its PG19-layout
+#     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
+# hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
 # Every step runs even when an earlier one failed; the script exits non-zero if any step failed, after
 # printing a summary table (steps, then the bandwidth benchmark's median figures).
 set -uo pipefail
@@ -22,7 +26,7 @@ LOG="$OUT/gpu_check.log"
 : >"$LOG"
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(build tests bench train)
+[ ${#parts[@]} -eq 0 ] && parts=(build tests bench train lm hf)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
   case "$p" in build|tests|bench|train) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train)" >&2; exit 2 ;; esac
@@ -49,7 +53,7 @@ skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: s
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
 
-if want build || want tests || want bench || want train; then
+if want build || want tests || want bench || want train || want lm || want hf; then
   if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
     step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
@@ -98,6 +102,25 @@ if want train; then
     data.pool=1 data.root="$root" data.path="$BUILD/datasets/fashion-mnist" trainer.out_dir="$OUT/quickstart-gpu" \
     ${SSM_TRAIN_OVERRIDES:-}
   rm -rf "$OUT/quickstart-gpu/checkpoints"
+fi
+
+if want lm; then
+  step bench-mamba-130m sh -c "'$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 ${SSM_BENCH_OVERRIDES:-} | tee '$OUT/ssm_bench_mamba_130m.json'"
+  kjv=${KJV_PG19:-datasets/kjv-pg19}
+  if [ -d "$kjv" ]; then
+    rm -rf "$OUT/kjv"
+    step train-kjv-gpu "$BUILD/bin/ssm" train recipes/pg19/kjv-bytes-small.yaml data.root="$kjv" \
+      data.path="$BUILD/datasets/kjv" trainer.out_dir="$OUT/kjv" ${SSM_KJV_OVERRIDES:-}
+    step generate-kjv "$BUILD/bin/ssm" generate "$OUT/kjv" --prompt "In the beginning" --max-new 300 \
+      --temperature 0.8 --top-p 0.95 --seed 1 --device cuda
+    rm -rf "$OUT/kjv/checkpoints"
+  else
+    skip train-kjv-gpu "no $kjv (scripts/kjv-to-pg19.sh makes it; carry it)"
+  fi
+fi
+
+if want hf; then
+  step hf-check python3 scripts/check_hf_export.py --ssm "$BUILD/bin/ssm" --work "$BUILD/hf-check"
 fi
 
 # ---- summary ----

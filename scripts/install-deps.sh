@@ -2,7 +2,8 @@
 # Installs the Debian/Ubuntu packages ssm builds against, only those missing. Idempotent.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config zlib1g-dev libyaml-cpp-dev libhdf5-dev libgtest-dev
-      libbenchmark-dev libcli11-dev nlohmann-json3-dev libopenblas-dev dataset-fashion-mnist)
+      libbenchmark-dev libcli11-dev nlohmann-json3-dev libopenblas-dev dataset-fashion-mnist
+      bible-kjv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
