@@ -41,6 +41,14 @@ std::vector<Variable> split(const Variable& x, const std::vector<int64_t>& sizes
 Variable softmax(const Variable& x, int64_t dim);
 Variable log_softmax(const Variable& x, int64_t dim);
 Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index = -100);
+// The LM head and its loss without the whole logits matrix: for x (N, d), w (V, d), targets (N) i64,
+// all in [0, V), loss = mean_i CE(x_i w^T, targets_i), computed over row chunks of `chunk_rows`:
+// per chunk, logits_c = x_c w^T (x's dtype: bf16 under autocast), the f32 cross-entropy, and at once
+// its gradient d_c = (softmax(logits_c) - onehot) / N, giving dx_c = d_c w and dw += d_c^T x_c
+// (f32). Peak extra memory is one chunk of logits instead of N x V (5 GB at 16k x 50k in f32).
+// The backward only scales the stored dx, dw by the upstream gradient.
+Variable linear_cross_entropy(const Variable& x, const Variable& w, const Tensor& targets,
+                              int64_t chunk_rows = 4096);
 Variable index_select(const Variable& x, int64_t dim, const Tensor& index);  // embedding lookup
 Variable where(const Tensor& cond, const Variable& a, const Variable& b);
 // Inverted dropout: keeps each element with probability 1 - p, scaled by 1 / (1 - p).

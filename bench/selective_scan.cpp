@@ -1,0 +1,153 @@
+// Selective scan (Mamba-1) on CUDA: forward and forward+backward at mamba_ssm's benchmark shapes, bf16,
+// z gate, D skip, delta_bias + softplus, G = 1, N = 16 and 64. Plain main (not Google Benchmark): each
+// figure is the median of 25 timed calls (CUDA events around each call, after 3 warm-up calls), on
+// random inputs (never zeros).
+//
+// Floors (H100 SXM: 132 SMs at ~1.755 GHz; measured D2D copy ~2.97 TB/s, bench/RESULTS.md):
+//   exp:   one exp2 per state per step (fwd), two for fwd+bwd (the backward must recompute the decays):
+//          Bt L D N (x2) / (16 ex2 per clock per SM x 132 x 1.755e9)
+//   bytes: every input read once, every output written once: fwd u, delta, z, y (2 B each, Bt L D) +
+//          B, C (Bt L N); fwd+bwd adds the backward's reads (u, delta, z, grad y, B, C) and writes
+//          (grad u, delta, z, B, C).
+//   fma:   FP32 ops per state per step: fwd 3 (decay x h, + dt u B, C h into y); fwd+bwd 3 + 10 (recompute 3,
+//          dh, hd, gA, gB, gC terms, sums for gu / gdt): ops / (128 per clock per SM x 132 x 1.755e9)
+// Printed: ms, the floors, (largest floor) / ms, and mamba_ssm's time on H100 (issue 4) beside ours.
+// Also one JSON line per measurement (prefix "JSON ").
+// Options: --sweep also times other chunkings (env SSM_SCAN_FWD_CHUNKS, SSM_SCAN_BWD_CHUNK).
+// Without a GPU the binary prints a message and exits 0.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "core/ops.h"
+#include "core/tensor.h"
+#include "kernels/selective_scan/selective_scan.h"
+#ifdef SSM_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "core/cuda/check.h"
+#include "core/cuda/cuda_ops.h"
+#include "core/cuda/stream.h"
+#include "kernels/selective_scan/selective_scan_cuda.h"
+#endif
+
+#ifdef SSM_WITH_CUDA
+using namespace ssm;
+
+namespace {
+
+double median_ms(const std::function<void()>& f, int warm = 3, int reps = 25) {
+  cudaStream_t s = cuda::current_stream();
+  for (int i = 0; i < warm; ++i) f();
+  cudaEvent_t a, b;
+  SSM_CUDA_CHECK(cudaEventCreate(&a));
+  SSM_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    SSM_CUDA_CHECK(cudaEventRecord(a, s));
+    f();
+    SSM_CUDA_CHECK(cudaEventRecord(b, s));
+    SSM_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    SSM_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  SSM_CUDA_CHECK(cudaEventDestroy(a));
+  SSM_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct Shape4 {
+  int64_t Bt, D, L;
+  double ref_fwd, ref_fb;  // mamba_ssm on H100 (ms)
+};
+
+void run_shape(const Shape4& s, int64_t N, const char* tag) {
+  const Device dev = Device::cuda(0);
+  const int64_t Bt = s.Bt, L = s.L, D = s.D;
+  kernels::ScanInputs in;
+  in.u = rand_normal({Bt, L, D}, 1, 0, DType::bf16, dev);
+  in.delta = add(mul(rand_uniform({Bt, L, D}, 2, 0, DType::f32, dev), 3.0), -4.0).to(DType::bf16);
+  in.z = rand_normal({Bt, L, D}, 3, 0, DType::bf16, dev);
+  in.B = rand_normal({Bt, L, 1, N}, 4, 0, DType::bf16, dev);
+  in.C = rand_normal({Bt, L, 1, N}, 5, 0, DType::bf16, dev);
+  std::vector<float> a(size_t(D * N));
+  for (int64_t i = 0; i < D * N; ++i) a[size_t(i)] = -float(i % N + 1);
+  in.A = Tensor::from_vector(a, {D, N}, dev);
+  in.D_skip = rand_normal({D}, 6, 0, DType::f32, dev);
+  in.delta_bias = mul(rand_uniform({D}, 7, 0, DType::f32, dev), 0.5);
+  kernels::ScanOptions opt;
+  Tensor y = Tensor::empty({Bt, L, D}, DType::bf16, dev), h = Tensor::empty({Bt, D, N}, DType::f32, dev);
+  Tensor g = rand_normal({Bt, L, D}, 8, 0, DType::bf16, dev);
+  auto fwd = [&] { kernels::cuda::selective_scan_forward(in, opt, y, h); };
+  auto fb = [&] {
+    kernels::cuda::selective_scan_forward(in, opt, y, h);
+    kernels::ScanGrads gr;
+    kernels::cuda::selective_scan_backward(in, g, Tensor(), opt, gr);
+  };
+  const double clk = 1.755e9, sms = double(cuda::sm_count()), bw = 2.97e12;
+  const double states = double(Bt) * L * D * N;
+  const double ld = double(Bt) * L * D, ln = double(Bt) * L * N;
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool both = pass == 1;
+    const double ms = median_ms(both ? std::function<void()>(fb) : std::function<void()>(fwd));
+    const double exp_ms = states * (both ? 2 : 1) / (16 * sms * clk) * 1e3;
+    const double bytes = both ? (ld * 2 * (4 + 4 + 3) + ln * 2 * (2 + 2 + 2)) : (ld * 2 * 4 + ln * 2 * 2);
+    const double byte_ms = bytes / bw * 1e3;
+    const double fma_ms = states * (both ? 13 : 3) / (128 * sms * clk) * 1e3;
+    const double floor = std::max({exp_ms, byte_ms, fma_ms});
+    const double ref = both ? s.ref_fb : s.ref_fwd;
+    std::printf("%-4s Bt=%-2lld D=%-5lld L=%-6lld N=%-3lld %-8s %8.3f ms | floors exp %.3f bytes %.3f fma %.3f | "
+                "floor/ms %.2f | mamba_ssm %.3f (ours/theirs %.2f) %s\n",
+                both ? "f+b" : "fwd", (long long)Bt, (long long)D, (long long)L, (long long)N, tag, ms, exp_ms,
+                byte_ms, fma_ms, floor / ms, ref, ms / ref, tag);
+    std::printf("JSON {\"op\":\"%s\",\"Bt\":%lld,\"D\":%lld,\"L\":%lld,\"N\":%lld,\"variant\":\"%s\",\"ms\":%.4f,"
+                "\"exp_ms\":%.4f,\"byte_ms\":%.4f,\"fma_ms\":%.4f,\"floor_frac\":%.3f,\"mamba_ssm_ms\":%.3f}\n",
+                both ? "fwd+bwd" : "fwd", (long long)Bt, (long long)D, (long long)L, (long long)N, tag, ms, exp_ms,
+                byte_ms, fma_ms, floor / ms, ref);
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!cuda_available()) {
+    std::printf("bench_selective_scan: no CUDA device, nothing to do\n");
+    return 0;
+  }
+  bool sweep = false;
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--sweep")) sweep = true;
+  const std::vector<Shape4> shapes = {{8, 2048, 2048, 0.594, 3.228},
+                                      {4, 4096, 2048, 0.596, 3.250},
+                                      {2, 3072, 8192, 1.073, 5.140},
+                                      {1, 2048, 65536, 2.972, 15.189}};
+  for (int64_t N : {16, 64})
+    for (const auto& s : shapes) {
+      run_shape(s, N, "default");
+      if (sweep && N == 16) {
+        for (const char* fc : {"1", "4", "16", "64"}) {
+          setenv("SSM_SCAN_FWD_CHUNKS", fc, 1);
+          run_shape(s, N, (std::string("fwdck=") + fc).c_str());
+        }
+        unsetenv("SSM_SCAN_FWD_CHUNKS");
+        setenv("SSM_SCAN_BWD_CHUNK", "32", 1);
+        run_shape(s, N, "bwdTT=32");
+        unsetenv("SSM_SCAN_BWD_CHUNK");
+      }
+    }
+  return 0;
+}
+#else
+int main() {
+  std::printf("bench_selective_scan: built without CUDA\n");
+  return 0;
+}
+#endif
