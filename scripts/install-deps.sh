@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config zlib1g-dev libyaml-cpp-dev libhdf5-dev libgtest-dev
       libbenchmark-dev libcli11-dev nlohmann-json3-dev libopenblas-dev dataset-fashion-mnist
-      bible-kjv)
+      bible-kjv bible-kjv-text openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
