@@ -13,7 +13,10 @@
 //          dh, hd, gA, gB, gC terms, sums for gu / gdt): ops / (128 per clock per SM x 132 x 1.755e9)
 // Printed: ms, the floors, (largest floor) / ms, and mamba_ssm's time on H100 (issue 4) beside ours.
 // Also one JSON line per measurement (prefix "JSON ").
-// Options: --sweep also times other chunkings (env SSM_SCAN_FWD_CHUNKS, SSM_SCAN_BWD_CHUNK).
+// Options: --sweep also times other layouts at N = 16 (env SSM_SCAN_BWD_KS / _P: the backward's states per
+// thread and piece length; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row);
+// --v1 also times the first implementation (env SSM_SCAN_IMPL=v1); --only I times shape I at N = 16 alone.
+// A summary table comes last.
 // Without a GPU the binary prints a message and exits 0.
 #include <algorithm>
 #include <cstdio>
@@ -68,6 +71,11 @@ struct Shape4 {
   double ref_fwd, ref_fb;  // mamba_ssm on H100 (ms)
 };
 
+struct Row {
+  std::string text;
+};
+std::vector<Row> g_summary;
+
 void run_shape(const Shape4& s, int64_t N, const char* tag) {
   const Device dev = Device::cuda(0);
   const int64_t Bt = s.Bt, L = s.L, D = s.D;
@@ -94,6 +102,7 @@ void run_shape(const Shape4& s, int64_t N, const char* tag) {
   const double clk = 1.755e9, sms = double(cuda::sm_count()), bw = 2.97e12;
   const double states = double(Bt) * L * D * N;
   const double ld = double(Bt) * L * D, ln = double(Bt) * L * N;
+  double got[2] = {0, 0}, flo[2] = {0, 0};
   for (int pass = 0; pass < 2; ++pass) {
     const bool both = pass == 1;
     const double ms = median_ms(both ? std::function<void()>(fb) : std::function<void()>(fwd));
@@ -103,6 +112,8 @@ void run_shape(const Shape4& s, int64_t N, const char* tag) {
     const double fma_ms = states * (both ? 13 : 3) / (128 * sms * clk) * 1e3;
     const double floor = std::max({exp_ms, byte_ms, fma_ms});
     const double ref = both ? s.ref_fb : s.ref_fwd;
+    got[pass] = ms;
+    flo[pass] = exp_ms;
     std::printf("%-4s Bt=%-2lld D=%-5lld L=%-6lld N=%-3lld %-8s %8.3f ms | floors exp %.3f bytes %.3f fma %.3f | "
                 "floor/ms %.2f | mamba_ssm %.3f (ours/theirs %.2f) %s\n",
                 both ? "f+b" : "fwd", (long long)Bt, (long long)D, (long long)L, (long long)N, tag, ms, exp_ms,
@@ -113,6 +124,11 @@ void run_shape(const Shape4& s, int64_t N, const char* tag) {
                 byte_ms, fma_ms, floor / ms, ref);
     std::fflush(stdout);
   }
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%-2lld %-5lld %-6lld %-3lld %-9s | %7.3f %7.3f %5.2f %6.3f | %7.3f %7.3f %5.2f %6.3f",
+                (long long)Bt, (long long)D, (long long)L, (long long)N, tag, got[0], s.ref_fwd, got[0] / s.ref_fwd,
+                flo[0], got[1], s.ref_fb, got[1] / s.ref_fb, flo[1]);
+  g_summary.push_back({buf});
 }
 
 }  // namespace
@@ -122,27 +138,50 @@ int main(int argc, char** argv) {
     std::printf("bench_selective_scan: no CUDA device, nothing to do\n");
     return 0;
   }
-  bool sweep = false;
-  for (int i = 1; i < argc; ++i)
+  bool sweep = false, v1 = false;
+  int only = -1;  // --only I: shape I (0..3) at N = 16 alone (for profilers)
+  for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--sweep")) sweep = true;
+    if (!std::strcmp(argv[i], "--v1")) v1 = true;
+    if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = std::atoi(argv[++i]);
+  }
   const std::vector<Shape4> shapes = {{8, 2048, 2048, 0.594, 3.228},
                                       {4, 4096, 2048, 0.596, 3.250},
                                       {2, 3072, 8192, 1.073, 5.140},
                                       {1, 2048, 65536, 2.972, 15.189}};
+  if (only >= 0 && only < int(shapes.size())) {
+    run_shape(shapes[size_t(only)], 16, "default");
+    return 0;
+  }
   for (int64_t N : {16, 64})
     for (const auto& s : shapes) {
       run_shape(s, N, "default");
+      if (v1 && N == 16) {
+        setenv("SSM_SCAN_IMPL", "v1", 1);
+        run_shape(s, N, "v1");
+        unsetenv("SSM_SCAN_IMPL");
+      }
       if (sweep && N == 16) {
-        for (const char* fc : {"1", "4", "16", "64"}) {
-          setenv("SSM_SCAN_FWD_CHUNKS", fc, 1);
-          run_shape(s, N, (std::string("fwdck=") + fc).c_str());
+        // name, then env assignments (cleared afterwards)
+        const std::vector<std::vector<std::string>> variants = {
+            {"ks16", "SSM_SCAN_BWD_KS=16"},
+            {"ks8P8", "SSM_SCAN_BWD_P=8"},
+            {"ks16P8", "SSM_SCAN_BWD_KS=16", "SSM_SCAN_BWD_P=8"},
+            {"segs=2", "SSM_SCAN_FWD_SEGS=2", "SSM_SCAN_BWD_SEGS=2"},
+            {"segs=8", "SSM_SCAN_FWD_SEGS=8", "SSM_SCAN_BWD_SEGS=8"}};
+        for (const auto& v : variants) {
+          for (size_t i = 1; i < v.size(); ++i) {
+            const size_t eq = v[i].find('=');
+            setenv(v[i].substr(0, eq).c_str(), v[i].substr(eq + 1).c_str(), 1);
+          }
+          run_shape(s, N, v[0].c_str());
+          for (size_t i = 1; i < v.size(); ++i) unsetenv(v[i].substr(0, v[i].find('=')).c_str());
         }
-        unsetenv("SSM_SCAN_FWD_CHUNKS");
-        setenv("SSM_SCAN_BWD_CHUNK", "32", 1);
-        run_shape(s, N, "bwdTT=32");
-        unsetenv("SSM_SCAN_BWD_CHUNK");
       }
     }
+  std::printf("\nsummary (ms; ratio = ours / mamba_ssm; exp = exp floor)\n");
+  std::printf("Bt D     L      N   variant   |     fwd   mamba ratio    exp |     f+b   mamba ratio    exp\n");
+  for (const auto& r : g_summary) std::printf("%s\n", r.text.c_str());
   return 0;
 }
 #else

@@ -10,6 +10,7 @@
 #include "layers/language_model.h"
 #include "layers/registry.h"
 #include "trainers/generate.h"
+#include "trainers/launch.h"
 #include "trainers/model_io.h"
 #include "trainers/safetensors.h"
 #include "trainers/throughput.h"
@@ -78,6 +79,18 @@ int run(int argc, char** argv) {
   train->footer(
       "Example: ssm train recipes/quickstart/fashion-mnist-s4d.yaml trainer.device=cuda data.pool=1\n"
       "The run directory (trainer.out_dir) gets recipe.yaml, metrics.jsonl, TensorBoard events, checkpoints/.");
+
+  int nproc = 1;
+  double grace = 30;
+  auto* launch = app.add_subcommand("launch", "Run `ssm train` as N local processes (one per GPU), data parallel; "
+                                              "signals are forwarded to them");
+  launch->add_option("--nproc", nproc, "Processes (one per GPU)")->required()->check(CLI::PositiveNumber);
+  launch->add_option("--grace", grace, "Seconds the others get after one process fails, before SIGTERM")
+      ->capture_default_str();
+  launch->add_option("recipe", recipe, "Recipe YAML file")->required();
+  launch->add_option("overrides", overrides, "Recipe overrides, e.g. trainer.device=cuda");
+  launch->footer("Example: ssm launch --nproc 8 recipes/lm/mamba-130m.yaml\n"
+                 "Multi-node: torchrun --no-python, srun or mpirun start `ssm train` directly (docs/multi-node.md).");
 
   std::string checkpoint;
   auto* eval = app.add_subcommand("eval", "Score a checkpoint on its recipe's test split");
@@ -157,6 +170,13 @@ int run(int argc, char** argv) {
     ssm::train::Config cfg = ssm::train::Config::load(recipe, overrides);
     auto s = ssm::train::train(cfg, std::cout);
     return s.stopped_early ? 128 + s.stop_signal : 0;
+  }
+  if (*launch) {
+    std::vector<std::string> args = {"train", recipe};
+    args.insert(args.end(), overrides.begin(), overrides.end());
+    ssm::train::LaunchOptions lo;
+    lo.grace_s = grace;
+    return ssm::train::launch_local(nproc, args, lo);
   }
   if (*eval) {
     ssm::train::evaluate_checkpoint(checkpoint, overrides, std::cout);

@@ -18,6 +18,10 @@ struct RecurrentState {
 class LanguageModel : public Module {
  public:
   virtual Variable logits(const Tensor& tokens, const Tensor& seq_idx) = 0;
+  // Mean next-token cross-entropy over all (B, L) positions for targets (B, L) i64. The default forms
+  // the logits and calls ag::cross_entropy; models override it to skip the full logits matrix
+  // (ag::linear_cross_entropy).
+  virtual Variable loss(const Tensor& tokens, const Tensor& seq_idx, const Tensor& targets);
   virtual int64_t vocab_size() const = 0;         // the real vocabulary
   virtual int64_t padded_vocab_size() const = 0;  // the logits' last dim (>= vocab_size)
 

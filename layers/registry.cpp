@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <mutex>
 
+#include "layers/models/mamba_lm.h"
 #include "layers/models/s4_classifier.h"
 
 namespace ssm::nn {
@@ -149,7 +150,10 @@ ModelSpec s4d_classifier_spec() {
 struct Registry {
   std::mutex mu;
   std::map<std::string, ModelSpec> specs;
-  Registry() { specs.emplace("s4d_classifier", s4d_classifier_spec()); }
+  Registry() {
+    specs.emplace("s4d_classifier", s4d_classifier_spec());
+    specs.emplace("mamba_lm", mamba_lm_spec());
+  }
 };
 
 Registry& registry() {

@@ -177,7 +177,11 @@ void export_model(const std::string& run_or_checkpoint, const std::string& forma
               {"bos_token_id", 0},
               {"eos_token_id", 0},
               {"use_cache", true},
-              {"torch_dtype", "float32"}};
+              {"torch_dtype", "float32"},
+              // Not read by transformers (extra keys are kept as attributes); lets `ssm import` restore
+              // the real vocabulary behind the padded one.
+              {"ssm_vocab_size", a.vocab_size},
+              {"ssm_pad_vocab_multiple", a.pad_multiple}};
   } else {
     for (const auto& [k, t] : ck.model)
       out.emplace_back(k, k.ends_with(".mixer.conv1d.weight") ? conv_to_torch(t) : t);
@@ -228,9 +232,9 @@ void import_model(const std::string& in_dir, const std::string& out_run_dir, std
   try {
     if (hf) {
       tied = config.value("tie_word_embeddings", true);
-      const int64_t vocab = config.at("vocab_size").get<int64_t>();
-      mc["vocab_size"] = std::to_string(vocab);
-      mc["pad_vocab_multiple"] = "1";
+      const int64_t padded = config.at("vocab_size").get<int64_t>();
+      mc["vocab_size"] = std::to_string(config.value("ssm_vocab_size", padded));
+      mc["pad_vocab_multiple"] = std::to_string(config.value("ssm_pad_vocab_multiple", int64_t(1)));
       mc["norm_eps"] = cat(config.value("layer_norm_epsilon", 1e-5));
       mc["norm"] = "rms";
     } else {

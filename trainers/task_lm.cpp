@@ -35,17 +35,14 @@ ag::Variable LMTask::loss(nn::Module& model, const data::Batch& batch, Device de
   ag::AutocastGuard ac(autocast);
   const Tensor tokens = batch.inputs.to(device);
   const Tensor seq_idx = batch.seq_idx.defined() ? batch.seq_idx.to(device) : Tensor();
-  ag::Variable logits = lm.logits(tokens, seq_idx);
   const int64_t B = tokens.size(0), L = tokens.size(1);
-  SSM_CHECK_INPUT(logits.dim() == 3 && logits.size(0) == B && logits.size(1) == L,
-                  "lm task: the model returned logits of shape ", shape_str(logits.shape()), ", expected (", B,
-                  ", ", L, ", vocab)");
-  logits = ag::reshape(logits, {B * L, logits.size(2)});
+  SSM_CHECK_INPUT(batch.targets.shape() == tokens.shape(), "lm task: targets ", shape_str(batch.targets.shape()),
+                  " do not match inputs ", shape_str(tokens.shape()));
   if (counts) {
     counts->samples += B;
     counts->tokens += B * L;
   }
-  return ag::cross_entropy(logits, batch.targets.reshape({B * L}).to(device));
+  return lm.loss(tokens, seq_idx, batch.targets.to(device));
 }
 
 EvalStats LMTask::evaluate(nn::Module& model, const data::Dataset& split, int64_t batch_size, Device device,

@@ -1,6 +1,8 @@
 #include "trainers/trainer.h"
 
 #include <chrono>
+#include <csignal>
+#include <optional>
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
@@ -12,6 +14,8 @@
 #include "autograd/functions.h"
 #include "data/loader.h"
 #include "trainers/atomic_file.h"
+#include "trainers/bucket_reducer.h"
+#include "trainers/comm.h"
 #include "trainers/checkpoint.h"
 #include "trainers/experiment.h"
 #include "trainers/format.h"
@@ -38,6 +42,7 @@ std::set<std::string> trainer_keys(const Config& recipe) {
   for (const char* k : {"steps", "epochs", "accumulate", "grad_clip", "log_every", "eval_every", "checkpoint_every",
                         "keep_checkpoints", "out_dir", "resume"})
     keys.insert(std::string("trainer.") + k);
+  for (const auto& k : dist_config_keys()) keys.insert(k);
   // optimizer.* and schedule.* are checked by make_optimizer / schedule_from_config.
   keys.insert("optimizer");
   keys.insert("schedule");
@@ -49,19 +54,20 @@ std::set<std::string> trainer_keys(const Config& recipe) {
 TrainSummary train(const Config& recipe, std::ostream& out) {
   install_stop_handlers();
   const ProcessGroupEnv env = parse_launch_env();
-  SSM_CHECK_INPUT(env.world_size == 1, "launched as rank ", env.rank, " of ", env.world_size, " (", env.launcher,
-                  "), but this build trains on one process only: multi-process data parallelism (NCCL) is not "
-                  "implemented yet");
-  LocalReducer reducer;
   recipe.check_unknown_keys(trainer_keys(recipe));
+  const DistConfig dist = dist_config(recipe.sub("trainer.dist"));
+  // Rank 0 speaks and writes (run directory, metrics, checkpoints); the other ranks train silently.
+  const bool rank0 = env.rank == 0;
+  std::ostringstream quiet;
+  std::ostream& log = rank0 ? out : quiet;
 
-  Experiment ex = build_experiment(recipe, out, env.local_rank);
+  Experiment ex = build_experiment(recipe, log, env.local_rank);
   std::unique_ptr<Task> task = make_task(ex.task);
   const Config t = recipe.sub("trainer");
   const fs::path run_dir = t.get_string("out_dir", "runs/" + ex.model_name);
-  fs::create_directories(run_dir);
-  write_file_atomic((run_dir / "recipe.yaml").string(), recipe.resolved_yaml());
-  {
+  if (rank0) {
+    fs::create_directories(run_dir);
+    write_file_atomic((run_dir / "recipe.yaml").string(), recipe.resolved_yaml());
     std::string ov;
     for (const auto& o : recipe.overrides()) ov += o + "\n";
     write_file_atomic((run_dir / "overrides.txt").string(), ov);
@@ -69,8 +75,8 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
 
   const int64_t accumulate = t.get_int("accumulate", 1);
   SSM_CHECK_INPUT(accumulate >= 1, recipe.source(), ": ", t.full_key("accumulate"), " must be >= 1");
-  data::Sampler sampler(ex.train_set->size(), ex.batch_size, /*shuffle=*/true, ex.seed, reducer.rank(),
-                        reducer.world_size(), /*drop_last=*/true);
+  data::Sampler sampler(ex.train_set->size(), ex.batch_size, /*shuffle=*/true, ex.seed, env.rank, env.world_size,
+                        /*drop_last=*/true);
   SSM_CHECK_INPUT(sampler.batches_per_epoch() >= 1, recipe.source(), ": data.batch_size ", ex.batch_size,
                   " is larger than the ", ex.train_set->size(), " training rows");
   int64_t total_steps;
@@ -102,21 +108,38 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       const json& st = ck.trainer_state;
       try {
         step = st.at("step").get<int64_t>();
-        SSM_CHECK_INPUT(st.at("world_size").get<int>() == reducer.world_size(), path->string(),
+        SSM_CHECK_INPUT(st.at("world_size").get<int>() == env.world_size, path->string(),
                         ": checkpoint was written by ", st.at("world_size").get<int>(),
-                        " processes; this run has ", reducer.world_size());
+                        " processes; this run has ", env.world_size, " (the sampler's shards would differ)");
         sampler.set_state({st.at("sampler").at("epoch").get<int64_t>(), st.at("sampler").at("position").get<int64_t>()});
         ex.gen->offset = st.at("generator").at("offset").get<uint64_t>();
       } catch (const json::exception& e) {
         throw_input(cat((*path / CheckpointFiles::trainer_state).string(), ": ", e.what()));
       }
-      out << "resuming from " << path->string() << " (step " << step << ")\n";
+      log << "resuming from " << path->string() << " (step " << step << ")\n";
     }
   }
   SSM_CHECK_INPUT(step <= total_steps, run_dir.string(), ": the latest checkpoint is at step ", step,
                   " but the recipe asks for ", total_steps, " steps");
 
-  MetricsLogger metrics(run_dir.string());
+  // Data parallelism: one communicator (NCCL on GPUs, MPI on CPUs), identical starting weights on every
+  // rank, and the bucketed reducer that all-reduces gradients from the autograd hooks during backward.
+  std::shared_ptr<Communicator> comm;
+  std::unique_ptr<GradReducer> reducer_ptr = std::make_unique<LocalReducer>();
+  BucketReducer* ddp = nullptr;
+  if (env.world_size > 1) {
+    comm = make_communicator(env, ex.device, dist.timeout_s);
+    std::vector<Tensor> state;
+    for (auto& kv : ex.model->state_dict()) state.push_back(kv.second);
+    broadcast_tensors(*comm, state, 0);
+    auto br = std::make_unique<BucketReducer>(comm, params, dist.bucket);
+    ddp = br.get();
+    reducer_ptr = std::move(br);
+  }
+  GradReducer& reducer = *reducer_ptr;
+
+  std::optional<MetricsLogger> metrics;
+  if (rank0) metrics.emplace(run_dir.string());
   data::Loader loader(ex.train_set, sampler, ex.prefetch);
 
   auto save = [&](int64_t at_step) {
@@ -130,20 +153,23 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     st["model_config"] = ex.model_config;
     st["recipe"] = recipe.resolved_yaml();
     std::vector<std::pair<std::string, Tensor>> model_tensors = ex.model->state_dict();
-    return save_checkpoint(run_dir, at_step, model_tensors, optimizer->state_tensors(), st, keep_checkpoints);
+    if (rank0) save_checkpoint(run_dir, at_step, model_tensors, optimizer->state_tensors(), st, keep_checkpoints);
+    if (comm) comm->barrier("checkpoint barrier");
   };
 
-  out << "training " << ex.model_name << " (" << ex.model->num_parameters() << " parameters) on "
+  log << "training " << ex.model_name << " (" << ex.model->num_parameters() << " parameters) on "
       << ex.device.str() << ": " << total_steps << " steps of " << ex.batch_size * accumulate * reducer.world_size()
-      << " samples, " << ex.seq_len << " steps per sequence; run directory " << run_dir.string()
-      << "\n";
+      << " samples (" << env.world_size << " process" << (env.world_size > 1 ? "es, " : ", ")
+      << (comm ? comm->backend() : "local") << "), " << ex.seq_len << " steps per sequence; run directory "
+      << run_dir.string() << "\n";
 
   TrainSummary summary;
   summary.run_dir = run_dir.string();
   ProgressOptions popt;
   popt.total = total_steps;
   popt.start_step = step;
-  auto progress = ProgressBar::to_stderr(popt);
+  std::ostringstream no_progress;
+  auto progress = rank0 ? ProgressBar::to_stderr(popt) : std::make_unique<ProgressBar>(no_progress, false, popt);
   ex.model->train();
   const double t0 = now_seconds();
   double window_loss = 0, window_start = t0, smoothed_loss = -1;
@@ -152,7 +178,11 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   const double clip = grad_clip > 0 ? grad_clip : std::numeric_limits<double>::infinity();
 
   while (step < total_steps) {
-    if (int sig = stop_signal()) {
+    int sig = stop_signal();
+    // Every rank must stop at the same step: a signal seen by any rank stops all of them.
+    if (comm && all_reduce_scalar(*comm, sig ? double(sig) : 0.0, ReduceOp::Sum, "stop-signal check") > 0 && !sig)
+      sig = SIGTERM;
+    if (sig) {
       progress->print(cat("signal ", sig, ": writing a checkpoint at step ", step, " and stopping"));
       save(step);
       summary.stopped_early = true;
@@ -169,6 +199,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       SSM_CHECK(std::isfinite(l), "the loss became ", l, " at step ", step + 1,
                 " (try a lower optimizer.lr or trainer.grad_clip)");
       if (accumulate > 1) loss = ag::mul(loss, 1.0 / double(accumulate));
+      if (ddp) ddp->set_sync(micro == accumulate - 1);  // only the last micro-step all-reduces
       loss.backward();
       step_loss += l / double(accumulate);
       step_samples += window_counts.samples - before;
@@ -187,8 +218,10 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
 
     if (step % log_every == 0 || step == total_steps) {
       const double now = now_seconds();
+      double mean_loss = window_loss / double(window_steps);
+      if (comm) mean_loss = all_reduce_scalar(*comm, mean_loss, ReduceOp::Avg, "loss average");
       std::vector<std::pair<std::string, double>> m = {
-          {"loss", window_loss / double(window_steps)},
+          {"loss", mean_loss},
           {"lr", factor * (optimizer->groups().empty() ? 0.0 : optimizer->groups()[0].lr)},
           {"lr_factor", factor},
           {"grad_norm", grad_norm}};
@@ -196,7 +229,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       m.emplace_back("peak_memory_mb", double(allocator_stats(ex.device).peak_bytes) / 1048576.0);
       m.emplace_back("epoch", double(loader.state().epoch) +
                                   double(loader.state().position) / double(sampler.batches_per_epoch()));
-      metrics.log_pairs(step, m);
+      if (metrics) metrics->log_pairs(step, m);
       window_loss = 0;
       window_steps = 0;
       window_counts = {};
@@ -206,7 +239,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       EvalStats e = task->evaluate(*ex.model, *ex.test_set, ex.eval_batch_size, ex.device, ex.autocast);
       std::vector<std::pair<std::string, double>> m = {{"eval/loss", e.loss}};
       for (const auto& [k, v] : e.metrics) m.emplace_back("eval/" + k, v);
-      metrics.log_pairs(step, m);
+      if (metrics) metrics->log_pairs(step, m);
       progress->print(cat("step ", step, ": ", task->describe(e, "test")));
     }
     if (checkpoint_every > 0 && step % checkpoint_every == 0) {
@@ -218,7 +251,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   summary.steps = step;
   summary.train_seconds = now_seconds() - t0;
   if (summary.stopped_early) {
-    out << "stopped at step " << step << " of " << total_steps << "; run the same command to resume\n";
+    log << "stopped at step " << step << " of " << total_steps << "; run the same command to resume\n";
     return summary;
   }
   if (last_saved != step) save(step);
@@ -226,10 +259,10 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   {
     std::vector<std::pair<std::string, double>> m = {{"test/loss", summary.test.loss}};
     for (const auto& [k, v] : summary.test.metrics) m.emplace_back("test/" + k, v);
-    metrics.log_pairs(step, m);
+    if (metrics) metrics->log_pairs(step, m);
   }
-  out << "trained " << step << " steps in " << fixed(summary.train_seconds, 1) << " s\n";
-  out << task->describe(summary.test, "test") << "\n";
+  log << "trained " << step << " steps in " << fixed(summary.train_seconds, 1) << " s\n";
+  log << task->describe(summary.test, "test") << "\n";
   return summary;
 }
 

@@ -1,108 +1,132 @@
 // Selective scan (Mamba-1 S6) on CUDA: forward and backward (math in selective_scan.h).
 //
-// Thread layout (every kernel): one thread per (b, channel d, tile of kS = 8 states). The Tn = Np / 8
-// threads of one channel are adjacent lanes of a warp (Np = N rounded up to a power of two >= 8, so
-// Tn in {1, 2, 4, 8, 16, 32}); sums over n (y, gu, gdt) are xor-shuffles over those Tn lanes. A block
-// of 128 threads holds CB = 128 / Tn channels of ONE group g (blocks never straddle groups), so B_t, C_t
-// are shared by the whole block: each time tile of TT steps stages dt (softplus applied once per (t, d)),
-// u, z, grad_y of the block's channels and B_t, C_t of its group in shared memory as f32. Loads are
-// coalesced along d (channels-last). The state h (kS f32 per thread) lives in registers; decays are
-// exp2(dt * A log2 e) with ex2.approx. All offsets are 64-bit.
+// Thread layout (every kernel): one thread per (b, channel d, tile of kS = 16 states). The Tn = Np / 16
+// threads of one channel are adjacent lanes (Np = N rounded up to a power of two >= 16, Tn in
+// {1, 2, 4, 8, 16}); at N <= 16 a lane is a whole channel, so a warp is 32 consecutive channels and the
+// per-(b, t, d) loads and stores (u, delta, z, y, grads) are coalesced straight from global memory. Sums
+// over n (y, gu, gdt) are xor-shuffles over the Tn lanes (none at N <= 16). A block of 128 threads holds
+// CB = 128 / Tn channels of ONE group g, so B_t, C_t are the same for the whole block: they are staged
+// per time tile in shared memory as f32 and read as float4 broadcasts. The state (16 f32 per thread)
+// lives in registers; decays are exp2(dt * A log2 e) with ex2.approx (16 independent MUFU ops per step).
+// All offsets are 64-bit.
 //
-// Time is cut into chunks of Kc steps; grid = (chunk, channel block, batch row).
-//   chunk pass (forward):  each chunk from a zero state -> its local end state E_c and S_c = sum dt over the
-//                          chunk (NaN when the chunk holds a reset, i.e. its carry multiplier P_c is 0).
-//   carry kernel:          per (b, d, n), sequential over chunks: start_c = h; h = P_c h + E_c with
-//                          P_c = exp(A S_c) (the product of the chunk's per-step decays); ends in h_last.
-//   full pass:             each chunk again from its true start state, writing y.
-// The forward uses one chunk when Bt * D already fills the GPU, otherwise enough chunks to fill it.
+// Time parallelism. A row's L steps are cut into nseg segments of Ks steps (grid = (segment, channel
+// block, batch row)); nseg = 1 whenever Bt * D already fills the GPU, otherwise enough segments to fill it:
+//   local pass (fwd_kernel<0>): each segment from a zero state -> its end state E_s and S_s = sum dt
+//                               (NaN when the segment holds a reset, i.e. its carry multiplier is 0).
+//   carry kernel:               per (b, d, n), sequential over segments: start_s = h; h = P_s h + E_s with
+//                               P_s = exp(A S_s) (the product of the segment's decays); ends in h_last.
+//   full pass (fwd_kernel<1>):  each segment from its true start state, writing y (and h_last).
+// Forward tiles: kTF-step tiles; the next tile's u / delta / z (registers) and B / C (registers, then the
+// other half of a double-buffered shared tile) are loaded while the current one is computed.
 //
-// Backward: chunks of Kc = TT = 32 steps (one staged tile each; env SSM_SCAN_BWD_CHUNK overrides).
-//   local pass: per chunk, forward from zero -> E_c, S_c; reverse from a zero adjoint carry ->
-//               F_c = m_{t0} dh_{t0} (m_t = exp(dt_t A), 0 at a reset).
-//   carry kernel: start states (as above) and adjoint carries X_c (what enters the chunk's last step from
-//               the future): X_{last} = grad h_last, X_{c-1} = P_c X_c + F_c; finally grad h0 = X_{-1}.
-//   main pass:  per chunk, forward from start_c keeping a checkpoint every R = 4 steps in shared memory;
-//               then per 4-step piece in reverse: recompute h_t, m_t for the 4 steps into registers and
-//               sweep backwards:  dh_t = X + C_t gy_t,  X <- m_t dh_t; with hd_t = h_t - dt u B_t (= m_t h_{t-1})
-//                 gu = dt sum_n dh B + D gy,  gdt = sum_n dh (A hd + B u),  gA += dt dh hd,
-//                 gB_t(d) = dh dt u,  gC_t(d) = gy h_t,  gz = g y_pre silu'(z),  gdelta = gdt sigmoid(.)
-//               gB, gC are summed over the block's channels through shared memory (fixed order); the
-//               block's sum goes to a per-block partial (deterministic) or by atomicAdd into one f32
-//               buffer (default). gA, gD, gdelta_bias: per-(b, chunk) partials summed in fixed order by a
-//               small kernel. So opt.deterministic only changes gB / gC's last step.
+// Backward (P = 16 steps a piece; P = 8 for N > 64):
+//   1. checkpoints: the full forward pass again without y, storing the state before every P-th step
+//      (Bt, L / P, D, Np) f32 (after a local pass + carry when nseg > 1).
+//   2. (nseg > 1) adjoint local pass (fwd_kernel<2>): per segment, in reverse from a zero carry,
+//      F_s = m_{t0} dh_{t0} (dh_t = C_t gy_t + m_{t+1} dh_{t+1}, m_t = exp(dt_t A), 0 at a reset); the carry
+//      kernel turns these into the adjoint entering each segment's last step (X_last = grad h_last,
+//      X_{s-1} = P_s X_s + F_s).
+//   3. main pass (bwd_kernel): per block, pieces from last to first. A piece stages its steps' dt, u,
+//      gy = g silu(z), gz factor, sigmoid(delta) for the thread's channel and B_t, C_t of the group in
+//      shared memory, recomputes h forward from the checkpoint storing h before every step in shared
+//      memory, then sweeps in reverse with the adjoint X (= m_{t+1} dh_{t+1}) in registers:
+//        dh = C gy + X;  hd = m_t h_{t-1};  gA += dt dh hd;  gdt = sum_n dh (A hd + B u);
+//        gu = dt sum_n dh B + D gy;  gB_t(d) = dh dt u;  gC_t(d) = gy h_t;  X <- m_t dh.
+//      gB / gC (32 values per lane and step at N <= 16) are summed over the warp's channels by a butterfly
+//      reduce-scatter (16 + 8 + 4 + 2 + 1 shuffles leave one sum per lane), then over the block's warps
+//      through shared memory once per piece; the block's sum goes by atomicAdd into one f32 buffer
+//      (default) or to a per-block partial summed in fixed order (deterministic). gA, gD, gdelta_bias:
+//      per-thread register accumulators, one partial per (b, segment) summed in fixed order; grad h0 is
+//      the adjoint left after step 0. So opt.deterministic only changes gB / gC's last step.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/selective_scan/selective_scan_cuda.h"
+#include "kernels/selective_scan/selective_scan_cuda_v1.cuh"
 
 namespace ssm::kernels::cuda {
 namespace {
 
-constexpr int kS = 8;          // states per thread
-constexpr int kThreads = 128;  // threads per block
-constexpr int kR = 4;          // backward: steps per register-history piece
+constexpr int kS = 16;                 // states per thread
+constexpr int kThreads = 128;          // threads per block
+constexpr int kWarps = kThreads / 32;  // warps per block
+constexpr int kTF = 8;                 // forward: steps per register tile (tf = min(kTF, 512 / Np) at run time)
+constexpr int kBCR = 8;                // forward: B / C values per thread per tile (tf * 2 Np <= kBCR * kThreads)
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 
-__device__ inline float ld(const float* p, int64_t i) { return p[i]; }
-__device__ inline float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ inline float ld(const __half* p, int64_t i) { return __half2float(p[i]); }
-__device__ inline void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ inline void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
-__device__ inline void st(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
+__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float ld(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
+__device__ __forceinline__ void st(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
 
-// B / C / their grads: dtype chosen at run time (they are staged once per tile, off the hot loop).
-__device__ inline float ld_any(const void* p, int64_t i, int code) {
+// B / C / their grads: dtype chosen at run time (staged once per tile, off the per-state loop).
+__device__ __forceinline__ float ld_any(const void* p, int64_t i, int code) {
   if (code == 0) return static_cast<const float*>(p)[i];
   if (code == 1) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
   return __half2float(static_cast<const __half*>(p)[i]);
 }
-__device__ inline void st_any(void* p, int64_t i, int code, float v) {
+__device__ __forceinline__ void st_any(void* p, int64_t i, int code, float v) {
   if (code == 0) static_cast<float*>(p)[i] = v;
   else if (code == 1) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
   else static_cast<__half*>(p)[i] = __float2half(v);
 }
 
-__device__ inline float ex2(float x) {
+__device__ __forceinline__ float ex2(float x) {
   float r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 }
-__device__ inline float softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+// softplus(x) = log(1 + e^x); below -4 the series y - y^2/2 + y^3/3 (y = e^x < 0.019, rel. error < 2e-6).
+__device__ __forceinline__ float softplus_f(float x) {
+  if (x > 20.f) return x;
+  const float y = __expf(x);
+  return x < -4.f ? y * (1.f - y * (0.5f - y * (1.f / 3.f))) : __logf(1.f + y);
+}
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
+// 1 - exp(-x) for x >= 0, without the cancellation at small x (series below 0.125: rel. error < 3e-8).
+__device__ __forceinline__ float one_minus_exp_neg(float x) {
+  if (x >= 0.125f) return 1.f - __expf(-x);
+  return x * (1.f - x * (0.5f - x * (1.f / 6.f - x * (1.f / 24.f - x * (1.f / 120.f)))));
+}
 
 struct Params {
   const void *u, *delta, *z, *B, *C, *gy;
   const float *A, *Dskip, *dbias, *h0, *gh;
   const int32_t* seq;
   int64_t Bt, L, D, G, N, Dg;
-  int Np, Tn, CB, nj, TT, bc;  // bc: dtype code of B / C (0 f32, 1 bf16, 2 f16)
-  int64_t nck, Kc;
-  bool softplus;
+  int Np, Tn, CB, nj, tf, P, bc;  // tf: forward tile; P: backward piece / checkpoint interval; bc: B/C dtype
+  int64_t nseg, Ks, nck;          // segments per row, steps per segment, checkpoints per row
+  bool softplus, det;
   void* y;
   float* h_last;
-  float *E, *S, *F;  // (Bt, nck, D, N), (Bt, nck, D), (Bt, nck, D, N)
+  float* ck;         // (Bt, nck, D, Np): state before step c P
+  float *E, *S, *F;  // (Bt, nseg, D, Np), (Bt, nseg, D), (Bt, nseg, D, Np)
   void *gu, *gdelta, *gz;
-  float *gBp, *gCp;  // partials (nj, Bt, L, G, N) or accumulators (Bt, L, G, N)
-  bool det;
-  float *gDp, *gdbp;  // (Bt, nck, D)
+  float *gBp, *gCp;          // partials (nj, Bt, L, G, N) or accumulators (Bt, L, G, N)
+  float *gAp, *gDp, *gdbp;   // (Bt nseg, D, N), (Bt nseg, D), (Bt nseg, D)
   float* gh0;
 };
 
 // Where this thread sits.
 struct Pos {
-  int64_t b, c, d, dbase;
+  int64_t b, s, d, dbase;
   int g, j, cl, k, nvalid;
   bool valid;
 };
-__device__ inline Pos position(const Params& p) {
+__device__ __forceinline__ Pos position(const Params& p) {
   Pos q;
   q.b = blockIdx.z;
-  q.c = blockIdx.x;
+  q.s = blockIdx.x;
   const int jb = blockIdx.y;
   q.g = jb / p.nj;
   q.j = jb % p.nj;
@@ -115,399 +139,467 @@ __device__ inline Pos position(const Params& p) {
   return q;
 }
 
-struct Smem {
-  float *dt, *u, *z, *g, *B, *C;
-  int* rs;
-};
-// Shared-memory carve-up for a tile of TT steps: dt, u, z, g [TT][CB]; B, C [TT][Np]; rs [TT].
-__device__ inline Smem carve(float* sm, const Params& p, bool bwd) {
-  Smem s;
-  const int tc = p.TT * p.CB;
-  s.dt = sm;
-  s.u = s.dt + tc;
-  s.z = s.u + tc;
-  s.g = bwd ? s.z + tc : nullptr;
-  s.B = (bwd ? s.g : s.z) + tc;
-  s.C = s.B + p.TT * p.Np;
-  s.rs = reinterpret_cast<int*>(s.C + p.TT * p.Np);
-  return s;
-}
-__host__ __device__ inline size_t stage_floats(int TT, int CB, int Np, bool bwd) {
-  return size_t(TT) * CB * (bwd ? 4 : 3) + size_t(TT) * Np * 2 + TT;
-}
-
-// Stage steps t0 .. t0+len-1 of this block's channels and group. Loads go out in batches of kBatch per
-// thread before any is used, so a tile costs ~2 memory round trips instead of one per element.
-constexpr int kBatch = 8;
-template <typename T>
-__device__ void stage(const Params& p, const Pos& q, const Smem& s, int64_t t0, int len, bool bwd) {
-  const T* u = static_cast<const T*>(p.u);
-  const T* de = static_cast<const T*>(p.delta);
-  const T* z = static_cast<const T*>(p.z);
-  const T* gy = static_cast<const T*>(p.gy);
-  const int nth = blockDim.x, tot = len * p.CB;
-  for (int base = threadIdx.x; base < tot; base += kBatch * nth) {
-    float xd[kBatch], xu[kBatch], xz[kBatch], xg[kBatch];
-#pragma unroll
-    for (int r = 0; r < kBatch; ++r) {
-      const int i = base + r * nth;
-      const int tt = i / p.CB, cl = i - tt * p.CB;
-      xd[r] = xu[r] = xz[r] = xg[r] = 0.f;
-      if (i < tot && cl < q.nvalid) {
-        const int64_t d = q.dbase + cl;
-        const int64_t idx = (q.b * p.L + t0 + tt) * p.D + d;
-        xd[r] = ld(de, idx) + (p.dbias ? p.dbias[d] : 0.f);
-        xu[r] = ld(u, idx);
-        if (z) xz[r] = ld(z, idx);
-        if (bwd) xg[r] = ld(gy, idx);
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < kBatch; ++r) {
-      const int i = base + r * nth;
-      if (i < tot) {
-        s.dt[i] = p.softplus ? softplus(xd[r]) : xd[r];
-        s.u[i] = xu[r];
-        s.z[i] = xz[r];
-        if (bwd) s.g[i] = xg[r];
-      }
-    }
-  }
-  const int totb = len * p.Np;
-  for (int base = threadIdx.x; base < totb; base += kBatch * nth) {
-    float xb[kBatch], xc[kBatch];
-#pragma unroll
-    for (int r = 0; r < kBatch; ++r) {
-      const int i = base + r * nth;
-      const int tt = i / p.Np, n = i - tt * p.Np;
-      xb[r] = xc[r] = 0.f;
-      if (i < totb && n < p.N) {
-        const int64_t idx = ((q.b * p.L + t0 + tt) * p.G + q.g) * p.N + n;
-        xb[r] = ld_any(p.B, idx, p.bc);
-        xc[r] = ld_any(p.C, idx, p.bc);
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < kBatch; ++r) {
-      const int i = base + r * nth;
-      if (i < totb) {
-        s.B[i] = xb[r];
-        s.C[i] = xc[r];
-      }
-    }
-  }
-  for (int i = threadIdx.x; i < len; i += nth) {
-    const int64_t t = t0 + i;
-    s.rs[i] = (p.seq && t > 0 && p.seq[q.b * p.L + t] != p.seq[q.b * p.L + t - 1]) ? 1 : 0;
-  }
-}
-
-__device__ inline float lane_sum(float v, int Tn) {
+__device__ __forceinline__ float lane_sum(float v, int Tn) {
   for (int o = 1; o < Tn; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-
-__device__ inline void load8(const float* p, float* v) {
-  const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
-  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+__device__ __forceinline__ void load16(const float* p, float* v) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float4 a = reinterpret_cast<const float4*>(p)[j];
+    v[4 * j] = a.x, v[4 * j + 1] = a.y, v[4 * j + 2] = a.z, v[4 * j + 3] = a.w;
+  }
+}
+__device__ __forceinline__ void store16(float* p, const float* v) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    reinterpret_cast<float4*>(p)[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+}
+__device__ __forceinline__ bool reset_at(const Params& p, int64_t b, int64_t t) {
+  return p.seq && t > 0 && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1];
 }
 
-// mode 0: chunk pass (local end state E and S from a zero start); mode 1: full pass (y, h_last).
-template <typename T>
-__global__ void __launch_bounds__(kThreads) scan_fwd_kernel(Params p, int mode) {
+// One forward tile's loads, held in registers until used (two of these alternate, so the loads for
+// tile it + 1 are in flight while tile it is computed, with no register copies between them).
+struct Tile {
+  float d[kTF], x[kTF], z[kTF], bc[kBCR];
+  int rs;
+};
+
+// Scan over one segment, in tf-step tiles, double-buffered.
+// MODE 0: local forward from a zero state -> E (end state), S (sum dt, NaN if reset).
+// MODE 1: full forward from the true start -> y (when p.y), checkpoints (when p.ck), h_last.
+// MODE 2: local adjoint in reverse from a zero carry -> F = m_{t0} dh_{t0}.
+// A reset at step t is folded into the decay: exp2(dt A2 + (-inf)) = 0.
+template <typename T, int MODE>
+__global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
   extern __shared__ float4 sm4[];
+  const int Np = p.Np, tf = p.tf, tid = threadIdx.x;
+  float* sbc = reinterpret_cast<float*>(sm4);                  // [2][kTF][2 Np]: B_t then C_t
+  int* srs = reinterpret_cast<int*>(sbc + 2 * kTF * 2 * Np);  // [2][kTF]: reset flags
   const Pos q = position(p);
-  const Smem s = carve(reinterpret_cast<float*>(sm4), p, false);
-  const int64_t t0 = q.c * p.Kc, t1 = min(p.L, t0 + p.Kc);
+  const int64_t t0 = q.s * p.Ks, t1 = min(p.L, t0 + p.Ks);
+  const int64_t ntile = (t1 - t0 + tf - 1) / tf;
+  const T* de = static_cast<const T*>(p.delta);
+  const T* x1 = static_cast<const T*>(MODE == 2 ? p.gy : p.u);
+  const T* zp = static_cast<const T*>(p.z);
+  const int64_t sb = (q.b * p.nseg + q.s) * p.D + q.d;  // (b, s, d) in E / S / F
   float A2[kS], h[kS];
-  const int64_t hb = (q.b * p.nck + q.c) * p.D;
 #pragma unroll
   for (int i = 0; i < kS; ++i) {
     const int n = q.k * kS + i;
     const bool ok = q.valid && n < p.N;
     A2[i] = ok ? p.A[q.d * p.N + n] * kLog2e : 0.f;
     h[i] = 0.f;
-    if (mode == 1 && ok) {
-      if (p.nck > 1) h[i] = p.E[(hb + q.d) * p.N + n];
+    if (MODE == 1 && ok) {
+      if (p.nseg > 1) h[i] = p.E[sb * Np + n];
       else if (p.h0) h[i] = p.h0[(q.b * p.D + q.d) * p.N + n];
     }
   }
+  const float bias = (p.dbias && q.valid) ? p.dbias[q.d] : 0.f;
   const float Dv = (p.Dskip && q.valid) ? p.Dskip[q.d] : 0.f;
-  T* y = static_cast<T*>(p.y);
-  float sumdt = 0.f;
-  bool reset = false;
-  for (int64_t ta = t0; ta < t1; ta += p.TT) {
-    const int len = int(min(int64_t(p.TT), t1 - ta));
-    __syncthreads();
-    stage<T>(p, q, s, ta, len, false);
-    __syncthreads();
-    for (int i = 0; i < len; ++i) {
-      const float dt = s.dt[i * p.CB + q.cl], uu = s.u[i * p.CB + q.cl];
-      const bool rs = s.rs[i] != 0;
-      reset |= rs;
-      sumdt += dt;
-      float Bv[kS], Cv[kS];
-      load8(s.B + i * p.Np + q.k * kS, Bv);
-      const float du = dt * uu;
-      if (mode == 0) {
+  const int bcw = 2 * Np;
+
+  auto tile_start = [&](int64_t it) { return MODE == 2 ? t0 + (ntile - 1 - it) * tf : t0 + it * tf; };
+  auto load = [&](Tile& r, int64_t ta) {
+    const int len = int(min(int64_t(tf), t1 - ta));
 #pragma unroll
-        for (int n = 0; n < kS; ++n) h[n] = fmaf(rs ? 0.f : ex2(dt * A2[n]), h[n], du * Bv[n]);
-      } else {
-        load8(s.C + i * p.Np + q.k * kS, Cv);
-        float acc = 0.f;
+    for (int i = 0; i < kTF; ++i) {
+      r.d[i] = r.x[i] = r.z[i] = 0.f;
+      if (i < len && q.valid) {
+        const int64_t idx = (q.b * p.L + ta + i) * p.D + q.d;
+        r.d[i] = ld(de, idx);
+        r.x[i] = ld(x1, idx);
+        if (zp) r.z[i] = ld(zp, idx);
+      }
+    }
 #pragma unroll
-        for (int n = 0; n < kS; ++n) {
-          h[n] = fmaf(rs ? 0.f : ex2(dt * A2[n]), h[n], du * Bv[n]);
-          acc = fmaf(Cv[n], h[n], acc);
-        }
-        acc = lane_sum(acc, p.Tn);
-        if (q.k == 0 && q.valid) {
-          float out = acc + Dv * uu;
-          if (p.z) {
-            const float zz = s.z[i * p.CB + q.cl];
-            out *= zz / (1.f + __expf(-zz));
-          }
-          st(y, (q.b * p.L + ta + i) * p.D + q.d, out);
+    for (int j = 0; j < kBCR; ++j) {
+      const int e = tid + j * kThreads;
+      r.bc[j] = 0.f;
+      if (e < len * bcw) {
+        const int s = e / bcw, rem = e - s * bcw, w = rem >= Np ? 1 : 0, n = rem - w * Np;
+        if (n < p.N) {
+          const int64_t idx = ((q.b * p.L + ta + s) * p.G + q.g) * p.N + n;
+          r.bc[j] = ld_any(w ? p.C : p.B, idx, p.bc);
         }
       }
     }
-  }
+    r.rs = (tid < len && reset_at(p, q.b, ta + tid)) ? 1 : 0;
+  };
+  auto store = [&](const Tile& r, int buf) {
+    float* dst = sbc + buf * kTF * bcw;
 #pragma unroll
-  for (int i = 0; i < kS; ++i) {
-    const int n = q.k * kS + i;
-    if (!q.valid || n >= p.N) continue;
-    if (mode == 0) p.E[(hb + q.d) * p.N + n] = h[i];
-    else if (q.c == p.nck - 1 && p.h_last) p.h_last[(q.b * p.D + q.d) * p.N + n] = h[i];
-  }
-  if (mode == 0 && q.k == 0 && q.valid) p.S[hb + q.d] = reset ? __int_as_float(0x7fc00000) : sumdt;
-}
+    for (int j = 0; j < kBCR; ++j) {
+      const int e = tid + j * kThreads;
+      if (e < tf * bcw) dst[e] = r.bc[j];
+    }
+    if (tid < kTF) srs[buf * kTF + tid] = r.rs;
+  };
 
-// Backward local pass: chunk = one tile. E, S as the forward chunk pass; F = m_{t0} dh_{t0} of the chunk's
-// adjoint from a zero carry (dh_t = C_t gy_t + m_{t+1} dh_{t+1}).
-template <typename T>
-__global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(Params p) {
-  extern __shared__ float4 sm4[];
-  const Pos q = position(p);
-  const Smem s = carve(reinterpret_cast<float*>(sm4), p, true);
-  const int64_t t0 = q.c * p.Kc;
-  const int len = int(min(p.Kc, p.L - t0));
-  stage<T>(p, q, s, t0, len, true);
-  __syncthreads();
-  float A2[kS], h[kS];
-#pragma unroll
-  for (int i = 0; i < kS; ++i) {
-    const int n = q.k * kS + i;
-    A2[i] = (q.valid && n < p.N) ? p.A[q.d * p.N + n] * kLog2e : 0.f;
-    h[i] = 0.f;
-  }
+  T* y = static_cast<T*>(p.y);
   float sumdt = 0.f;
   bool reset = false;
-  for (int i = 0; i < len; ++i) {
-    const float dt = s.dt[i * p.CB + q.cl], du = dt * s.u[i * p.CB + q.cl];
-    const bool rs = s.rs[i] != 0;
-    reset |= rs;
-    sumdt += dt;
-    float Bv[kS];
-    load8(s.B + i * p.Np + q.k * kS, Bv);
+  // Tile it: compute `cur` (its B/C in shared buffer it & 1) while `nxt` loads tile it + 1.
+  auto step = [&](int64_t it, const Tile& cur, Tile& nxt) {
+    const int buf = int(it & 1);
+    const int64_t ta = tile_start(it);
+    const int len = int(min(int64_t(tf), t1 - ta));
+    const bool more = it + 1 < ntile;
+    if (more) load(nxt, tile_start(it + 1));
+    const float* bc = sbc + buf * kTF * bcw;
+    const int* rs = srs + buf * kTF;
+    if (MODE == 1 && p.ck && q.valid && ta % p.P == 0)
+      store16(p.ck + ((q.b * p.nck + ta / p.P) * p.D + q.d) * Np + q.k * kS, h);
+    if (MODE != 2) {
 #pragma unroll
-    for (int n = 0; n < kS; ++n) h[n] = fmaf(rs ? 0.f : ex2(dt * A2[n]), h[n], du * Bv[n]);
-  }
-  float X[kS];
+      for (int i = 0; i < kTF; ++i) {
+        if (i < len) {
+          float dt = cur.d[i] + bias;
+          if (p.softplus) dt = softplus_f(dt);
+          const float uu = cur.x[i], du = dt * uu;
+          float off = 0.f;
+          if (p.seq && rs[i]) {
+            reset = true;
+            off = -INFINITY;
+          }
+          float Bv[kS];
+          load16(bc + i * bcw + q.k * kS, Bv);
+          if (MODE == 0) {
+            sumdt += dt;
 #pragma unroll
-  for (int n = 0; n < kS; ++n) X[n] = 0.f;
-  for (int i = len - 1; i >= 0; --i) {
-    const float dt = s.dt[i * p.CB + q.cl];
-    float gy = s.g[i * p.CB + q.cl];
-    if (p.z) {
-      const float zz = s.z[i * p.CB + q.cl];
-      gy *= zz / (1.f + __expf(-zz));
+            for (int n = 0; n < kS; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
+          } else if (y) {
+            float Cv[kS];
+            load16(bc + i * bcw + Np + q.k * kS, Cv);
+            float acc = 0.f;
+#pragma unroll
+            for (int n = 0; n < kS; ++n) {
+              h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
+              acc = fmaf(Cv[n], h[n], acc);
+            }
+            acc = lane_sum(acc, p.Tn);
+            if (q.k == 0 && q.valid) {
+              float out = fmaf(Dv, uu, acc);
+              if (zp) out *= cur.z[i] * sigmoid_f(cur.z[i]);
+              st(y, (q.b * p.L + ta + i) * p.D + q.d, out);
+            }
+          } else {
+#pragma unroll
+            for (int n = 0; n < kS; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = kTF - 1; i >= 0; --i) {
+        if (i < len) {
+          float dt = cur.d[i] + bias;
+          if (p.softplus) dt = softplus_f(dt);
+          float gy = cur.x[i];
+          if (zp) gy *= cur.z[i] * sigmoid_f(cur.z[i]);
+          const float off = (p.seq && rs[i]) ? -INFINITY : 0.f;
+          float Cv[kS];
+          load16(bc + i * bcw + Np + q.k * kS, Cv);
+#pragma unroll
+          for (int n = 0; n < kS; ++n) h[n] = ex2(fmaf(dt, A2[n], off)) * fmaf(Cv[n], gy, h[n]);  // h: adjoint X
+        }
+      }
     }
-    const bool rs = s.rs[i] != 0;
-    float Cv[kS];
-    load8(s.C + i * p.Np + q.k * kS, Cv);
-#pragma unroll
-    for (int n = 0; n < kS; ++n) X[n] = (rs ? 0.f : ex2(dt * A2[n])) * fmaf(Cv[n], gy, X[n]);
+    if (more) store(nxt, buf ^ 1);
+    __syncthreads();
+  };
+  Tile ta_, tb_;
+  load(ta_, tile_start(0));
+  store(ta_, 0);
+  __syncthreads();
+  for (int64_t it = 0; it < ntile; it += 2) {
+    step(it, ta_, tb_);
+    if (it + 1 < ntile) step(it + 1, tb_, ta_);
   }
-  const int64_t hb = (q.b * p.nck + q.c) * p.D;
+  if (!q.valid) return;
+  if (MODE == 0) {
+    store16(p.E + sb * Np + q.k * kS, h);
+    if (q.k == 0) p.S[sb] = reset ? __int_as_float(0x7fc00000) : sumdt;
+  } else if (MODE == 2) {
+    store16(p.F + sb * Np + q.k * kS, h);
+  } else if (p.h_last && q.s == p.nseg - 1) {
 #pragma unroll
-  for (int i = 0; i < kS; ++i) {
-    const int n = q.k * kS + i;
-    if (!q.valid || n >= p.N) continue;
-    p.E[(hb + q.d) * p.N + n] = h[i];
-    p.F[(hb + q.d) * p.N + n] = X[i];
+    for (int i = 0; i < kS; ++i) {
+      const int n = q.k * kS + i;
+      if (n < p.N) p.h_last[(q.b * p.D + q.d) * p.N + n] = h[i];
+    }
   }
-  if (q.k == 0 && q.valid) p.S[hb + q.d] = reset ? __int_as_float(0x7fc00000) : sumdt;
 }
 
-// Carries across chunks, one thread per (b, d, n). Forward: E[c] <- start state of chunk c, h_last.
-// Backward (F given): F[c] <- adjoint carry entering chunk c's last step; gh0 = the final carry.
-__global__ void scan_carry_kernel(Params p, bool fwd, bool bwd) {
+// Carries across segments, one thread per (b, d, n). Forward: E[s] <- start state of segment s, h_last.
+// Backward: F[s] <- adjoint carry entering segment s's last step.
+__global__ void carry_kernel(Params p, bool fwd, bool bwd) {
   const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (idx >= p.Bt * p.D * p.N) return;
   const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
   const float A2 = p.A[d * p.N + n] * kLog2e;
-  auto decay = [&](int64_t c) {
-    const float sd = p.S[(b * p.nck + c) * p.D + d];
+  auto decay = [&](int64_t s) {
+    const float sd = p.S[(b * p.nseg + s) * p.D + d];
     return isnan(sd) ? 0.f : exp2f(A2 * sd);
   };
   if (fwd) {
     float h = p.h0 ? p.h0[idx] : 0.f;
-    for (int64_t c = 0; c < p.nck; ++c) {
-      const int64_t e = ((b * p.nck + c) * p.D + d) * p.N + n;
+    for (int64_t s = 0; s < p.nseg; ++s) {
+      const int64_t e = ((b * p.nseg + s) * p.D + d) * p.Np + n;
       const float E = p.E[e];
       p.E[e] = h;
-      h = fmaf(decay(c), h, E);
+      h = fmaf(decay(s), h, E);
     }
     if (p.h_last) p.h_last[idx] = h;
   }
   if (bwd) {
     float x = p.gh ? p.gh[idx] : 0.f;
-    for (int64_t c = p.nck - 1; c >= 0; --c) {
-      const int64_t e = ((b * p.nck + c) * p.D + d) * p.N + n;
+    for (int64_t s = p.nseg - 1; s >= 0; --s) {
+      const int64_t e = ((b * p.nseg + s) * p.D + d) * p.Np + n;
       const float F = p.F[e];
       p.F[e] = x;
-      x = fmaf(decay(c), x, F);
+      x = fmaf(decay(s), x, F);
     }
-    if (p.gh0) p.gh0[idx] = x;
   }
 }
 
-// Backward main pass (see the top of the file). Extra shared memory after the stage: checkpoints
-// ck[TT / kR][kS][kThreads] and the gB / gC transpose buffer red[kR][2 Np][CB + 1].
-template <typename T>
-__global__ void __launch_bounds__(kThreads) scan_bwd_kernel(Params p) {
-  extern __shared__ float4 sm4[];
-  float* sm = reinterpret_cast<float*>(sm4);
-  const Pos q = position(p);
-  const Smem s = carve(sm, p, true);
-  float* ck = sm + ((stage_floats(p.TT, p.CB, p.Np, true) + 3) & ~size_t(3));
-  float* red = ck + size_t(p.TT / kR) * kS * kThreads;
-  const int redw = p.CB + 1;
-  const int64_t t0 = q.c * p.Kc;
-  const int len = int(min(p.Kc, p.L - t0));
-  stage<T>(p, q, s, t0, len, true);
-  const int64_t hb = (q.b * p.nck + q.c) * p.D;
-  float A2[kS], Af[kS], h[kS], X[kS], gA[kS];
+// Butterfly reduce-scatter of v[2 KS] (v[0 .. KS-1] = gB terms, v[KS .. 2KS-1] = gC terms of the lane's KS
+// states) over the lanes of a warp that hold the same states (xor masks >= Tn). Level (kHalf, kMask): a
+// lane keeps the upper half when its kMask bit is set and receives its partner's copy of that half.
+// Leaves R = 2 KS Tn / 32 values: lane's value r is the warp's sum of original index
+// r + (lane & ~(Tn - 1) & 31) * 2 KS / 32.
+template <int kN, int kHalf, int kMask>
+__device__ __forceinline__ void level(float (&v)[kN], int lane, int Tn) {
+  if (kMask < Tn) return;
+  const bool up = (lane & kMask) != 0;
 #pragma unroll
-  for (int i = 0; i < kS; ++i) {
-    const int n = q.k * kS + i;
+  for (int i = 0; i < kHalf; ++i) {
+    const float send = up ? v[i] : v[i + kHalf];
+    const float keep = up ? v[i + kHalf] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kMask);
+  }
+}
+template <int KS>
+__device__ __forceinline__ void reduce_scatter(float (&v)[2 * KS], int lane, int Tn) {
+  if constexpr (KS == 16) {
+    level<32, 16, 16>(v, lane, Tn);
+    level<32, 8, 8>(v, lane, Tn);
+    level<32, 4, 4>(v, lane, Tn);
+    level<32, 2, 2>(v, lane, Tn);
+    level<32, 1, 1>(v, lane, Tn);
+  } else {  // KS == 8: Tn >= 2
+    level<16, 8, 16>(v, lane, Tn);
+    level<16, 4, 8>(v, lane, Tn);
+    level<16, 2, 4>(v, lane, Tn);
+    level<16, 1, 2>(v, lane, Tn);
+  }
+}
+
+template <int K>
+__device__ __forceinline__ void loadk(const float* p, float* v) {
+#pragma unroll
+  for (int j = 0; j < K / 4; ++j) {
+    const float4 a = reinterpret_cast<const float4*>(p)[j];
+    v[4 * j] = a.x, v[4 * j + 1] = a.y, v[4 * j + 2] = a.z, v[4 * j + 3] = a.w;
+  }
+}
+
+// Shared-memory layout of the main backward pass (floats): h [P][KS / 4][kThreads] float4, staged per-thread
+// step values [4][P][kThreads] (dt, u, gy, gz factor), B/C [P][2 Np], gB/gC warp sums
+// [P][kWarps][2 Np], reset flags [P].
+__host__ __device__ inline size_t bwd_smem_floats(int P, int Np, int KS) {
+  return size_t(P) * KS * kThreads + size_t(4) * P * kThreads + size_t(P) * 2 * Np + size_t(P) * kWarps * 2 * Np + P;
+}
+
+// Main backward pass, KS states per thread (Tn = Np / KS lanes per channel; p.Tn / p.CB / p.nj set for it).
+// Pieces always run P steps: steps past the end of the row are staged as no-ops (dt = u = gy = 0, B = C = 0:
+// decay 1, no contributions), so both loops have a fixed trip count and unroll by two.
+template <typename T, int KS>
+__global__ void __launch_bounds__(kThreads, 1) bwd_kernel(Params p) {
+  extern __shared__ float4 sm4[];
+  constexpr int KV = KS / 4;
+  const int P = p.P, Np = p.Np, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, bcw = 2 * Np;
+  float4* sh = sm4;
+  float* sst = reinterpret_cast<float*>(sh + size_t(P) * KV * kThreads);
+  float* sbc = sst + size_t(4) * P * kThreads;
+  float* red = sbc + size_t(P) * bcw;
+  int* srs = reinterpret_cast<int*>(red + size_t(P) * kWarps * bcw);
+  const Pos q = position(p);
+  const int64_t t0 = q.s * p.Ks, t1 = min(p.L, t0 + p.Ks);
+  const int64_t c0 = t0 / P, c1 = (t1 + P - 1) / P;
+  const int64_t sb = (q.b * p.nseg + q.s) * p.D + q.d;
+  float A2[KS], X[KS], gA[KS];
+#pragma unroll
+  for (int i = 0; i < KS; ++i) {
+    const int n = q.k * KS + i;
     const bool ok = q.valid && n < p.N;
-    Af[i] = ok ? p.A[q.d * p.N + n] : 0.f;
-    A2[i] = Af[i] * kLog2e;
-    h[i] = ok ? p.E[(hb + q.d) * p.N + n] : 0.f;
-    X[i] = ok ? p.F[(hb + q.d) * p.N + n] : 0.f;
+    A2[i] = ok ? p.A[q.d * p.N + n] * kLog2e : 0.f;
+    X[i] = 0.f;
+    if (ok) {
+      if (p.nseg > 1) X[i] = p.F[sb * Np + n];
+      else if (p.gh) X[i] = p.gh[(q.b * p.D + q.d) * p.N + n];
+    }
     gA[i] = 0.f;
   }
+  const float bias = (p.dbias && q.valid) ? p.dbias[q.d] : 0.f;
   const float Dv = (p.Dskip && q.valid) ? p.Dskip[q.d] : 0.f;
-  __syncthreads();
-  // Forward over the chunk, checkpointing the state before every kR-th step.
-  for (int i = 0; i < len; ++i) {
-    if (i % kR == 0) {
-#pragma unroll
-      for (int n = 0; n < kS; ++n) ck[((i / kR) * kS + n) * kThreads + threadIdx.x] = h[n];
-    }
-    const float dt = s.dt[i * p.CB + q.cl], du = dt * s.u[i * p.CB + q.cl];
-    const bool rs = s.rs[i] != 0;
-    float Bv[kS];
-    load8(s.B + i * p.Np + q.k * kS, Bv);
-#pragma unroll
-    for (int n = 0; n < kS; ++n) h[n] = fmaf(rs ? 0.f : ex2(dt * A2[n]), h[n], du * Bv[n]);
-  }
+  const T* de = static_cast<const T*>(p.delta);
+  const T* up = static_cast<const T*>(p.u);
+  const T* gp = static_cast<const T*>(p.gy);
+  const T* zp = static_cast<const T*>(p.z);
   T* gu = static_cast<T*>(p.gu);
   T* gdelta = static_cast<T*>(p.gdelta);
   T* gz = static_cast<T*>(p.gz);
   float gDacc = 0.f, gdbacc = 0.f;
-  const int npiece = (len + kR - 1) / kR;
-  for (int pc = npiece - 1; pc >= 0; --pc) {
-    const int i0 = pc * kR, rl = min(kR, len - i0);
-    float hh[kR][kS], mm[kR][kS], hs[kS];
+  const int64_t bcn = p.Bt * p.L * p.G * p.N;
+  const int R = 2 * KS * p.Tn / 32;                            // values per lane after the butterfly
+  const int jbase = (lane & ~(p.Tn - 1) & 31) * 2 * KS / 32;  // their first original index
+
+  for (int64_t c = c1 - 1; c >= c0; --c) {
+    const int64_t ta = c * P;
+    const int len = int(min(int64_t(P), t1 - ta));
+    __syncthreads();  // the previous piece is done with shared memory
+    float h[KS];
+    if (q.valid) loadk<KS>(p.ck + ((q.b * p.nck + c) * p.D + q.d) * Np + q.k * KS, h);
+    else {
 #pragma unroll
-    for (int n = 0; n < kS; ++n) h[n] = hs[n] = ck[(pc * kS + n) * kThreads + threadIdx.x];
+      for (int n = 0; n < KS; ++n) h[n] = 0.f;
+    }
+    // Stage this thread's channel's steps (8 at a time: loads first, then the math and the stores).
+    for (int i0 = 0; i0 < P; i0 += 8) {
+      float xd[8], xu[8], xg[8], xz[8];
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
-      if (r < rl) {
+      for (int r = 0; r < 8; ++r) {
         const int i = i0 + r;
-        const float dt = s.dt[i * p.CB + q.cl], du = dt * s.u[i * p.CB + q.cl];
-        const bool rs = s.rs[i] != 0;
-        float Bv[kS];
-        load8(s.B + i * p.Np + q.k * kS, Bv);
-#pragma unroll
-        for (int n = 0; n < kS; ++n) {
-          mm[r][n] = rs ? 0.f : ex2(dt * A2[n]);
-          h[n] = fmaf(mm[r][n], h[n], du * Bv[n]);
-          hh[r][n] = h[n];
+        xd[r] = xu[r] = xg[r] = xz[r] = 0.f;
+        if (i < len && q.valid) {
+          const int64_t idx = (q.b * p.L + ta + i) * p.D + q.d;
+          xd[r] = ld(de, idx);
+          xu[r] = ld(up, idx);
+          xg[r] = ld(gp, idx);
+          if (zp) xz[r] = ld(zp, idx);
         }
       }
-    }
 #pragma unroll
-    for (int r = kR - 1; r >= 0; --r) {
-      if (r < rl) {
+      for (int r = 0; r < 8; ++r) {
         const int i = i0 + r;
-        const float dt = s.dt[i * p.CB + q.cl], uu = s.u[i * p.CB + q.cl], gg = s.g[i * p.CB + q.cl];
-        const float du = dt * uu;
-        float gy = gg, sig = 0.f, zz = 0.f;
-        if (p.z) {
-          zz = s.z[i * p.CB + q.cl];
-          sig = 1.f / (1.f + __expf(-zz));
-          gy = gg * zz * sig;
+        const float x = xd[r] + bias;
+        float gy = xg[r], gzf = 0.f;
+        if (zp) {
+          const float sg = sigmoid_f(xz[r]);
+          gy = xg[r] * xz[r] * sg;
+          gzf = xg[r] * sg * (1.f + xz[r] * (1.f - sg));
         }
-        float Bv[kS], Cv[kS];
-        load8(s.B + i * p.Np + q.k * kS, Bv);
-        load8(s.C + i * p.Np + q.k * kS, Cv);
-        float ypre = 0.f, sdhB = 0.f, sdA = 0.f;
-        float* rb = red + size_t(r) * 2 * p.Np * redw;
+        const bool in = i < len;
+        sst[(0 * P + i) * kThreads + tid] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
+        sst[(1 * P + i) * kThreads + tid] = xu[r];
+        sst[(2 * P + i) * kThreads + tid] = gy;
+        sst[(3 * P + i) * kThreads + tid] = gzf;
+      }
+    }
+    for (int e = tid; e < P * bcw; e += kThreads) {
+      const int s = e / bcw, rem = e - s * bcw, w = rem >= Np ? 1 : 0, n = rem - w * Np;
+      float v = 0.f;
+      if (n < p.N && s < len) v = ld_any(w ? p.C : p.B, ((q.b * p.L + ta + s) * p.G + q.g) * p.N + n, p.bc);
+      sbc[e] = v;
+    }
+    if (tid < P) srs[tid] = (tid < len && reset_at(p, q.b, ta + tid)) ? 1 : 0;
+    __syncthreads();
+    // Forward over the piece, keeping h before every step.
+#pragma unroll 2
+    for (int i = 0; i < P; ++i) {
 #pragma unroll
-        for (int n = 0; n < kS; ++n) {
-          const float dh = fmaf(Cv[n], gy, X[n]);
-          const float hd = mm[r][n] * (r > 0 ? hh[r > 0 ? r - 1 : 0][n] : hs[n]);  // m_t h_{t-1}
-          ypre = fmaf(Cv[n], hh[r][n], ypre);
-          sdhB = fmaf(dh, Bv[n], sdhB);
-          sdA = fmaf(dh * Af[n], hd, sdA);
-          gA[n] = fmaf(dh * dt, hd, gA[n]);
-          const int nn = q.k * kS + n;
-          rb[nn * redw + q.cl] = q.valid ? dh * du : 0.f;
-          rb[(p.Np + nn) * redw + q.cl] = q.valid ? gy * hh[r][n] : 0.f;
-          X[n] = mm[r][n] * dh;
+      for (int j = 0; j < KV; ++j)
+        sh[(i * KV + j) * kThreads + tid] = make_float4(h[4 * j], h[4 * j + 1], h[4 * j + 2], h[4 * j + 3]);
+      const float dt = sst[i * kThreads + tid], du = dt * sst[(P + i) * kThreads + tid];
+      const float off = (p.seq && srs[i]) ? -INFINITY : 0.f;
+      float Bv[KS];
+      loadk<KS>(sbc + i * bcw + q.k * KS, Bv);
+#pragma unroll
+      for (int n = 0; n < KS; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
+    }
+    // Reverse sweep.
+#pragma unroll 2
+    for (int i = P - 1; i >= 0; --i) {
+      const float dt = sst[i * kThreads + tid], uu = sst[(P + i) * kThreads + tid];
+      const float gy = sst[(2 * P + i) * kThreads + tid];
+      const float du = dt * uu;
+      const float off = (p.seq && srs[i]) ? -INFINITY : 0.f;
+      float Bv[KS], Cv[KS], hp[KS];
+      loadk<KS>(sbc + i * bcw + q.k * KS, Bv);
+      loadk<KS>(sbc + i * bcw + Np + q.k * KS, Cv);
+#pragma unroll
+      for (int j = 0; j < KV; ++j) {
+        const float4 a = sh[(i * KV + j) * kThreads + tid];
+        hp[4 * j] = a.x, hp[4 * j + 1] = a.y, hp[4 * j + 2] = a.z, hp[4 * j + 3] = a.w;
+      }
+      float v[2 * KS];
+      float ypre = 0.f, sdhB = 0.f, sdA = 0.f;
+#pragma unroll
+      for (int n = 0; n < KS; ++n) {
+        const float m = ex2(fmaf(dt, A2[n], off));
+        const float dh = fmaf(Cv[n], gy, X[n]);
+        ypre = fmaf(Cv[n], h[n], ypre);
+        const float w = dh * (m * hp[n]);
+        gA[n] = fmaf(dt, w, gA[n]);
+        sdA = fmaf(A2[n], w, sdA);
+        sdhB = fmaf(dh, Bv[n], sdhB);
+        v[n] = dh * du;
+        v[KS + n] = gy * h[n];
+        X[n] = m * dh;
+        h[n] = hp[n];
+      }
+      reduce_scatter<KS>(v, lane, p.Tn);
+      {
+        float* dst = red + size_t(i * kWarps + warp) * bcw + q.k * KS;
+#pragma unroll
+        for (int r = 0; r < 2 * KS; ++r) {
+          if (r >= R) break;
+          const int jl = jbase + r;
+          dst[(jl >= KS ? Np - KS : 0) + jl] = v[r];
         }
-        ypre = lane_sum(ypre, p.Tn);
-        sdhB = lane_sum(sdhB, p.Tn);
-        sdA = lane_sum(sdA, p.Tn);
-        if (q.k == 0 && q.valid) {
-          const int64_t o = (q.b * p.L + t0 + i) * p.D + q.d;
-          const float gdt = sdA + uu * sdhB;
-          const float gdl = p.softplus ? gdt * -expm1f(-dt) : gdt;  // sigmoid(x) = 1 - exp(-softplus(x))
-          st(gu, o, fmaf(dt, sdhB, Dv * gy));
-          st(gdelta, o, gdl);
-          if (p.z) st(gz, o, gg * (ypre + Dv * uu) * sig * (1.f + zz * (1.f - sig)));
-          gDacc = fmaf(gy, uu, gDacc);
-          gdbacc += gdl;
-        }
+      }
+      ypre = lane_sum(ypre, p.Tn);
+      sdhB = lane_sum(sdhB, p.Tn);
+      sdA = lane_sum(sdA, p.Tn);
+      if (q.k == 0 && q.valid && i < len) {
+        const int64_t o = (q.b * p.L + ta + i) * p.D + q.d;
+        const float gdt = fmaf(sdA, kLn2, uu * sdhB);
+        const float gdl = p.softplus ? gdt * one_minus_exp_neg(dt) : gdt;  // sigmoid(x) = 1 - exp(-softplus(x))
+        st(gu, o, fmaf(dt, sdhB, Dv * gy));
+        st(gdelta, o, gdl);
+        if (gz) st(gz, o, sst[(3 * P + i) * kThreads + tid] * fmaf(Dv, uu, ypre));
+        gDacc = fmaf(gy, uu, gDacc);
+        gdbacc += gdl;
       }
     }
     __syncthreads();
-    // Sum the piece's gB / gC contributions over the block's channels (fixed order).
-    const int nout = rl * 2 * p.Np;
-    for (int o = threadIdx.x; o < nout; o += blockDim.x) {
-      const int r = o / (2 * p.Np), qq = o % (2 * p.Np), n = qq % p.Np;
+    // gB / gC of the piece: sum the warps' sums (fixed order), then to global.
+    for (int o = tid; o < len * bcw; o += kThreads) {
+      const int i = o / bcw, jj = o - i * bcw, w = jj >= Np ? 1 : 0, n = jj - w * Np;
       if (n >= p.N) continue;
-      const float* src = red + size_t(o) * redw;
       float v = 0.f;
-      for (int cl = 0; cl < q.nvalid; ++cl) v += src[cl];
-      float* dst = qq < p.Np ? p.gBp : p.gCp;
-      const int64_t e = ((q.b * p.L + t0 + i0 + r) * p.G + q.g) * p.N + n;
-      if (p.det) dst[int64_t(q.j) * p.Bt * p.L * p.G * p.N + e] = v;
+#pragma unroll
+      for (int r = 0; r < kWarps; ++r) v += red[(i * kWarps + r) * bcw + jj];
+      float* dst = w ? p.gCp : p.gBp;
+      const int64_t e = ((q.b * p.L + ta + i) * p.G + q.g) * p.N + n;
+      if (p.det) dst[int64_t(q.j) * bcn + e] = v;
       else atomicAdd(dst + e, v);
     }
-    __syncthreads();
   }
+  if (!q.valid) return;
 #pragma unroll
-  for (int i = 0; i < kS; ++i) {
-    const int n = q.k * kS + i;
-    if (q.valid && n < p.N) p.E[(hb + q.d) * p.N + n] = gA[i];  // E is reused for gA's partials
+  for (int i = 0; i < KS; ++i) {
+    const int n = q.k * KS + i;
+    if (n < p.N) {
+      p.gAp[sb * p.N + n] = gA[i];
+      if (p.gh0 && q.s == 0) p.gh0[(q.b * p.D + q.d) * p.N + n] = X[i];
+    }
   }
-  if (q.k == 0 && q.valid) {
-    p.gDp[hb + q.d] = gDacc;
-    p.gdbp[hb + q.d] = gdbacc;
+  if (q.k == 0) {
+    p.gDp[sb] = gDacc;
+    p.gdbp[sb] = gdbacc;
   }
 }
 
@@ -541,6 +633,10 @@ int64_t env_int(const char* name, int64_t dflt) {
   const char* v = std::getenv(name);
   return v && *v ? std::atoll(v) : dflt;
 }
+bool use_v1() {
+  const char* v = std::getenv("SSM_SCAN_IMPL");
+  return v && std::strcmp(v, "v1") == 0;
+}
 
 Params make_params(const ScanInputs& in, const ScanOptions& opt) {
   Params p{};
@@ -560,16 +656,56 @@ Params make_params(const ScanInputs& in, const ScanOptions& opt) {
   p.G = in.B.size(2);
   p.N = in.B.size(3);
   p.Dg = p.D / p.G;
-  int Np = 8;
+  int Np = kS;
   while (Np < p.N) Np *= 2;
   p.Np = Np;
   p.Tn = Np / kS;
   p.CB = kThreads / p.Tn;
   p.nj = int((p.Dg + p.CB - 1) / p.CB);
+  p.tf = std::min(kTF, 512 / Np);
+  p.P = Np <= 64 ? 16 : 8;
   p.bc = dtype_code(in.B.dtype());
   p.softplus = opt.delta_softplus;
   p.det = opt.deterministic;
   return p;
+}
+
+size_t max_smem_optin() {
+  static const size_t v = [] {
+    int dev = 0, b = 0;
+    SSM_CUDA_CHECK(cudaGetDevice(&dev));
+    SSM_CUDA_CHECK(cudaDeviceGetAttribute(&b, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return size_t(b);
+  }();
+  return v;
+}
+
+// Segments: one per row when the channel blocks cover at least half the SMs (a second pass over the
+// sequence would cost more than the idle SMs), else enough for ~4 blocks per SM (each segment at least
+// 64 steps); Ks is a multiple of 16 (so of tf and P).
+void set_segments(Params& p, const char* env) {
+  const int64_t base = p.Bt * p.G * p.nj, sms = ::ssm::cuda::sm_count();
+  int64_t nseg = 2 * base >= sms ? 1 : (4 * sms + base - 1) / base;
+  nseg = std::min(nseg, std::max<int64_t>(1, p.L / 64));
+  nseg = std::max<int64_t>(1, std::min(env_int(env, nseg), p.L));
+  p.Ks = ((p.L + nseg - 1) / nseg + 15) / 16 * 16;
+  p.nseg = (p.L + p.Ks - 1) / p.Ks;
+}
+
+// The main backward pass's thread layout: KS states per thread (env SSM_SCAN_BWD_KS: 8 or 16), pieces of
+// P steps (env SSM_SCAN_BWD_P: 16, 8, 4 or 2), halved down to 8 until two blocks fit on an SM, then
+// further only if one block does not fit.
+void set_bwd_layout(Params& p, int& KS) {
+  KS = int(env_int("SSM_SCAN_BWD_KS", 8)) == 16 ? 16 : 8;
+  p.Tn = p.Np / KS;
+  p.CB = kThreads / p.Tn;
+  p.nj = int((p.Dg + p.CB - 1) / p.CB);
+  int P = int(env_int("SSM_SCAN_BWD_P", 16));
+  P = P >= 16 ? 16 : P >= 8 ? 8 : P >= 4 ? 4 : 2;
+  const auto bytes = [&](int q) { return bwd_smem_floats(q, p.Np, KS) * sizeof(float); };
+  while (P > 8 && 2 * (bytes(P) + 1024) > max_smem_optin() + 1024) P /= 2;
+  while (P > 2 && bytes(P) > max_smem_optin()) P /= 2;
+  p.P = P;
 }
 
 template <typename K>
@@ -578,7 +714,23 @@ void allow_smem(K kernel, size_t bytes) {
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-dim3 grid_of(const Params& p) { return dim3(unsigned(p.nck), unsigned(p.G * p.nj), unsigned(p.Bt)); }
+dim3 grid_of(const Params& p) { return dim3(unsigned(p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)); }
+size_t fwd_smem(const Params& p) { return size_t(2) * kTF * 2 * p.Np * 4 + 2 * kTF * 4; }
+
+// The forward's segment start states: local pass + carry (only when nseg > 1; E, S allocated here).
+template <typename T>
+void segment_starts(Params& p, Tensor& E, Tensor& S, const Device& dev) {
+  if (p.nseg <= 1) return;
+  E = Tensor::empty({p.Bt, p.nseg, p.D, p.Np}, DType::f32, dev);
+  S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, dev);
+  p.E = E.data<float>();
+  p.S = S.data<float>();
+  fwd_kernel<T, 0><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
+  SSM_CUDA_LAUNCH_CHECK();
+  carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p, true, false);
+  SSM_CUDA_LAUNCH_CHECK();
+  p.h_last = nullptr;  // written by the carry kernel
+}
 
 template <typename H>
 void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last) {
@@ -586,30 +738,10 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   Params p = make_params(in, opt);
   p.y = y.data_ptr();
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
-  p.TT = 32;
-  // Chunks: enough blocks to fill the GPU (about 16 blocks of 128 threads per SM), chunks >= 256 steps.
-  const int64_t base = int64_t(p.G) * p.nj * p.Bt, want = int64_t(::ssm::cuda::sm_count()) * 16;
-  int64_t nck = base >= want ? 1 : (want + base - 1) / base;
-  nck = std::min(nck, std::max<int64_t>(1, p.L / 256));
-  nck = env_int("SSM_SCAN_FWD_CHUNKS", nck);
-  nck = std::max<int64_t>(1, std::min(nck, p.L));
-  p.Kc = (p.L + nck - 1) / nck;
-  p.nck = (p.L + p.Kc - 1) / p.Kc;
-  const size_t smem = stage_floats(p.TT, p.CB, p.Np, false) * sizeof(float);
-  allow_smem(scan_fwd_kernel<T>, smem);
+  set_segments(p, "SSM_SCAN_FWD_SEGS");
   Tensor E, S;
-  if (p.nck > 1) {
-    E = Tensor::empty({p.Bt, p.nck, p.D, p.N}, DType::f32, in.u.device());
-    S = Tensor::empty({p.Bt, p.nck, p.D}, DType::f32, in.u.device());
-    p.E = E.data<float>();
-    p.S = S.data<float>();
-    scan_fwd_kernel<T><<<grid_of(p), kThreads, smem, stream()>>>(p, 0);
-    SSM_CUDA_LAUNCH_CHECK();
-    scan_carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p, true, false);
-    SSM_CUDA_LAUNCH_CHECK();
-    p.h_last = nullptr;  // written by the carry kernel
-  }
-  scan_fwd_kernel<T><<<grid_of(p), kThreads, smem, stream()>>>(p, 1);
+  segment_starts<T>(p, E, S, in.u.device());
+  fwd_kernel<T, 1><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
 }
 
@@ -621,18 +753,33 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   Params p = make_params(in, opt);
   p.gy = grad_y.data_ptr();
   p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
-  p.TT = int(env_int("SSM_SCAN_BWD_CHUNK", 32));
-  p.TT = std::max(kR, p.TT / kR * kR);
-  p.Kc = p.TT;
-  p.nck = (p.L + p.Kc - 1) / p.Kc;
+  set_segments(p, "SSM_SCAN_BWD_SEGS");
   const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
-  Tensor E = Tensor::empty({Bt, p.nck, D, N}, DType::f32, dev);
-  Tensor F = Tensor::empty({Bt, p.nck, D, N}, DType::f32, dev);
-  Tensor S = Tensor::empty({Bt, p.nck, D}, DType::f32, dev);
-  Tensor gdbp = Tensor::empty({Bt, p.nck, D}, DType::f32, dev);
-  p.E = E.data<float>();
-  p.F = F.data<float>();
-  p.S = S.data<float>();
+  Params pb = p;  // the main pass's layout
+  int KS = 8;
+  set_bwd_layout(pb, KS);
+  p.P = pb.P;
+  p.nck = pb.nck = (L + p.P - 1) / p.P;
+  // 1. Checkpoints (and the segment carries of the state).
+  Tensor E, S;
+  segment_starts<T>(p, E, S, dev);
+  Tensor ck = Tensor::empty({Bt, p.nck, D, p.Np}, DType::f32, dev);
+  p.ck = ck.data<float>();
+  p.y = nullptr;
+  p.h_last = nullptr;
+  fwd_kernel<T, 1><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
+  SSM_CUDA_LAUNCH_CHECK();
+  // 2. Adjoint carries across segments.
+  Tensor F;
+  if (p.nseg > 1) {
+    F = Tensor::empty({Bt, p.nseg, D, p.Np}, DType::f32, dev);
+    p.F = F.data<float>();
+    fwd_kernel<T, 2><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
+    SSM_CUDA_LAUNCH_CHECK();
+    carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p, false, true);
+    SSM_CUDA_LAUNCH_CHECK();
+  }
+  // 3. Main pass.
   gr.u = Tensor::empty(in.u.shape(), in.u.dtype(), dev);
   gr.delta = Tensor::empty(in.delta.shape(), in.delta.dtype(), dev);
   gr.A = Tensor::empty(in.A.shape(), DType::f32, dev);
@@ -646,37 +793,44 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gdelta = gr.delta.data_ptr();
   p.gz = gr.z.defined() ? gr.z.data_ptr() : nullptr;
   p.gh0 = gr.h0.defined() ? gr.h0.data<float>() : nullptr;
-  const int64_t nparts = p.det ? p.nj : 1, bc_elems = Bt * L * G * N;
+  const int64_t nparts = p.det ? pb.nj : 1, bc_elems = Bt * L * G * N;
   Tensor gBp = p.det ? Tensor::empty({nparts, Bt, L, G, N}, DType::f32, dev) : Tensor::zeros({Bt, L, G, N}, DType::f32, dev);
   Tensor gCp = p.det ? Tensor::empty({nparts, Bt, L, G, N}, DType::f32, dev) : Tensor::zeros({Bt, L, G, N}, DType::f32, dev);
+  const int64_t nbs = Bt * p.nseg;
+  Tensor gAp = Tensor::empty({nbs, D, N}, DType::f32, dev);
+  Tensor gDp = Tensor::empty({nbs, D}, DType::f32, dev), gdbp = Tensor::empty({nbs, D}, DType::f32, dev);
   p.gBp = gBp.data<float>();
   p.gCp = gCp.data<float>();
-  p.gDp = S.data<float>();  // S is free once the carries are done
+  p.gAp = gAp.data<float>();
+  p.gDp = gDp.data<float>();
   p.gdbp = gdbp.data<float>();
-
-  const size_t stage_b = ((stage_floats(p.TT, p.CB, p.Np, true) + 3) & ~size_t(3)) * sizeof(float);
-  const size_t smem_main = stage_b + (size_t(p.TT / kR) * kS * kThreads + size_t(kR) * 2 * p.Np * (p.CB + 1)) * 4;
-  allow_smem(scan_bwd_local_kernel<T>, stage_b);
-  allow_smem(scan_bwd_kernel<T>, smem_main);
-  scan_bwd_local_kernel<T><<<grid_of(p), kThreads, stage_b, stream()>>>(p);
-  SSM_CUDA_LAUNCH_CHECK();
-  scan_carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p, true, true);
-  SSM_CUDA_LAUNCH_CHECK();
-  scan_bwd_kernel<T><<<grid_of(p), kThreads, smem_main, stream()>>>(p);
-  SSM_CUDA_LAUNCH_CHECK();
+  {
+    Params q = p;  // the main pass: p's pointers with pb's layout
+    q.Tn = pb.Tn;
+    q.CB = pb.CB;
+    q.nj = pb.nj;
+    const size_t smem = bwd_smem_floats(q.P, q.Np, KS) * sizeof(float);
+    if (KS == 16) {
+      allow_smem(bwd_kernel<T, 16>, smem);
+      bwd_kernel<T, 16><<<grid_of(q), kThreads, smem, stream()>>>(q);
+    } else {
+      allow_smem(bwd_kernel<T, 8>, smem);
+      bwd_kernel<T, 8><<<grid_of(q), kThreads, smem, stream()>>>(q);
+    }
+    SSM_CUDA_LAUNCH_CHECK();
+  }
   sum_parts_kernel<<<blocks_for(bc_elems, 256), 256, 0, stream()>>>(p.gBp, nparts, bc_elems, bc_elems, gr.B.data_ptr(), p.bc);
   SSM_CUDA_LAUNCH_CHECK();
   sum_parts_kernel<<<blocks_for(bc_elems, 256), 256, 0, stream()>>>(p.gCp, nparts, bc_elems, bc_elems, gr.C.data_ptr(), p.bc);
   SSM_CUDA_LAUNCH_CHECK();
-  const int64_t nbc = Bt * p.nck;
-  sum_parts_kernel<<<blocks_for(D * N, 256), 256, 0, stream()>>>(p.E, nbc, D * N, D * N, gr.A.data_ptr(), 0);
+  sum_parts_kernel<<<blocks_for(D * N, 256), 256, 0, stream()>>>(p.gAp, nbs, D * N, D * N, gr.A.data_ptr(), 0);
   SSM_CUDA_LAUNCH_CHECK();
   if (gr.D_skip.defined()) {
-    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gDp, nbc, D, D, gr.D_skip.data_ptr(), 0);
+    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gDp, nbs, D, D, gr.D_skip.data_ptr(), 0);
     SSM_CUDA_LAUNCH_CHECK();
   }
   if (gr.delta_bias.defined()) {
-    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gdbp, nbc, D, D, gr.delta_bias.data_ptr(), 0);
+    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gdbp, nbs, D, D, gr.delta_bias.data_ptr(), 0);
     SSM_CUDA_LAUNCH_CHECK();
   }
 }
@@ -684,6 +838,7 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
 }  // namespace
 
 void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last) {
+  if (use_v1()) return selective_scan_forward_v1(in, opt, y, h_last);
   switch (in.u.dtype()) {
     case DType::f32: return forward_t<float>(in, opt, y, h_last);
     case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last);
@@ -694,6 +849,7 @@ void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor
 
 void selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last_in,
                              const ScanOptions& opt, ScanGrads& grads) {
+  if (use_v1()) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
   const Tensor grad_h_last =
       grad_h_last_in.defined() ? grad_h_last_in.to(DType::f32).contiguous() : Tensor();
   SSM_CHECK(grad_y.dtype() == in.u.dtype(), "selective_scan (CUDA) backward: grad_y is ", dtype_name(grad_y.dtype()),

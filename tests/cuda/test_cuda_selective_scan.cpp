@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -238,6 +239,57 @@ TEST(CudaSelectiveScan, LongSequenceChunked) {  // few channels -> the forward s
   SKIP_WITHOUT_CUDA();
   check_case({1, 70000, 4, 1, 16, f32, f32, true, true, true, true, true, true, true});
   check_case({1, 70001, 6, 2, 16, bf16, bf16, true, true, true, true, true, false, true});
+}
+
+// The time split: the kernels cut each row into segments only when Bt * D channels cannot fill the GPU
+// (always the case at these small test sizes). Force one segment per row (the path of large Bt * D),
+// and many short segments, through the environment overrides.
+struct SegEnv {
+  explicit SegEnv(const char* n) {
+    setenv("SSM_SCAN_FWD_SEGS", n, 1);
+    setenv("SSM_SCAN_BWD_SEGS", n, 1);
+  }
+  ~SegEnv() {
+    unsetenv("SSM_SCAN_FWD_SEGS");
+    unsetenv("SSM_SCAN_BWD_SEGS");
+  }
+};
+TEST(CudaSelectiveScan, OneSegmentPerRow) {
+  SKIP_WITHOUT_CUDA();
+  SegEnv env("1");
+  check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
+  check_case({2, 300, 130, 1, 16, bf16, bf16, true, true, true, true, true, false, true});
+  check_case({1, 100, 40, 1, 64, f32, f32, true, true, true, true, true, true, true});
+  check_case({1, 50, 8, 1, 256, f32, f32, true, true, true, true, true, true, true});
+}
+TEST(CudaSelectiveScan, ManyShortSegments) {
+  SKIP_WITHOUT_CUDA();
+  SegEnv env("40");
+  check_case({2, 700, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
+  check_case({1, 333, 20, 1, 32, f16, f16, true, false, true, true, true, false, true});
+}
+
+// The backward's other thread layout (16 states per thread) and short pieces (env overrides).
+TEST(CudaSelectiveScan, BackwardLayouts) {
+  SKIP_WITHOUT_CUDA();
+  setenv("SSM_SCAN_BWD_KS", "16", 1);
+  setenv("SSM_SCAN_BWD_P", "4", 1);
+  check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
+  check_case({1, 100, 40, 1, 64, bf16, bf16, true, true, true, true, true, false, true});
+  unsetenv("SSM_SCAN_BWD_P");
+  check_case({2, 300, 24, 1, 256, f32, f32, true, true, true, true, true, true, true});
+  unsetenv("SSM_SCAN_BWD_KS");
+  setenv("SSM_SCAN_BWD_P", "2", 1);
+  check_case({2, 301, 70, 1, 32, f32, f32, true, true, true, true, true, true, true});
+  unsetenv("SSM_SCAN_BWD_P");
+}
+
+// The first implementation (SSM_SCAN_IMPL=v1, kept as a fallback) still passes.
+TEST(CudaSelectiveScan, FallbackV1) {
+  SKIP_WITHOUT_CUDA();
+  setenv("SSM_SCAN_IMPL", "v1", 1);
+  check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
+  unsetenv("SSM_SCAN_IMPL");
 }
 
 #ifdef SSM_WITH_CUDA

@@ -1,0 +1,216 @@
+// Fused residual add + LayerNorm / RMSNorm on CUDA (math in add_norm.h).
+// Forward and the gradient w.r.t. r: one warp per row (8 rows per 256-thread block), statistics by
+// warp all-reduces in A (f32; f64 for f64 inputs). The forward writes r = residual + x (A) once and
+// reads it back (the same lane wrote it, so no synchronisation) for the centred variance and y.
+// grad_w / grad_b: blocks of 32 columns x a chunk of rows write partial sums, then one thread per
+// column adds the chunks in order: no atomics, the same bits every run.
+#include <type_traits>
+
+#include "kernels/common/cuda_utils.cuh"
+#include "kernels/norms/add_norm_cuda.h"
+#include "kernels/norms/norm_device.cuh"
+
+namespace ssm::kernels::cuda {
+namespace {
+
+using namespace norm_detail;
+
+constexpr int kRowsPerBlock = 8;  // one warp per row
+constexpr int kChunkRows = 256;   // rows per partial sum of grad_w / grad_b
+
+// r = x + residual;  y = (r - mu) rstd w + b   (mu = 0 for rms)
+template <typename Tx, typename Tw, typename Ty, typename A>
+__global__ void add_norm_fwd_kernel(const Tx* __restrict__ x, const A* __restrict__ res, const Tw* __restrict__ w,
+                                    const Tw* __restrict__ b, Ty* __restrict__ y, A* __restrict__ rout,
+                                    A* __restrict__ mean, A* __restrict__ rstd, int64_t rows, int64_t C, A eps,
+                                    bool rms) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (r >= rows) return;  // whole warps leave together
+  const Tx* xr = x + r * C;
+  const A* rr = res ? res + r * C : nullptr;
+  A* ro = rout + r * C;
+  A s = 0;
+  for (int64_t c = lane; c < C; c += 32) {
+    A v = A(ld(xr, c));
+    if (rr) v += rr[c];
+    ro[c] = v;
+    s += v;
+  }
+  const A mu = rms ? A(0) : warp_allsum(s) / A(C);
+  A ss = 0;
+  for (int64_t c = lane; c < C; c += 32) {
+    const A d = ro[c] - mu;
+    ss += d * d;
+  }
+  const A rs = rsqrt_t(warp_allsum(ss) / A(C) + eps);
+  if (lane == 0) {
+    if (!rms) mean[r] = mu;
+    rstd[r] = rs;
+  }
+  Ty* yr = y + r * C;
+  for (int64_t c = lane; c < C; c += 32) {
+    A v = (ro[c] - mu) * rs;
+    if (w) v *= A(ld(w, c));
+    if (b) v += A(ld(b, c));
+    st(yr, c, v);
+  }
+}
+
+// gr = rstd (gxh - mean(gxh) - xh mean(gxh xh)),  gxh = gy w,  xh = (r - mu) rstd
+template <typename Ty, typename Tw, typename A>
+__global__ void add_norm_bwd_r_kernel(const Ty* __restrict__ gy, const A* __restrict__ rin, const Tw* __restrict__ w,
+                                      const A* __restrict__ mean, const A* __restrict__ rstd, A* __restrict__ gr,
+                                      int64_t rows, int64_t C, bool rms) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const A* xr = rin + r * C;
+  const Ty* g = gy + r * C;
+  const A mu = rms ? A(0) : mean[r], rs = rstd[r];
+  A s1 = 0, s2 = 0;
+  for (int64_t c = lane; c < C; c += 32) {
+    const A gxh = w ? A(ld(g, c)) * A(ld(w, c)) : A(ld(g, c));
+    s1 += gxh;
+    s2 += gxh * (xr[c] - mu) * rs;
+  }
+  const A m1 = rms ? A(0) : warp_allsum(s1) / A(C);
+  const A m2 = warp_allsum(s2) / A(C);
+  A* o = gr + r * C;
+  for (int64_t c = lane; c < C; c += 32) {
+    const A gxh = w ? A(ld(g, c)) * A(ld(w, c)) : A(ld(g, c));
+    o[c] = rs * (gxh - m1 - (xr[c] - mu) * rs * m2);
+  }
+}
+
+// pw/pb[chunk, c] = sum over the chunk's rows of gy xh / gy (block: 32 columns x 8 row lanes).
+template <typename Ty, typename A>
+__global__ void add_norm_bwd_wb_partial(const Ty* __restrict__ gy, const A* __restrict__ rin,
+                                        const A* __restrict__ mean, const A* __restrict__ rstd, A* __restrict__ pw,
+                                        A* __restrict__ pb, int64_t rows, int64_t C, bool rms) {
+  __shared__ A sw[8][33], sb[8][33];
+  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  const int64_t r0 = int64_t(blockIdx.y) * kChunkRows;
+  const int64_t r1 = r0 + kChunkRows < rows ? r0 + kChunkRows : rows;
+  A aw = 0, ab = 0;
+  if (c < C)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+      const A g = A(ld(gy, r * C + c));
+      const A mu = rms ? A(0) : mean[r];
+      aw += g * (rin[r * C + c] - mu) * rstd[r];
+      ab += g;
+    }
+  sw[threadIdx.y][threadIdx.x] = aw;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    A tw = 0, tb = 0;
+    for (int i = 0; i < 8; ++i) {
+      tw += sw[i][threadIdx.x];
+      tb += sb[i][threadIdx.x];
+    }
+    pw[blockIdx.y * C + c] = tw;
+    pb[blockIdx.y * C + c] = tb;
+  }
+}
+
+template <typename Tw, typename A>
+__global__ void add_norm_bwd_wb_final(const A* __restrict__ pw, const A* __restrict__ pb, Tw* __restrict__ gw,
+                                      Tw* __restrict__ gb, int64_t nchunks, int64_t C) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  A tw = 0, tb = 0;
+  for (int64_t k = 0; k < nchunks; ++k) {
+    tw += pw[k * C + c];
+    tb += pb[k * C + c];
+  }
+  if (gw) st(gw, c, tw);
+  if (gb) st(gb, c, tb);
+}
+
+// Device types of the f32 family (f32, bf16, f16): everything but f64, which runs all-f64.
+template <typename Fn>
+void with_f32_family(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::f32: return fn(std::type_identity<float>{});
+    case DType::bf16: return fn(std::type_identity<__nv_bfloat16>{});
+    case DType::f16: return fn(std::type_identity<__half>{});
+    default: SSM_CHECK(false, "add_norm: unsupported dtype ", dtype_name(t), " with f32 accumulation");
+  }
+}
+
+template <typename Tx, typename Tw, typename Ty, typename A>
+void launch_forward(const Tensor& x, const Tensor& res, const Tensor& w, const Tensor& b, double eps, bool rms,
+                    Tensor& y, Tensor& rout, Tensor& mean, Tensor& rstd) {
+  const int64_t C = x.size(-1), rows = x.numel() / C;
+  add_norm_fwd_kernel<Tx, Tw, Ty, A><<<blocks_for(rows, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(
+      dptr<const Tx>(x), dptr<const A>(res), dptr<const Tw>(w), dptr<const Tw>(b), dptr<Ty>(y), dptr<A>(rout),
+      rms ? static_cast<A*>(nullptr) : dptr<A>(mean), dptr<A>(rstd), rows, C, A(eps), rms);
+  SSM_CUDA_LAUNCH_CHECK();
+}
+
+template <typename Ty, typename Tw, typename A>
+void launch_backward(const Tensor& gy, const Tensor& rin, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                     bool rms, Tensor* grad_r, Tensor* grad_w, Tensor* grad_b) {
+  const int64_t C = rin.size(-1), rows = rin.numel() / C;
+  const A* mp = rms ? static_cast<const A*>(nullptr) : dptr<const A>(mean);
+  if (grad_r) {
+    add_norm_bwd_r_kernel<Ty, Tw, A><<<blocks_for(rows, kRowsPerBlock), 32 * kRowsPerBlock, 0, stream()>>>(
+        dptr<const Ty>(gy), dptr<const A>(rin), dptr<const Tw>(w), mp, dptr<const A>(rstd), dptr<A>(*grad_r), rows,
+        C, rms);
+    SSM_CUDA_LAUNCH_CHECK();
+  }
+  if (grad_w || grad_b) {
+    const int64_t nchunks = (rows + kChunkRows - 1) / kChunkRows;
+    const DType adt = std::is_same_v<A, double> ? DType::f64 : DType::f32;
+    Tensor pw = Tensor::empty({nchunks, C}, adt, rin.device()), pb = Tensor::empty({nchunks, C}, adt, rin.device());
+    const dim3 grid(unsigned((C + 31) / 32), unsigned(nchunks)), block(32, 8);
+    add_norm_bwd_wb_partial<Ty, A><<<grid, block, 0, stream()>>>(dptr<const Ty>(gy), dptr<const A>(rin), mp,
+                                                                  dptr<const A>(rstd), dptr<A>(pw), dptr<A>(pb), rows,
+                                                                  C, rms);
+    SSM_CUDA_LAUNCH_CHECK();
+    add_norm_bwd_wb_final<Tw, A><<<blocks_for(C, 256), 256, 0, stream()>>>(
+        dptr<const A>(pw), dptr<const A>(pb), grad_w ? dptr<Tw>(*grad_w) : nullptr,
+        grad_b ? dptr<Tw>(*grad_b) : nullptr, nchunks, C);
+    SSM_CUDA_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace
+
+void add_norm_forward(const Tensor& x, const Tensor& residual, const Tensor& weight, const Tensor& bias, double eps,
+                      bool rms, Tensor& y, Tensor& residual_out, Tensor& mean, Tensor& rstd) {
+  if (x.dtype() == DType::f64) {
+    launch_forward<double, double, double, double>(x, residual, weight, bias, eps, rms, y, residual_out, mean, rstd);
+    return;
+  }
+  const DType wt = weight.defined() ? weight.dtype() : (bias.defined() ? bias.dtype() : DType::f32);
+  with_f32_family(x.dtype(), [&](auto xtag) {
+    with_f32_family(wt, [&](auto wtag) {
+      with_f32_family(y.dtype(), [&](auto ytag) {
+        using Tx = typename decltype(xtag)::type;
+        using Tw = typename decltype(wtag)::type;
+        using Ty = typename decltype(ytag)::type;
+        launch_forward<Tx, Tw, Ty, float>(x, residual, weight, bias, eps, rms, y, residual_out, mean, rstd);
+      });
+    });
+  });
+}
+
+void add_norm_backward(const Tensor& grad_y, const Tensor& residual_out, const Tensor& weight, const Tensor& mean,
+                       const Tensor& rstd, bool rms, Tensor* grad_r, Tensor* grad_w, Tensor* grad_b) {
+  if (residual_out.dtype() == DType::f64) {
+    launch_backward<double, double, double>(grad_y, residual_out, weight, mean, rstd, rms, grad_r, grad_w, grad_b);
+    return;
+  }
+  const DType wt = weight.defined() ? weight.dtype() : (grad_b ? grad_b->dtype() : DType::f32);
+  with_f32_family(grad_y.dtype(), [&](auto ytag) {
+    with_f32_family(wt, [&](auto wtag) {
+      using Ty = typename decltype(ytag)::type;
+      using Tw = typename decltype(wtag)::type;
+      launch_backward<Ty, Tw, float>(grad_y, residual_out, weight, mean, rstd, rms, grad_r, grad_w, grad_b);
+    });
+  });
+}
+
+}  // namespace ssm::kernels::cuda

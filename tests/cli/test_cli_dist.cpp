@@ -1,0 +1,145 @@
+// Data-parallel training end to end on the CPU under `mpirun -np 2` (Open MPI): a 2-rank run equals a
+// 1-rank run with accumulation 2 at the same global batch; a resumed 2-rank run equals the
+// uninterrupted one bit for bit; SIGUSR1 (Slurm's preemption warning, forwarded by mpirun) makes every
+// rank stop at the same step with a checkpoint; `ssm launch` refuses a CPU run with a clear message.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "trainers/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kSsm = std::string(SSM_BINARY_DIR) + "/bin/ssm";
+
+struct Result {
+  int code = -1;
+  std::string out;
+};
+
+Result sh(const std::string& cmd, const fs::path& dir) {
+  const std::string full = "cd '" + dir.string() + "' && OMP_NUM_THREADS=1 " + cmd + " 2>&1";
+  Result r;
+  FILE* p = popen(full.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
+const std::string kMpirun = "mpirun --allow-run-as-root --oversubscribe -np 2 ";
+
+std::vector<double> losses(const fs::path& metrics) {
+  std::vector<double> v;
+  std::ifstream f(metrics);
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+  }
+  return v;
+}
+
+// max |a - b| / max |b| over each tensor of two checkpoints' models.
+double max_rel_diff(const fs::path& a, const fs::path& b) {
+  auto ta = ssm::train::load_safetensors((a / "model.safetensors").string());
+  auto tb = ssm::train::load_safetensors((b / "model.safetensors").string());
+  double worst = 0;
+  for (const auto& [name, t] : tb.tensors) {
+    const auto x = ta.tensors.at(name).to_double_vector(), y = t.to_double_vector();
+    double num = 0, den = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      num = std::max(num, std::abs(x[i] - y[i]));
+      den = std::max(den, std::abs(y[i]));
+    }
+    worst = std::max(worst, den > 0 ? num / den : num);
+  }
+  return worst;
+}
+
+class CliDist : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_mpirun()) GTEST_SKIP() << "mpirun not installed (scripts/install-deps.sh installs Open MPI)";
+    dir_ = fs::temp_directory_path() / ssm::cat("ssm-cli-dist-", ::getpid());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::ofstream(dir_ / "lm.yaml") << "model: {name: mamba_lm, d_model: 16, n_layer: 2, vocab_size: 64, d_state: 4}\n"
+                                       "data: {name: synthetic, vocab_size: 64, rows: 256, context: 32, batch_size: 4}\n"
+                                       "optimizer: {name: adamw, lr: 0.003}\n"
+                                       "trainer: {steps: 8, out_dir: run, log_every: 1, checkpoint_every: 4}\n";
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  fs::path dir_;
+};
+
+TEST_F(CliDist, TwoRanksEqualOneRankWithAccumulationTwo) {
+  Result dp = sh(kMpirun + kSsm + " train lm.yaml trainer.out_dir=dp", dir_);
+  ASSERT_EQ(dp.code, 0) << dp.out;
+  EXPECT_NE(dp.out.find("2 processes, mpi"), std::string::npos) << dp.out;
+  Result acc = sh(kSsm + " train lm.yaml trainer.out_dir=acc +trainer.accumulate=2", dir_);
+  ASSERT_EQ(acc.code, 0) << acc.out;
+  const auto l_dp = losses(dir_ / "dp/metrics.jsonl"), l_acc = losses(dir_ / "acc/metrics.jsonl");
+  ASSERT_EQ(l_dp.size(), 8u);
+  ASSERT_EQ(l_acc.size(), 8u);
+  for (size_t i = 0; i < l_dp.size(); ++i) EXPECT_NEAR(l_dp[i], l_acc[i], 1e-6 * std::abs(l_acc[i])) << "step " << i + 1;
+  EXPECT_LT(max_rel_diff(dir_ / "dp/checkpoints/step-8", dir_ / "acc/checkpoints/step-8"), 1e-6);
+}
+
+TEST_F(CliDist, ResumedRunEqualsTheUninterruptedOneBitForBit) {
+  ASSERT_EQ(sh(kMpirun + kSsm + " train lm.yaml trainer.out_dir=full", dir_).code, 0);
+  // First half (the schedule still spans 8 steps), then the same command with 8 steps resumes at 4.
+  Result half = sh(kMpirun + kSsm + " train lm.yaml trainer.out_dir=split trainer.steps=4 +schedule.total_steps=8", dir_);
+  ASSERT_EQ(half.code, 0) << half.out;
+  Result rest = sh(kMpirun + kSsm + " train lm.yaml trainer.out_dir=split +schedule.total_steps=8", dir_);
+  ASSERT_EQ(rest.code, 0) << rest.out;
+  EXPECT_NE(rest.out.find("resuming from"), std::string::npos) << rest.out;
+  EXPECT_EQ(max_rel_diff(dir_ / "split/checkpoints/step-8", dir_ / "full/checkpoints/step-8"), 0.0);
+}
+
+TEST_F(CliDist, PreemptionSignalStopsEveryRankAtTheSameStepWithACheckpoint) {
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (chdir(dir_.c_str()) != 0) _exit(100);
+    freopen("/dev/null", "w", stdout);
+    freopen("/dev/null", "w", stderr);
+    execlp("mpirun", "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", kSsm.c_str(), "train",
+           "lm.yaml", "trainer.out_dir=pre", "trainer.steps=100000", "trainer.checkpoint_every=0", (char*)nullptr);
+    _exit(101);
+  }
+  const fs::path metrics = dir_ / "pre" / "metrics.jsonl";
+  for (int i = 0; i < 600 && (!fs::exists(metrics) || fs::file_size(metrics) == 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(pid, SIGUSR1);  // mpirun forwards SIGUSR1 to the ranks
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  bool found = false;
+  for (const auto& e : fs::directory_iterator(dir_ / "pre" / "checkpoints"))
+    found |= e.path().filename().string().rfind("step-", 0) == 0 && e.path().extension() != ".tmp";
+  EXPECT_TRUE(found);
+}
+
+}  // namespace
