@@ -29,7 +29,7 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(build tests bench train lm hf)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case "$p" in build|tests|bench|train) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train)" >&2; exit 2 ;; esac
+  case "$p" in build|tests|bench|train|lm|hf) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf)" >&2; exit 2 ;; esac
 done
 
 declare -a S_NAME S_RESULT S_SECS
