@@ -121,6 +121,7 @@ TEST_F(CliDist, PreemptionSignalStopsEveryRankAtTheSameStepWithACheckpoint) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    setpgid(0, 0);  // mpirun and its ranks in one process group: the test can signal or kill them all
     if (chdir(dir_.c_str()) != 0) _exit(100);
     freopen("/dev/null", "w", stdout);
     freopen("/dev/null", "w", stderr);
@@ -131,9 +132,19 @@ TEST_F(CliDist, PreemptionSignalStopsEveryRankAtTheSameStepWithACheckpoint) {
   const fs::path metrics = dir_ / "pre" / "metrics.jsonl";
   for (int i = 0; i < 600 && (!fs::exists(metrics) || fs::file_size(metrics) == 0); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  kill(pid, SIGUSR1);  // mpirun forwards SIGUSR1 to the ranks
+  // Slurm signals every task of the step; here the whole group (mpirun forwards SIGUSR1 as well).
+  kill(-pid, SIGUSR1);
   int status = 0;
-  waitpid(pid, &status, 0);
+  bool exited = false;
+  for (int i = 0; i < 1200 && !exited; ++i) {  // bounded: a hang fails the test instead of blocking CI
+    exited = waitpid(pid, &status, WNOHANG) == pid;
+    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!exited) {
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "the ranks did not stop within 60 s of SIGUSR1";
+  }
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_NE(WEXITSTATUS(status), 0);
   bool found = false;
