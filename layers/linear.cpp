@@ -13,21 +13,29 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
   if (bias) bias_ = &register_parameter("bias", init::kaiming_uniform({out_}, in_, gen), "no_decay");
 }
 
+Variable autocast_linear(const Variable& x, const Variable& w, bool half_output) {
+  const int64_t in = x.size(-1);
+  Shape out_shape = x.shape();
+  out_shape.back() = w.size(0);
+  Variable x2 = x.dim() == 2 ? x : ag::reshape(x, {x.numel() / in, in});
+  Variable y;
+  const bool half_in = x.dtype() == DType::bf16 || x.dtype() == DType::f32;
+  if (ag::autocast_enabled() && x.device().is_cuda() && half_in) {
+    Variable xb = x2.dtype() == DType::bf16 ? x2 : ag::cast(x2, DType::bf16);
+    Variable wb = w.dtype() == DType::bf16 ? w : ag::cast(w, DType::bf16);
+    y = ag::matmul(xb, wb, false, true);
+    if (!half_output && y.dtype() != DType::f32) y = ag::cast(y, DType::f32);
+  } else {
+    y = ag::matmul(x2, w, false, true);
+  }
+  return x.dim() == 2 ? y : ag::reshape(y, out_shape);
+}
+
 Variable Linear::forward(const Variable& x) {
   SSM_CHECK_INPUT(x.dim() >= 1 && x.size(-1) == in_, "Linear(", in_, " -> ", out_, "): input shape ",
                   shape_str(x.shape()), " does not end in ", in_);
-  Shape out_shape = x.shape();
-  out_shape.back() = out_;
-  Variable x2 = x.dim() == 2 ? x : ag::reshape(x, {x.numel() / in_, in_});
-  Variable y;
-  if (ag::autocast_enabled() && x.device().is_cuda() && x.dtype() == DType::f32) {
-    y = ag::matmul(ag::cast(x2, DType::bf16), ag::cast(*weight_, DType::bf16), false, true);
-    if (y.dtype() != DType::f32) y = ag::cast(y, DType::f32);
-  } else {
-    y = ag::matmul(x2, *weight_, false, true);
-  }
-  if (bias_) y = ag::add(y, *bias_);
-  return x.dim() == 2 ? y : ag::reshape(y, out_shape);
+  Variable y = autocast_linear(x, *weight_, half_output_);
+  return bias_ ? ag::add(y, *bias_) : y;
 }
 
 }  // namespace ssm::nn

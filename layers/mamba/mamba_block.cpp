@@ -13,22 +13,6 @@ namespace ssm::nn {
 
 namespace {
 
-// x (..., in) W^T without bias, with Linear's autocast rule (bf16 product, f32 result on CUDA).
-Variable project(const Variable& x, const Variable& w) {
-  const int64_t in = x.size(-1);
-  Shape out_shape = x.shape();
-  out_shape.back() = w.size(0);
-  Variable x2 = ag::reshape(x, {x.numel() / in, in});
-  Variable y;
-  if (ag::autocast_enabled() && x.device().is_cuda() && x.dtype() == DType::f32) {
-    y = ag::matmul(ag::cast(x2, DType::bf16), ag::cast(w, DType::bf16), false, true);
-    if (y.dtype() != DType::f32) y = ag::cast(y, DType::f32);
-  } else {
-    y = ag::matmul(x2, w, false, true);
-  }
-  return ag::reshape(y, out_shape);
-}
-
 // dt_proj.bias = softplus^-1(dt) = dt + log(-expm1(-dt)),
 // dt = max(exp(u (ln dt_max - ln dt_min) + ln dt_min), floor), u ~ U(0, 1).
 Tensor init_dt_bias(int64_t Di, const MambaOptions& o, Generator& gen) {
@@ -87,6 +71,8 @@ MambaBlock::MambaBlock(int64_t d_model, const MambaOptions& opt, Generator& gen)
   A_log_ = &register_parameter("A_log", init_A_log(Di, N), "no_decay");
   D_ = &register_parameter("D", Tensor::ones({Di}), "no_decay");
   out_proj_ = register_module("out_proj", std::make_shared<Linear>(Di, d_model, false, gen));
+  // Under autocast the projections hand bf16 to the conv, scan and add+norm kernels (all read bf16).
+  for (auto* l : {in_proj_.get(), x_proj_.get(), out_proj_.get()}) l->set_half_output(true);
 }
 
 Variable MambaBlock::forward(const Variable& hidden) { return run(hidden, Tensor(), nullptr); }
@@ -126,7 +112,7 @@ Variable MambaBlock::run(const Variable& hidden, const Tensor& seq_idx_in, Mamba
   const Variable& z = xz_parts[1];
   Variable xc = kernels::causal_conv1d(x, conv1d_->weight(), *conv1d_->bias(), x_init, seq_idx, /*silu=*/true);
   std::vector<Variable> dbl = ag::split(x_proj_->forward(xc), {R, N, N}, 2);  // dt_low, B, C
-  Variable delta = project(dbl[0], dt_proj_->weight());                        // (Bt, L, Di), bias in the scan
+  Variable delta = autocast_linear(dbl[0], dt_proj_->weight(), /*half_output=*/true);                        // (Bt, L, Di), bias in the scan
   Variable B = ag::reshape(ag::contiguous(dbl[1]), {Bt, L, 1, N});
   Variable C = ag::reshape(ag::contiguous(dbl[2]), {Bt, L, 1, N});
   Variable A = ag::neg(ag::exp(*A_log_));

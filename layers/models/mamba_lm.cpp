@@ -1,6 +1,7 @@
 #include "layers/models/mamba_lm.h"
 
 #include <cmath>
+#include <optional>
 
 #include "autograd/functions.h"
 #include "kernels/norms/add_norm.h"
@@ -203,8 +204,11 @@ MambaBlock& MambaLM::mixer(size_t layer) {
 }
 
 MambaLM::AddNormOut MambaLM::add_norm(const Variable& x, const Variable& residual, const NormRef& n) const {
+  // Under autocast the normalised activations go to the next matmul in bf16 (the residual stays f32).
+  std::optional<DType> out;
+  if (ag::autocast_enabled() && x.device().is_cuda()) out = DType::bf16;
   kernels::AddNormResult r = kernels::add_norm(x, residual, *n.weight, n.bias ? *n.bias : Variable(), cfg_.norm_eps,
-                                               cfg_.norm == "rms");
+                                               cfg_.norm == "rms", out);
   return {r.y, r.residual};
 }
 
@@ -229,21 +233,7 @@ Variable MambaLM::loss(const Tensor& tokens, const Tensor& seq_idx, const Tensor
   return ag::linear_cross_entropy(h2, w, targets.reshape({targets.numel()}).to(h.device(), DType::i64));
 }
 
-Variable MambaLM::head(const Variable& hidden) {
-  const int64_t V = cfg_.vocab_size, dm = cfg_.d_model;
-  Variable w = head_weight();
-  Shape out_shape = hidden.shape();
-  out_shape.back() = V;
-  Variable h2 = ag::reshape(hidden, {hidden.numel() / dm, dm});
-  Variable y;
-  if (ag::autocast_enabled() && hidden.device().is_cuda() && hidden.dtype() == DType::f32) {
-    y = ag::matmul(ag::cast(h2, DType::bf16), ag::cast(w, DType::bf16), false, true);
-    if (y.dtype() != DType::f32) y = ag::cast(y, DType::f32);
-  } else {
-    y = ag::matmul(h2, w, false, true);
-  }
-  return ag::reshape(y, out_shape);
-}
+Variable MambaLM::head(const Variable& hidden) { return autocast_linear(hidden, head_weight(), false); }
 
 void MambaLM::check_tokens(const Tensor& tokens, int64_t dims, const char* what) const {
   SSM_CHECK_INPUT(tokens.defined() && tokens.dim() == dims, "MambaLM::", what, ": expected tokens ",
