@@ -225,7 +225,12 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
           {"lr", factor * (optimizer->groups().empty() ? 0.0 : optimizer->groups()[0].lr)},
           {"lr_factor", factor},
           {"grad_norm", grad_norm}};
-      for (const auto& kv : task->window_metrics(window_counts, now - window_start)) m.push_back(kv);
+      // Rates are global: every rank processes the same number of samples per step.
+      StepCounts global = window_counts;
+      global.samples *= env.world_size;
+      global.tokens *= env.world_size;
+      global.correct *= env.world_size;  // rank 0's accuracy stands for all
+      for (const auto& kv : task->window_metrics(global, now - window_start)) m.push_back(kv);
       m.emplace_back("peak_memory_mb", double(allocator_stats(ex.device).peak_bytes) / 1048576.0);
       m.emplace_back("epoch", double(loader.state().epoch) +
                                   double(loader.state().position) / double(sampler.batches_per_epoch()));
