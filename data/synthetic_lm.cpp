@@ -23,7 +23,9 @@ Batch SyntheticLM::get(const std::vector<int64_t>& indices) const {
   for (int64_t r = 0; r < B; ++r) {
     SSM_CHECK_INPUT(indices[size_t(r)] >= 0 && indices[size_t(r)] < rows_, "synthetic LM data: row ",
                     indices[size_t(r)], " out of range [0, ", rows_, ")");
-    SplitMix64 rng(seed_ ^ (0x9e3779b97f4a7c15ull * uint64_t(indices[size_t(r)] + 1)));
+    // Row seed = a hash of (seed, row): rows must not be shifted copies of one stream (splitmix64's state
+    // advances by a constant, so seeding row i with seed + i * constant would make row i+1 = row i shifted).
+    SplitMix64 rng(SplitMix64(seed_ ^ (0xd1b54a32d192ed03ull * uint64_t(indices[size_t(r)] + 1))).next());
     int64_t prev = int64_t(rng.below(uint64_t(vocab_)));
     for (int64_t t = 0; t < L; ++t) {
       const int64_t next = int64_t(rng.below(uint64_t(vocab_)));
