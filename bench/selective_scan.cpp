@@ -15,7 +15,8 @@
 // Also one JSON line per measurement (prefix "JSON ").
 // Options: --sweep also times other layouts at N = 16 (env SSM_SCAN_BWD_KS / _P: the backward's states per
 // thread and piece length; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row);
-// --v1 also times the first implementation (env SSM_SCAN_IMPL=v1); --only I times shape I at N = 16 alone.
+// --v1 / --v2 also time each implementation alone at N = 16 (env SSM_SCAN_IMPL=v1 / v2: selective_scan_cuda_v1.cu /
+// selective_scan_cuda.cu); --only I times shape I at N = 16 alone.
 // A summary table comes last.
 // Without a GPU the binary prints a message and exits 0.
 #include <algorithm>
@@ -138,11 +139,12 @@ int main(int argc, char** argv) {
     std::printf("bench_selective_scan: no CUDA device, nothing to do\n");
     return 0;
   }
-  bool sweep = false, v1 = false;
+  bool sweep = false, v1 = false, v2 = false;
   int only = -1;  // --only I: shape I (0..3) at N = 16 alone (for profilers)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--sweep")) sweep = true;
     if (!std::strcmp(argv[i], "--v1")) v1 = true;
+    if (!std::strcmp(argv[i], "--v2")) v2 = true;
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = std::atoi(argv[++i]);
   }
   const std::vector<Shape4> shapes = {{8, 2048, 2048, 0.594, 3.228},
@@ -156,10 +158,12 @@ int main(int argc, char** argv) {
   for (int64_t N : {16, 64})
     for (const auto& s : shapes) {
       run_shape(s, N, "default");
-      if (v1 && N == 16) {
-        setenv("SSM_SCAN_IMPL", "v1", 1);
-        run_shape(s, N, "v1");
-        unsetenv("SSM_SCAN_IMPL");
+      for (const char* impl : {"v1", "v2"}) {
+        if ((impl[1] == '1' ? v1 : v2) && N == 16) {
+          setenv("SSM_SCAN_IMPL", impl, 1);
+          run_shape(s, N, impl);
+          unsetenv("SSM_SCAN_IMPL");
+        }
       }
       if (sweep && N == 16) {
         // name, then env assignments (cleared afterwards)

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #ifdef SSM_WITH_CUDA
 #include "core/cuda/cuda_ops.h"
+#include "core/cuda/stream.h"
 #endif
 
 namespace ssm {
@@ -33,5 +34,13 @@ int cuda_device_count() {
 }
 
 bool cuda_available() { return cuda_device_count() > 0; }
+
+void use_device(Device d) {
+#ifdef SSM_WITH_CUDA
+  if (d.is_cuda()) cuda::set_current_device(d.index);
+#else
+  (void)d;
+#endif
+}
 
 }  // namespace ssm

@@ -23,6 +23,9 @@ struct Device {
 
 // True when the binary was built with CUDA and at least one device is visible.
 bool cuda_available();
+// Makes d the process's current CUDA device (kernels without an explicit device guard run there);
+// no-op for the CPU. One process per GPU: the trainer calls it with cuda:<local rank> at start.
+void use_device(Device d);
 int cuda_device_count();
 
 }  // namespace ssm

@@ -124,6 +124,7 @@ Experiment build_experiment(const Config& recipe, std::ostream& log, int local_r
   Experiment ex;
   const Config t = recipe.sub("trainer");
   ex.device = resolve_device(t, local_rank);
+  use_device(ex.device);  // every kernel of this process runs on its own GPU
   const std::string precision = t.get_string("precision", "f32");
   SSM_CHECK_INPUT(precision == "f32" || precision == "bf16", recipe.source(), ": ", t.full_key("precision"),
                   ": expected f32 or bf16, got '", precision, "'");

@@ -220,6 +220,9 @@ int launch_local(int nproc, const std::vector<std::string>& args, const LaunchOp
         log << "ssm launch: forwarding signal " << int(sigs[i]) << " to " << alive << " process(es)\n";
         for (const Child& c : children)
           if (c.alive) ::kill(c.pid, sigs[i]);
+        // A stop request: the processes get grace_s to checkpoint and exit, then SIGKILL (never a hang,
+        // e.g. a rank stuck in a collective never sees its stop flag).
+        if ((sigs[i] == SIGTERM || sigs[i] == SIGINT) && termed_at < 0) termed_at = monotonic_seconds() + o.grace_s;
       }
     }
     // Copy output.

@@ -25,6 +25,7 @@
 #include "trainers/reducer.h"
 #include "trainers/schedule.h"
 #include "trainers/signals.h"
+#include "trainers/watchdog.h"
 
 namespace ssm::train {
 
@@ -137,6 +138,9 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     reducer_ptr = std::move(br);
   }
   GradReducer& reducer = *reducer_ptr;
+  // Bounded steps: a rank stuck in a collective or a GPU sync is ended (the others then fail fast).
+  std::unique_ptr<Watchdog> watchdog;
+  if (comm) watchdog = std::make_unique<Watchdog>(comm, dist.timeout_s);
 
   std::optional<MetricsLogger> metrics;
   if (rank0) metrics.emplace(run_dir.string());
@@ -178,6 +182,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   const double clip = grad_clip > 0 ? grad_clip : std::numeric_limits<double>::infinity();
 
   while (step < total_steps) {
+    if (watchdog) watchdog->arm(step + 1);
     int sig = stop_signal();
     // Every rank must stop at the same step: a signal seen by any rank stops all of them.
     if (comm && all_reduce_scalar(*comm, sig ? double(sig) : 0.0, ReduceOp::Sum, "stop-signal check") > 0 && !sig)
@@ -210,6 +215,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     optimizer->step(factor);
     optimizer->zero_grad();
     ++step;
+    if (watchdog) watchdog->disarm();
 
     window_loss += step_loss;
     ++window_steps;

@@ -80,6 +80,8 @@ void set_current_stream(int device, cudaStream_t st) {
   s.current[size_t(device)] = st;
 }
 
+void set_current_device(int device) { SSM_CUDA_CHECK(cudaSetDevice(device)); }
+
 DeviceGuard::DeviceGuard(int device) {
   SSM_CUDA_CHECK(cudaGetDevice(&prev_));
   if (prev_ != device) {

@@ -28,6 +28,7 @@ class DeviceGuard {
 };
 
 int current_device();  // cudaGetDevice
+void set_current_device(int device);  // cudaSetDevice: the process's default device (one process per GPU)
 
 // Properties of the current device, cached.
 int sm_count();

@@ -354,19 +354,6 @@ __global__ void __launch_bounds__(32 * kFinalTY) conv1d_wb_final(const float* __
   }
 }
 
-template <typename T>
-struct DevType {
-  using type = T;
-};
-template <>
-struct DevType<bf16_t> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DevType<f16_t> {
-  using type = __half;
-};
-
 // Widest vector (elements, at most max_v) that divides D and keeps every pointer aligned.
 int pick_vec(int64_t D, size_t elem, int max_v, std::initializer_list<const void*> ptrs) {
   int V = max_v;

@@ -17,8 +17,12 @@
 //   carry kernel:               per (b, d, n), sequential over segments: start_s = h; h = P_s h + E_s with
 //                               P_s = exp(A S_s) (the product of the segment's decays); ends in h_last.
 //   full pass (fwd_kernel<1>):  each segment from its true start state, writing y (and h_last).
-// Forward tiles: kTF-step tiles; the next tile's u / delta / z (registers) and B / C (registers, then the
-// other half of a double-buffered shared tile) are loaded while the current one is computed.
+// Forward tiles of tf steps: the next tile's raw u / delta / z rows and B / C rows are copied into the other
+// half of a double-buffered shared tile with cp.async (no registers held while in flight) while the current
+// tile is computed; B / C are converted to f32 once per tile for the block. (An earlier version held the
+// next tile in registers; ptxas let the loads stall the warps, 2x slower.)
+// Which implementation runs by default (v1 = selective_scan_cuda_v1.cu for the one-segment N <= 16 forward,
+// this file otherwise) and the env overrides: see use_v1 below.
 //
 // Backward (P = 16 steps a piece; P = 8 for N > 64):
 //   1. checkpoints: the full forward pass again without y, storing the state before every P-th step
@@ -46,6 +50,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/selective_scan/selective_scan_cuda.h"
@@ -58,7 +63,6 @@ constexpr int kS = 16;                 // states per thread
 constexpr int kThreads = 128;          // threads per block
 constexpr int kWarps = kThreads / 32;  // warps per block
 constexpr int kTF = 8;                 // forward: steps per register tile (tf = min(kTF, 512 / Np) at run time)
-constexpr int kBCR = 8;                // forward: B / C values per thread per tile (tf * 2 Np <= kBCR * kThreads)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -107,6 +111,7 @@ struct Params {
   int Np, Tn, CB, nj, tf, P, bc;  // tf: forward tile; P: backward piece / checkpoint interval; bc: B/C dtype
   int64_t nseg, Ks, nck;          // segments per row, steps per segment, checkpoints per row
   bool softplus, det;
+  int tsz, unit_x, unit_bc;  // sizeof(T); forward tiles: cp.async unit (16, 4 or 0 = synchronous) for delta/u/z/g rows, B/C rows
   void* y;
   float* h_last;
   float* ck;         // (Bt, nck, D, Np): state before step c P
@@ -159,14 +164,58 @@ __device__ __forceinline__ bool reset_at(const Params& p, int64_t b, int64_t t) 
   return p.seq && t > 0 && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1];
 }
 
-// One forward tile's loads, held in registers until used (two of these alternate, so the loads for
-// tile it + 1 are in flight while tile it is computed, with no register copies between them).
-struct Tile {
-  float d[kTF], x[kTF], z[kTF], bc[kBCR];
-  int rs;
-};
+// Asynchronous global -> shared copies (cp.async, no registers held while in flight).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// Scan over one segment, in tf-step tiles, double-buffered.
+// Copy `rows` rows of `rbytes` bytes (global row r at src + r * sstride bytes) to dst + r * dstride, spread
+// over the block's threads: 16- or 4-byte cp.async units when `unit` says the rows allow it, else
+// synchronous 2-byte copies (visible after the next barrier either way).
+__device__ __forceinline__ void copy_rows(char* dst, int dstride, const char* src, int64_t sstride, int rows, int rbytes,
+                                          int unit) {
+  if (unit == 16) {
+    const int upr = rbytes >> 4;
+    for (int e = threadIdx.x; e < rows * upr; e += kThreads) {
+      const int r = e / upr, c = e - r * upr;
+      cp_async16(dst + r * dstride + c * 16, src + r * sstride + c * 16);
+    }
+  } else if (unit == 4) {
+    const int upr = rbytes >> 2;
+    for (int e = threadIdx.x; e < rows * upr; e += kThreads) {
+      const int r = e / upr, c = e - r * upr;
+      cp_async4(dst + r * dstride + c * 4, src + r * sstride + c * 4);
+    }
+  } else {
+    const int upr = rbytes >> 1;
+    for (int e = threadIdx.x; e < rows * upr; e += kThreads) {
+      const int r = e / upr, c = e - r * upr;
+      *reinterpret_cast<unsigned short*>(dst + r * dstride + c * 2) =
+          *reinterpret_cast<const unsigned short*>(src + r * sstride + c * 2);
+    }
+  }
+}
+__device__ __forceinline__ float ldsm(const float* p, int i) { return p[i]; }
+__device__ __forceinline__ float ldsm(const __nv_bfloat16* p, int i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float ldsm(const __half* p, int i) { return __half2float(p[i]); }
+
+// Forward shared memory (bytes): raw tiles of delta / u-or-g / z [2][3][kTF][CB] in T, raw B / C
+// [2][2][tf * N] in B's dtype (4 bytes reserved per element), f32 B / C [kTF][2 Np], reset flags [2][kTF].
+__host__ __device__ inline size_t fwd_raw_bytes(int CB, int tsz) { return size_t(2) * 3 * kTF * CB * tsz; }
+__host__ __device__ inline size_t fwd_smem_bytes(int CB, int tsz, int tf, int N, int Np) {
+  return fwd_raw_bytes(CB, tsz) + size_t(2) * 2 * tf * N * 4 + size_t(kTF) * 2 * Np * 4 + 2 * kTF * 4 + 64;
+}
+
+// Scan over one segment, in tf-step tiles. Tile it + 1's raw inputs are copied asynchronously into the
+// other half of a double buffer while tile it is computed; at the top of each tile B / C are converted to
+// f32 once for the block.
 // MODE 0: local forward from a zero state -> E (end state), S (sum dt, NaN if reset).
 // MODE 1: full forward from the true start -> y (when p.y), checkpoints (when p.ck), h_last.
 // MODE 2: local adjoint in reverse from a zero carry -> F = m_{t0} dh_{t0}.
@@ -174,15 +223,18 @@ struct Tile {
 template <typename T, int MODE>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
   extern __shared__ float4 sm4[];
-  const int Np = p.Np, tf = p.tf, tid = threadIdx.x;
-  float* sbc = reinterpret_cast<float*>(sm4);                  // [2][kTF][2 Np]: B_t then C_t
-  int* srs = reinterpret_cast<int*>(sbc + 2 * kTF * 2 * Np);  // [2][kTF]: reset flags
+  const int Np = p.Np, tf = p.tf, tid = threadIdx.x, CB = p.CB;
+  char* base = reinterpret_cast<char*>(sm4);
+  T* raw = reinterpret_cast<T*>(base);                                          // [2][3][kTF][CB]
+  char* rbc = base + fwd_raw_bytes(CB, sizeof(T));                              // [2][2][tf N] raw B / C
+  const int bsz = p.bc == 0 ? 4 : 2;
+  float* sbc = reinterpret_cast<float*>(rbc + size_t(2) * 2 * tf * p.N * 4);  // [kTF][2 Np]
+  int* srs = reinterpret_cast<int*>(sbc + kTF * 2 * Np);                        // [2][kTF]
   const Pos q = position(p);
   const int64_t t0 = q.s * p.Ks, t1 = min(p.L, t0 + p.Ks);
   const int64_t ntile = (t1 - t0 + tf - 1) / tf;
-  const T* de = static_cast<const T*>(p.delta);
-  const T* x1 = static_cast<const T*>(MODE == 2 ? p.gy : p.u);
-  const T* zp = static_cast<const T*>(p.z);
+  const T* srcs[3] = {static_cast<const T*>(p.delta), static_cast<const T*>(MODE == 2 ? p.gy : p.u),
+                      static_cast<const T*>(p.z)};
   const int64_t sb = (q.b * p.nseg + q.s) * p.D + q.d;  // (b, s, d) in E / S / F
   float A2[kS], h[kS];
 #pragma unroll
@@ -199,79 +251,85 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
   const float bias = (p.dbias && q.valid) ? p.dbias[q.d] : 0.f;
   const float Dv = (p.Dskip && q.valid) ? p.Dskip[q.d] : 0.f;
   const int bcw = 2 * Np;
+  const bool hasz = p.z != nullptr;
 
   auto tile_start = [&](int64_t it) { return MODE == 2 ? t0 + (ntile - 1 - it) * tf : t0 + it * tf; };
-  auto load = [&](Tile& r, int64_t ta) {
+  // Start the copies of tile it into buffer it & 1.
+  auto issue = [&](int64_t it) {
+    const int buf = int(it & 1);
+    const int64_t ta = tile_start(it);
     const int len = int(min(int64_t(tf), t1 - ta));
+    const int rb = q.nvalid * int(sizeof(T));
 #pragma unroll
-    for (int i = 0; i < kTF; ++i) {
-      r.d[i] = r.x[i] = r.z[i] = 0.f;
-      if (i < len && q.valid) {
-        const int64_t idx = (q.b * p.L + ta + i) * p.D + q.d;
-        r.d[i] = ld(de, idx);
-        r.x[i] = ld(x1, idx);
-        if (zp) r.z[i] = ld(zp, idx);
-      }
+    for (int a = 0; a < 3; ++a) {
+      if (a == 2 && !hasz) continue;
+      copy_rows(reinterpret_cast<char*>(raw + (size_t(buf) * 3 + a) * kTF * CB), CB * int(sizeof(T)),
+                reinterpret_cast<const char*>(srcs[a] + (q.b * p.L + ta) * p.D + q.dbase), p.D * int64_t(sizeof(T)),
+                len, rb, p.unit_x);
     }
 #pragma unroll
-    for (int j = 0; j < kBCR; ++j) {
-      const int e = tid + j * kThreads;
-      r.bc[j] = 0.f;
-      if (e < len * bcw) {
-        const int s = e / bcw, rem = e - s * bcw, w = rem >= Np ? 1 : 0, n = rem - w * Np;
-        if (n < p.N) {
-          const int64_t idx = ((q.b * p.L + ta + s) * p.G + q.g) * p.N + n;
-          r.bc[j] = ld_any(w ? p.C : p.B, idx, p.bc);
-        }
-      }
-    }
-    r.rs = (tid < len && reset_at(p, q.b, ta + tid)) ? 1 : 0;
-  };
-  auto store = [&](const Tile& r, int buf) {
-    float* dst = sbc + buf * kTF * bcw;
-#pragma unroll
-    for (int j = 0; j < kBCR; ++j) {
-      const int e = tid + j * kThreads;
-      if (e < tf * bcw) dst[e] = r.bc[j];
-    }
-    if (tid < kTF) srs[buf * kTF + tid] = r.rs;
+    for (int w = 0; w < 2; ++w)
+      copy_rows(rbc + (size_t(buf) * 2 + w) * tf * p.N * bsz, int(p.N) * bsz,
+                static_cast<const char*>(w ? p.C : p.B) + ((q.b * p.L + ta) * p.G + q.g) * p.N * bsz,
+                p.G * p.N * int64_t(bsz), len, int(p.N) * bsz, p.unit_bc);
+    if (tid < kTF) srs[buf * kTF + tid] = (tid < len && reset_at(p, q.b, ta + tid)) ? 1 : 0;
+    cp_async_commit();
   };
 
   T* y = static_cast<T*>(p.y);
   float sumdt = 0.f;
   bool reset = false;
-  // Tile it: compute `cur` (its B/C in shared buffer it & 1) while `nxt` loads tile it + 1.
-  auto step = [&](int64_t it, const Tile& cur, Tile& nxt) {
+  issue(0);
+  for (int64_t it = 0; it < ntile; ++it) {
     const int buf = int(it & 1);
     const int64_t ta = tile_start(it);
     const int len = int(min(int64_t(tf), t1 - ta));
-    const bool more = it + 1 < ntile;
-    if (more) load(nxt, tile_start(it + 1));
-    const float* bc = sbc + buf * kTF * bcw;
+    cp_async_wait_all();
+    __syncthreads();  // tile it landed; everyone is done with tile it - 1
+    if (it + 1 < ntile) issue(it + 1);
+    {  // B / C of tile it to f32 [step][B n | C n], zero past N
+      const char* rb = rbc + size_t(buf) * 2 * tf * p.N * bsz;
+      for (int e = tid; e < tf * bcw; e += kThreads) {
+        const int st_ = e / bcw, rem = e - st_ * bcw, w = rem >= Np ? 1 : 0, n = rem - w * Np;
+        float v = 0.f;
+        if (n < p.N && st_ < len) {
+          const int i = (w * tf + st_) * int(p.N) + n;
+          v = p.bc == 0 ? reinterpret_cast<const float*>(rb)[i]
+              : p.bc == 1 ? __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(rb)[i])
+                          : __half2float(reinterpret_cast<const __half*>(rb)[i]);
+        }
+        sbc[e] = v;
+      }
+    }
+    __syncthreads();
+    const T* rd = raw + (size_t(buf) * 3 + 0) * kTF * CB;
+    const T* rx = raw + (size_t(buf) * 3 + 1) * kTF * CB;
+    const T* rz = raw + (size_t(buf) * 3 + 2) * kTF * CB;
     const int* rs = srs + buf * kTF;
     if (MODE == 1 && p.ck && q.valid && ta % p.P == 0)
       store16(p.ck + ((q.b * p.nck + ta / p.P) * p.D + q.d) * Np + q.k * kS, h);
+    const int cl = q.valid ? q.cl : 0;
     if (MODE != 2) {
 #pragma unroll
       for (int i = 0; i < kTF; ++i) {
         if (i < len) {
-          float dt = cur.d[i] + bias;
+          float dt = ldsm(rd, i * CB + cl) + bias;
           if (p.softplus) dt = softplus_f(dt);
-          const float uu = cur.x[i], du = dt * uu;
+          const float uu = q.valid ? ldsm(rx, i * CB + cl) : 0.f, du = dt * uu;
           float off = 0.f;
           if (p.seq && rs[i]) {
             reset = true;
             off = -INFINITY;
           }
           float Bv[kS];
-          load16(bc + i * bcw + q.k * kS, Bv);
+          load16(sbc + i * bcw + q.k * kS, Bv);
           if (MODE == 0) {
             sumdt += dt;
 #pragma unroll
             for (int n = 0; n < kS; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
           } else if (y) {
             float Cv[kS];
-            load16(bc + i * bcw + Np + q.k * kS, Cv);
+            load16(sbc + i * bcw + Np + q.k * kS, Cv);
             float acc = 0.f;
 #pragma unroll
             for (int n = 0; n < kS; ++n) {
@@ -281,7 +339,10 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
             acc = lane_sum(acc, p.Tn);
             if (q.k == 0 && q.valid) {
               float out = fmaf(Dv, uu, acc);
-              if (zp) out *= cur.z[i] * sigmoid_f(cur.z[i]);
+              if (hasz) {
+                const float zz = ldsm(rz, i * CB + cl);
+                out *= zz * sigmoid_f(zz);
+              }
               st(y, (q.b * p.L + ta + i) * p.D + q.d, out);
             }
           } else {
@@ -294,28 +355,21 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
 #pragma unroll
       for (int i = kTF - 1; i >= 0; --i) {
         if (i < len) {
-          float dt = cur.d[i] + bias;
+          float dt = ldsm(rd, i * CB + cl) + bias;
           if (p.softplus) dt = softplus_f(dt);
-          float gy = cur.x[i];
-          if (zp) gy *= cur.z[i] * sigmoid_f(cur.z[i]);
+          float gy = q.valid ? ldsm(rx, i * CB + cl) : 0.f;
+          if (hasz) {
+            const float zz = ldsm(rz, i * CB + cl);
+            gy *= zz * sigmoid_f(zz);
+          }
           const float off = (p.seq && rs[i]) ? -INFINITY : 0.f;
           float Cv[kS];
-          load16(bc + i * bcw + Np + q.k * kS, Cv);
+          load16(sbc + i * bcw + Np + q.k * kS, Cv);
 #pragma unroll
           for (int n = 0; n < kS; ++n) h[n] = ex2(fmaf(dt, A2[n], off)) * fmaf(Cv[n], gy, h[n]);  // h: adjoint X
         }
       }
     }
-    if (more) store(nxt, buf ^ 1);
-    __syncthreads();
-  };
-  Tile ta_, tb_;
-  load(ta_, tile_start(0));
-  store(ta_, 0);
-  __syncthreads();
-  for (int64_t it = 0; it < ntile; it += 2) {
-    step(it, ta_, tb_);
-    if (it + 1 < ntile) step(it + 1, tb_, ta_);
   }
   if (!q.valid) return;
   if (MODE == 0) {
@@ -491,6 +545,7 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_kernel(Params p) {
           gy = xg[r] * xz[r] * sg;
           gzf = xg[r] * sg * (1.f + xz[r] * (1.f - sg));
         }
+        if (i >= P) break;
         const bool in = i < len;
         sst[(0 * P + i) * kThreads + tid] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
         sst[(1 * P + i) * kThreads + tid] = xu[r];
@@ -633,9 +688,18 @@ int64_t env_int(const char* name, int64_t dflt) {
   const char* v = std::getenv(name);
   return v && *v ? std::atoll(v) : dflt;
 }
-bool use_v1() {
-  const char* v = std::getenv("SSM_SCAN_IMPL");
-  return v && std::strcmp(v, "v1") == 0;
+// Which implementation runs: env SSM_SCAN_IMPL (both passes), SSM_SCAN_FWD_IMPL / SSM_SCAN_BWD_IMPL (one
+// pass; these win), each "v1" (selective_scan_cuda_v1.cu) or "v2" (this file). Defaults: the backward is v2;
+// the forward is v1 only where v2 would run one segment per row at N <= 16 (4 warps per SM, latency-bound:
+// measured 1.48 ms vs v1's 1.25 at (8, 2048, 2048) on an H200), else v2 (1.22 vs 1.82 at (2, 3072, 8192),
+// 3.17 vs 4.64 at (1, 2048, 65536), about 2.4x faster at N = 64).
+bool use_v1(const char* pass_env, bool dflt) {
+  for (const char* name : {pass_env, "SSM_SCAN_IMPL"}) {
+    const char* v = std::getenv(name);
+    if (v && std::strcmp(v, "v1") == 0) return true;
+    if (v && std::strcmp(v, "v2") == 0) return false;
+  }
+  return dflt;
 }
 
 Params make_params(const ScanInputs& in, const ScanOptions& opt) {
@@ -692,6 +756,13 @@ void set_segments(Params& p, const char* env) {
   p.nseg = (p.L + p.Ks - 1) / p.Ks;
 }
 
+// The forward's default implementation (see use_v1): v1 where v2 would run one segment per row at N <= 16.
+bool fwd_default_v1(const ScanInputs& in, const ScanOptions& opt) {
+  Params p = make_params(in, opt);
+  set_segments(p, "SSM_SCAN_FWD_SEGS");
+  return p.nseg == 1 && p.Np == kS;
+}
+
 // The main backward pass's thread layout: KS states per thread (env SSM_SCAN_BWD_KS: 8 or 16), pieces of
 // P steps (env SSM_SCAN_BWD_P: 16, 8, 4 or 2), halved down to 8 until two blocks fit on an SM, then
 // further only if one block does not fit.
@@ -708,6 +779,29 @@ void set_bwd_layout(Params& p, int& KS) {
   p.P = P;
 }
 
+// The forward tiles' copy units: 16- or 4-byte cp.async where every row (and row start) allows it.
+void set_units(Params& p, int tsz, std::initializer_list<const void*> xs) {
+  auto al = [](const void* q, int u) { return q == nullptr || reinterpret_cast<uintptr_t>(q) % u == 0; };
+  p.tsz = tsz;
+  p.unit_x = 0;
+  for (int u : {16, 4}) {
+    bool ok = (p.D * tsz) % u == 0 && (p.Dg * tsz) % u == 0 && (p.CB * tsz) % u == 0;
+    for (const void* q : xs) ok = ok && al(q, u);
+    if (ok) {
+      p.unit_x = u;
+      break;
+    }
+  }
+  const int bsz = p.bc == 0 ? 4 : 2;
+  p.unit_bc = 0;
+  for (int u : {16, 4}) {
+    if ((p.N * bsz) % u == 0 && al(p.B, u) && al(p.C, u)) {
+      p.unit_bc = u;
+      break;
+    }
+  }
+}
+
 template <typename K>
 void allow_smem(K kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -715,7 +809,7 @@ void allow_smem(K kernel, size_t bytes) {
 }
 
 dim3 grid_of(const Params& p) { return dim3(unsigned(p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)); }
-size_t fwd_smem(const Params& p) { return size_t(2) * kTF * 2 * p.Np * 4 + 2 * kTF * 4; }
+size_t fwd_smem(const Params& p) { return fwd_smem_bytes(p.CB, p.tsz, p.tf, int(p.N), p.Np); }
 
 // The forward's segment start states: local pass + carry (only when nseg > 1; E, S allocated here).
 template <typename T>
@@ -739,6 +833,9 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   p.y = y.data_ptr();
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
   set_segments(p, "SSM_SCAN_FWD_SEGS");
+  set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
+  allow_smem(fwd_kernel<T, 0>, fwd_smem(p));
+  allow_smem(fwd_kernel<T, 1>, fwd_smem(p));
   Tensor E, S;
   segment_starts<T>(p, E, S, in.u.device());
   fwd_kernel<T, 1><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
@@ -754,11 +851,16 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gy = grad_y.data_ptr();
   p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
   set_segments(p, "SSM_SCAN_BWD_SEGS");
+  set_units(p, int(sizeof(T)), {p.u, p.delta, p.z, p.gy});
+  allow_smem(fwd_kernel<T, 0>, fwd_smem(p));
+  allow_smem(fwd_kernel<T, 1>, fwd_smem(p));
+  allow_smem(fwd_kernel<T, 2>, fwd_smem(p));
   const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
   Params pb = p;  // the main pass's layout
   int KS = 8;
   set_bwd_layout(pb, KS);
   p.P = pb.P;
+  p.tf = std::min(p.tf, p.P);  // checkpoints are written at tile starts: P must be a multiple of tf
   p.nck = pb.nck = (L + p.P - 1) / p.P;
   // 1. Checkpoints (and the segment carries of the state).
   Tensor E, S;
@@ -838,7 +940,7 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
 }  // namespace
 
 void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last) {
-  if (use_v1()) return selective_scan_forward_v1(in, opt, y, h_last);
+  if (use_v1("SSM_SCAN_FWD_IMPL", fwd_default_v1(in, opt))) return selective_scan_forward_v1(in, opt, y, h_last);
   switch (in.u.dtype()) {
     case DType::f32: return forward_t<float>(in, opt, y, h_last);
     case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last);
@@ -849,7 +951,7 @@ void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor
 
 void selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last_in,
                              const ScanOptions& opt, ScanGrads& grads) {
-  if (use_v1()) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
+  if (use_v1("SSM_SCAN_BWD_IMPL", false)) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
   const Tensor grad_h_last =
       grad_h_last_in.defined() ? grad_h_last_in.to(DType::f32).contiguous() : Tensor();
   SSM_CHECK(grad_y.dtype() == in.u.dtype(), "selective_scan (CUDA) backward: grad_y is ", dtype_name(grad_y.dtype()),

@@ -14,7 +14,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <random>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/device.h"
@@ -244,15 +246,22 @@ TEST(CudaSelectiveScan, LongSequenceChunked) {  // few channels -> the forward s
 // The time split: the kernels cut each row into segments only when Bt * D channels cannot fill the GPU
 // (always the case at these small test sizes). Force one segment per row (the path of large Bt * D),
 // and many short segments, through the environment overrides.
-struct SegEnv {
-  explicit SegEnv(const char* n) {
-    setenv("SSM_SCAN_FWD_SEGS", n, 1);
-    setenv("SSM_SCAN_BWD_SEGS", n, 1);
+// Sets environment variables for one scope (the kernels read them at every call).
+struct Env {
+  std::vector<std::string> names;
+  Env(std::initializer_list<std::pair<const char*, const char*>> kv) {
+    for (const auto& [k, v] : kv) {
+      setenv(k, v, 1);
+      names.emplace_back(k);
+    }
   }
-  ~SegEnv() {
-    unsetenv("SSM_SCAN_FWD_SEGS");
-    unsetenv("SSM_SCAN_BWD_SEGS");
+  ~Env() {
+    for (const auto& k : names) unsetenv(k.c_str());
   }
+};
+// The time split and layouts below belong to the second implementation (selective_scan_cuda.cu's own).
+struct SegEnv : Env {
+  explicit SegEnv(const char* n) : Env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_FWD_SEGS", n}, {"SSM_SCAN_BWD_SEGS", n}}) {}
 };
 TEST(CudaSelectiveScan, OneSegmentPerRow) {
   SKIP_WITHOUT_CUDA();
@@ -272,24 +281,35 @@ TEST(CudaSelectiveScan, ManyShortSegments) {
 // The backward's other thread layout (16 states per thread) and short pieces (env overrides).
 TEST(CudaSelectiveScan, BackwardLayouts) {
   SKIP_WITHOUT_CUDA();
-  setenv("SSM_SCAN_BWD_KS", "16", 1);
-  setenv("SSM_SCAN_BWD_P", "4", 1);
-  check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
-  check_case({1, 100, 40, 1, 64, bf16, bf16, true, true, true, true, true, false, true});
-  unsetenv("SSM_SCAN_BWD_P");
-  check_case({2, 300, 24, 1, 256, f32, f32, true, true, true, true, true, true, true});
-  unsetenv("SSM_SCAN_BWD_KS");
-  setenv("SSM_SCAN_BWD_P", "2", 1);
-  check_case({2, 301, 70, 1, 32, f32, f32, true, true, true, true, true, true, true});
-  unsetenv("SSM_SCAN_BWD_P");
+  {
+    Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_BWD_KS", "16"}, {"SSM_SCAN_BWD_P", "4"}});
+    check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
+    check_case({1, 100, 40, 1, 64, bf16, bf16, true, true, true, true, true, false, true});
+  }
+  {
+    Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_BWD_KS", "16"}});
+    check_case({2, 300, 24, 1, 256, f32, f32, true, true, true, true, true, true, true});
+  }
+  {
+    Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_BWD_P", "2"}});
+    check_case({2, 301, 70, 1, 32, f32, f32, true, true, true, true, true, true, true});
+  }
 }
 
-// The first implementation (SSM_SCAN_IMPL=v1, kept as a fallback) still passes.
-TEST(CudaSelectiveScan, FallbackV1) {
+// Both implementations explicitly, whichever is the default (SSM_SCAN_IMPL: v1 = selective_scan_cuda_v1.cu,
+// v2 = selective_scan_cuda.cu), on unaligned (D = 70, 45) and aligned (D = 96, 64) rows.
+TEST(CudaSelectiveScan, BothImplementations) {
   SKIP_WITHOUT_CUDA();
-  setenv("SSM_SCAN_IMPL", "v1", 1);
-  check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
-  unsetenv("SSM_SCAN_IMPL");
+  for (const char* impl : {"v1", "v2"}) {
+    SCOPED_TRACE(impl);
+    Env env({{"SSM_SCAN_IMPL", impl}});
+    check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
+    check_case({2, 1000, 96, 3, 16, bf16, bf16, true, true, true, true, true, true, true});
+    check_case({2, 300, 64, 2, 16, bf16, f32, true, true, true, true, true, false, true});
+    check_case({2, 1000, 45, 3, 64, f32, f32, false, true, true, true, true, false, true});
+    check_case({1, 2000, 6, 1, 16, f16, f16, true, true, true, true, true, true, true});
+    check_case({2, 100, 33, 1, 3, bf16, bf16, true, true, true, true, true, true, true});
+  }
 }
 
 #ifdef SSM_WITH_CUDA
