@@ -101,9 +101,26 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
 
   // Resume from the newest complete checkpoint of this run directory.
   int64_t step = 0;
-  if (t.get_bool("resume", true)) {
-    if (auto path = latest_checkpoint(run_dir)) {
-      Checkpoint ck = load_checkpoint(*path);
+  // trainer.resume: auto / true (default) continues from the newest valid checkpoint of out_dir; false starts
+  // over. A checkpoint whose files are truncated or corrupt is reported and skipped for the one before it; a
+  // valid checkpoint that does not fit the recipe (other model, other world size) is an error.
+  const std::string resume = t.has("resume") ? t.get_string("resume") : "auto";
+  SSM_CHECK_INPUT(resume == "auto" || resume == "true" || resume == "false", recipe.source(), ": ",
+                  t.full_key("resume"), ": expected auto, true or false, got '", resume, "'");
+  if (resume != "false") {
+    std::optional<Checkpoint> found;
+    auto all = list_checkpoints(run_dir);
+    for (auto it = all.rbegin(); it != all.rend() && !found; ++it) {
+      try {
+        found = load_checkpoint(it->second);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::BadInput) throw;
+        log << "warning: skipping checkpoint " << it->second.string() << ": " << e.what() << "\n";
+      }
+    }
+    if (found) {
+      const Checkpoint& ck = *found;
+      const fs::path* path = &ck.path;
       ex.model->load_state_dict(ck.model, (*path / CheckpointFiles::model).string());
       optimizer->load_state_tensors(ck.optimizer, (*path / CheckpointFiles::optimizer).string());
       const json& st = ck.trainer_state;

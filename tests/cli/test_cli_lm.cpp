@@ -139,4 +139,36 @@ TEST_F(CliLM, BenchPrintsThroughputJson) {
   EXPECT_EQ(j["batch"], 8);
 }
 
+// A truncated newest checkpoint is reported and skipped: resume falls back to the one before it, and the
+// resumed run still ends where the uninterrupted one does.
+TEST_F(CliLM, CorruptNewestCheckpointFallsBackToThePreviousOne) {
+  std::ofstream(dir_ / "syn.yaml") << "model: {name: mamba_lm, d_model: 16, n_layer: 1, vocab_size: 32, d_state: 4}\n"
+                                      "data: {name: synthetic, vocab_size: 32, rows: 64, context: 16, batch_size: 4}\n"
+                                      "optimizer: {name: adamw, lr: 0.003}\n"
+                                      "schedule: {name: cosine, total_steps: 12}\n"
+                                      "trainer: {steps: 12, out_dir: syn, log_every: 4, checkpoint_every: 4, "
+                                      "keep_checkpoints: 3}\n";
+  ASSERT_EQ(ssm("train syn.yaml trainer.out_dir=full", dir_).code, 0);
+  ASSERT_EQ(ssm("train syn.yaml trainer.steps=8", dir_).code, 0);  // checkpoints at 4 and 8
+  const fs::path newest = dir_ / "syn/checkpoints/step-8/model.safetensors";
+  ASSERT_TRUE(fs::exists(newest));
+  fs::resize_file(newest, fs::file_size(newest) / 2);  // a crash mid-write
+  Result r = ssm("train syn.yaml", dir_);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("skipping checkpoint"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("step-8/model.safetensors"), std::string::npos) << r.out;  // names the file
+  EXPECT_NE(r.out.find("resuming from"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(step 4)"), std::string::npos) << r.out;
+  // Same final weights as the run that was never interrupted (the CPU is deterministic).
+  auto read = [&](const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  EXPECT_EQ(read(dir_ / "syn/checkpoints/step-12/model.safetensors"),
+            read(dir_ / "full/checkpoints/step-12/model.safetensors"));
+  // An unknown resume mode is bad input.
+  EXPECT_EQ(ssm("train syn.yaml trainer.resume=sometimes", dir_).code, 2);
+}
+
 }  // namespace
+
