@@ -365,6 +365,67 @@ std::vector<std::pair<std::string, Tensor>> reshard_zero1_state(const std::vecto
   return zero1_shard(zero1_gather(old, sources), rank, world);
 }
 
+std::vector<std::pair<std::string, Tensor>> adamw_state_from_zero1(const Zero1FullState& full,
+                                                                   const std::vector<nn::Parameter>& params) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  out.emplace_back("step", Tensor::scalar(double(full.step), DType::i64));
+  size_t j = 0;
+  int64_t off = 0;
+  for (const auto& p : params) {
+    const Tensor& d = p.var.data();
+    Tensor m = Tensor::zeros(d.shape(), d.dtype()), v = Tensor::zeros(d.shape(), d.dtype());
+    int64_t t = 0;
+    if (p.var.requires_grad()) {
+      SSM_CHECK_INPUT(j < full.param_numel.size() && full.param_numel[j] == d.numel(), "zero1 -> adamw: parameter '",
+                      p.name, "' (", d.numel(), " elements) does not match the zero1 state's parameter ", j);
+      m.copy_(full.exp_avg.narrow(0, off, d.numel()).view(d.shape()));
+      v.copy_(full.exp_avg_sq.narrow(0, off, d.numel()).view(d.shape()));
+      t = full.param_steps[j];
+      off += d.numel();
+      ++j;
+    }
+    out.emplace_back(p.name + ".exp_avg", m);
+    out.emplace_back(p.name + ".exp_avg_sq", v);
+    out.emplace_back(p.name + ".step", Tensor::scalar(double(t), DType::i64));
+  }
+  SSM_CHECK_INPUT(j == full.param_numel.size(), "zero1 -> adamw: the zero1 state has ", full.param_numel.size(),
+                  " trainable parameters, the model ", j);
+  return out;
+}
+
+Zero1FullState zero1_from_adamw_state(const std::map<std::string, Tensor>& adamw,
+                                      const std::vector<nn::Parameter>& params, const std::string& source) {
+  auto get = [&](const std::string& n) -> const Tensor& {
+    auto it = adamw.find(n);
+    SSM_CHECK_INPUT(it != adamw.end(), source, ": adamw state: missing tensor '", n, "'");
+    return it->second;
+  };
+  Zero1FullState full;
+  full.step = int64_t(get("step").item());
+  int64_t P = 0;
+  for (const auto& p : params)
+    if (p.var.requires_grad()) P += p.var.numel();
+  full.master = Tensor::zeros({P}, DType::f32);
+  full.exp_avg = Tensor::zeros({P}, DType::f32);
+  full.exp_avg_sq = Tensor::zeros({P}, DType::f32);
+  int64_t off = 0;
+  for (const auto& p : params) {
+    if (!p.var.requires_grad()) continue;
+    const int64_t n = p.var.numel();
+    const Tensor& m = get(p.name + ".exp_avg");
+    const Tensor& v = get(p.name + ".exp_avg_sq");
+    SSM_CHECK_INPUT(m.numel() == n && v.numel() == n, source, ": adamw state of '", p.name, "' has ", m.numel(),
+                    " elements, the parameter ", n);
+    full.master.narrow(0, off, n).copy_(p.var.data().contiguous().view({n}).to(Device::cpu()));
+    full.exp_avg.narrow(0, off, n).copy_(m.contiguous().view({n}).to(Device::cpu()));
+    full.exp_avg_sq.narrow(0, off, n).copy_(v.contiguous().view({n}).to(Device::cpu()));
+    full.param_numel.push_back(n);
+    full.param_steps.push_back(int64_t(get(p.name + ".step").item()));
+    off += n;
+  }
+  return full;
+}
+
 std::string zero1_shard_file(int rank) { return cat("optimizer-rank", rank, ".safetensors"); }
 
 }  // namespace ssm::train

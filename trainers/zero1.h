@@ -118,6 +118,15 @@ std::vector<std::pair<std::string, Tensor>> zero1_shard(const Zero1FullState& fu
 std::vector<std::pair<std::string, Tensor>> reshard_zero1_state(const std::vector<std::map<std::string, Tensor>>& old,
                                                                 int rank, int world,
                                                                 const std::vector<std::string>& sources = {});
+// Between a ZeRO-1 full state and a plain AdamW's state_tensors() (Optimizer naming: "step",
+// "<param>.exp_avg", "<param>.exp_avg_sq", "<param>.step"), for switching trainer.dist.zero on or off at
+// resume. params: the model's named_parameters(); only those with requires_grad are in the flat vector
+// (others get zero state and step 0). The AdamW's parameters hold the weights; the master is not used.
+std::vector<std::pair<std::string, Tensor>> adamw_state_from_zero1(const Zero1FullState& full,
+                                                                   const std::vector<nn::Parameter>& params);
+Zero1FullState zero1_from_adamw_state(const std::map<std::string, Tensor>& adamw,
+                                      const std::vector<nn::Parameter>& params, const std::string& source = "adamw state");
+
 // The per-rank file name inside a checkpoint folder: "optimizer-rank<r>.safetensors".
 std::string zero1_shard_file(int rank);
 

@@ -177,6 +177,32 @@ TEST(Zero1Local, OneRankEqualsAdamW) {
   expect_rel(st.at("zero1.exp_avg_sq").to_double_vector(), flat_state(*opt, "exp_avg_sq"), 1e-6, "v");
   EXPECT_EQ(st.at("zero1.param_steps").to_int_vector(), param_steps(*opt));
   EXPECT_EQ(st.at("zero1.param_steps").to_int_vector(), (std::vector<int64_t>{0, 4, 4, 4, 4}));
+
+  // Switching ZeRO off and on at resume: zero1 -> AdamW state loads into an AdamW and continues exactly.
+  Zero1FullState full = zero1_gather({st});
+  Tiny z2;
+  z2.load_state_dict(as_map(z.state_dict()));
+  auto opt2 = reference_adamw(grouped(z2));
+  opt2->load_state_tensors(adamw_state_from_zero1(full, grouped(z2)), "converted");
+  Zero1FullState back = zero1_from_adamw_state(as_map(opt2->state_tensors()), grouped(z2));
+  EXPECT_EQ(back.exp_avg.to_double_vector(), full.exp_avg.to_double_vector());
+  EXPECT_EQ(back.master.to_double_vector(), full.master.to_double_vector());
+  EXPECT_EQ(back.param_steps, full.param_steps);
+  EXPECT_EQ(back.step, full.step);
+  for (int k = 4; k < 6; ++k) {
+    auto p2 = grouped(z2);
+    z2.loss(testing_dist::input(0, k), uses_extra(0, k)).backward();
+    clip_grad_norm(p2, kClip);
+    opt2->step(lr_factor(k));
+    opt2->zero_grad();
+    auto zp = grouped(z);
+    z.loss(testing_dist::input(0, k), uses_extra(0, k)).backward();
+    zero.reduce(zp);
+    zero.clip_grad_norm(kClip);
+    zero.step(lr_factor(k));
+    zero.zero_grad();
+  }
+  expect_rel(weights(z2), weights(z), 1e-6, "after switching to adamw");
 }
 
 TEST(Zero1Local, SaveAndResumeEqualsUninterrupted) {
