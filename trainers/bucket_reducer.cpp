@@ -85,11 +85,14 @@ DistConfig dist_config(const Config& d) {
   c.timeout_s = d.get_double("timeout_s", 300.0);
   SSM_CHECK_INPUT(c.timeout_s > 0, d.source(), ": ", d.full_key("timeout_s"), " must be > 0 seconds (got ",
                   c.timeout_s, ")");
+  c.zero = int(d.get_int("zero", 0));
+  SSM_CHECK_INPUT(c.zero == 0 || c.zero == 1, d.source(), ": ", d.full_key("zero"), " must be 0 or 1 (got ", c.zero,
+                  ")");
   return c;
 }
 
 std::vector<std::string> dist_config_keys() {
-  return {"trainer.dist.bucket_mb", "trainer.dist.reduce_dtype", "trainer.dist.timeout_s"};
+  return {"trainer.dist.bucket_mb", "trainer.dist.reduce_dtype", "trainer.dist.timeout_s", "trainer.dist.zero"};
 }
 
 std::vector<std::vector<size_t>> BucketReducer::assign_buckets(const std::vector<size_t>& bytes, size_t cap_bytes) {

@@ -43,6 +43,7 @@ struct BucketOptions {
 struct DistConfig {
   BucketOptions bucket;
   double timeout_s = 300.0;
+  int zero = 0;  // trainer.dist.zero: 1 = ZeRO-1 (trainers/zero1.h: optimizer state sharded over ranks)
 };
 DistConfig dist_config(const Config& trainer_dist);  // pass recipe.sub("trainer.dist")
 // The keys above, fully qualified ("trainer.dist.bucket_mb", ...), for Config::check_unknown_keys.

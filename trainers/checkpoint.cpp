@@ -39,7 +39,8 @@ void remove_all_or_throw(const fs::path& p) {
 }  // namespace
 
 fs::path save_checkpoint(const fs::path& run_dir, int64_t step, const NamedTensors& model_tensors,
-                         const NamedTensors& optimizer_tensors, const nlohmann::json& trainer_state, int keep_last) {
+                         const NamedTensors& optimizer_tensors, const nlohmann::json& trainer_state, int keep_last,
+                         const std::vector<fs::path>& extra_files) {
   SSM_CHECK_INPUT(step >= 0, "save_checkpoint: step must be >= 0, got ", step);
   const fs::path ckpt_dir = run_dir / "checkpoints";
   std::error_code ec;
@@ -56,6 +57,11 @@ fs::path save_checkpoint(const fs::path& run_dir, int64_t step, const NamedTenso
   save_safetensors((tmp_dir / CheckpointFiles::model).string(), model_tensors, meta);
   save_safetensors((tmp_dir / CheckpointFiles::optimizer).string(), optimizer_tensors, meta);
   write_file_atomic((tmp_dir / CheckpointFiles::trainer_state).string(), trainer_state.dump(2) + "\n");
+  for (const auto& f : extra_files) {
+    std::error_code mv;
+    fs::rename(f, tmp_dir / f.filename(), mv);
+    if (mv) throw_internal(cat("cannot move '", f.string(), "' into '", tmp_dir.string(), "': ", mv.message()));
+  }
   fsync_dir(tmp_dir.string());
 
   remove_all_or_throw(final_dir);  // re-saving a step replaces it

@@ -36,11 +36,14 @@ struct Checkpoint {
   nlohmann::json trainer_state;
 };
 
-// Writes checkpoints/step-<step>/ (replacing one of the same step) and returns its path. keep_last > 0:
+// Writes checkpoints/step-<step>/ (replacing one of the same step) and returns its path. extra_files (e.g.
+// the per-rank ZeRO-1 optimizer shards, already written by their ranks) are moved into the folder before
+// it is renamed, so they are part of the atomic step. keep_last > 0:
 // afterwards only the keep_last newest complete checkpoints remain (and no stale *.tmp folders).
 std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, int64_t step,
                                       const NamedTensors& model_tensors, const NamedTensors& optimizer_tensors,
-                                      const nlohmann::json& trainer_state, int keep_last = 0);
+                                      const nlohmann::json& trainer_state, int keep_last = 0,
+                                      const std::vector<std::filesystem::path>& extra_files = {});
 
 // Complete checkpoints of a run, oldest first.
 std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& run_dir);

@@ -23,9 +23,11 @@
 #include "trainers/optim.h"
 #include "trainers/progress.h"
 #include "trainers/reducer.h"
+#include "trainers/safetensors.h"
 #include "trainers/schedule.h"
 #include "trainers/signals.h"
 #include "trainers/watchdog.h"
+#include "trainers/zero1.h"
 
 namespace ssm::train {
 
@@ -48,6 +50,33 @@ std::set<std::string> trainer_keys(const Config& recipe) {
   keys.insert("optimizer");
   keys.insert("schedule");
   return keys;
+}
+
+// Optimizer state of a checkpoint that does not match this run's layout: ZeRO-1 shards of any world size
+// (resharded for this run, or gathered into AdamW's state without ZeRO), or AdamW's state sharded for ZeRO.
+void load_sharded_optimizer_state(const fs::path& dir, const std::vector<nn::Parameter>& params,
+                                  const ProcessGroupEnv& env, Zero1* zero, Optimizer& optimizer) {
+  Checkpoint ck = load_checkpoint(dir);
+  if (ck.optimizer.count("zero1.shards")) {
+    const int W = int(ck.optimizer.at("zero1.shards").item());
+    std::vector<std::map<std::string, Tensor>> files;
+    std::vector<std::string> names;
+    for (int r = 0; r < W; ++r) {
+      names.push_back((dir / zero1_shard_file(r)).string());
+      files.push_back(load_safetensors(names.back()).tensors);
+    }
+    if (zero) {
+      auto shard = reshard_zero1_state(files, env.rank, env.world_size, names);
+      zero->load_state_tensors(std::map<std::string, Tensor>(shard.begin(), shard.end()), names[0]);
+    } else {
+      auto full = adamw_state_from_zero1(zero1_gather(files, names), params);
+      optimizer.load_state_tensors(std::map<std::string, Tensor>(full.begin(), full.end()), names[0]);
+    }
+  } else {
+    const std::string source = (dir / CheckpointFiles::optimizer).string();
+    auto shard = zero1_shard(zero1_from_adamw_state(ck.optimizer, params, source), env.rank, env.world_size);
+    zero->load_state_tensors(std::map<std::string, Tensor>(shard.begin(), shard.end()), source);
+  }
 }
 
 }  // namespace
@@ -97,6 +126,10 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
 
   std::vector<nn::Parameter> params = ex.model->named_parameters();
   std::unique_ptr<Optimizer> optimizer = make_optimizer(recipe.sub("optimizer"), params);
+  // ZeRO-1 (trainer.dist.zero: 1, several processes): AdamW's state and f32 masters sharded over ranks
+  // (trainers/zero1.h); `optimizer` then only describes the groups and is never stepped.
+  const bool use_zero = dist.zero == 1 && env.world_size > 1;
+  std::optional<fs::path> zero_resume;
   const Schedule schedule = schedule_from_config(recipe.sub("schedule"), total_steps);
 
   // Resume from the newest complete checkpoint of this run directory.
@@ -122,7 +155,13 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       const Checkpoint& ck = *found;
       const fs::path* path = &ck.path;
       ex.model->load_state_dict(ck.model, (*path / CheckpointFiles::model).string());
-      optimizer->load_state_tensors(ck.optimizer, (*path / CheckpointFiles::optimizer).string());
+      if (ck.optimizer.count("zero1.shards")) {
+        zero_resume = *path;  // sharded optimizer state: loaded below (as shards or converted to AdamW's)
+      } else if (use_zero) {
+        zero_resume = *path;  // a plain AdamW checkpoint continued with ZeRO-1: sharded below
+      } else {
+        optimizer->load_state_tensors(ck.optimizer, (*path / CheckpointFiles::optimizer).string());
+      }
       const json& st = ck.trainer_state;
       try {
         step = st.at("step").get<int64_t>();
@@ -145,16 +184,26 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   std::shared_ptr<Communicator> comm;
   std::unique_ptr<GradReducer> reducer_ptr = std::make_unique<LocalReducer>();
   BucketReducer* ddp = nullptr;
+  Zero1* zero = nullptr;
   if (env.world_size > 1) {
     comm = make_communicator(env, ex.device, dist.timeout_s);
     std::vector<Tensor> state;
     for (auto& kv : ex.model->state_dict()) state.push_back(kv.second);
     broadcast_tensors(*comm, state, 0);
-    auto br = std::make_unique<BucketReducer>(comm, params, dist.bucket);
-    ddp = br.get();
-    reducer_ptr = std::move(br);
+    if (use_zero) {
+      auto z = std::make_unique<Zero1>(comm, params, zero1_options(recipe.sub("optimizer")));
+      zero = z.get();
+      reducer_ptr = std::move(z);
+      log << "ZeRO-1: optimizer state " << zero->state_bytes() << " bytes on each rank instead of "
+          << zero->unsharded_state_bytes() << "\n";
+    } else {
+      auto br = std::make_unique<BucketReducer>(comm, params, dist.bucket);
+      ddp = br.get();
+      reducer_ptr = std::move(br);
+    }
   }
   GradReducer& reducer = *reducer_ptr;
+  if (zero_resume) load_sharded_optimizer_state(*zero_resume, params, env, zero, *optimizer);
   // Bounded steps: a rank stuck in a collective or a GPU sync is ended (the others then fail fast).
   std::unique_ptr<Watchdog> watchdog;
   if (comm) watchdog = std::make_unique<Watchdog>(comm, dist.timeout_s);
@@ -174,7 +223,26 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     st["model_config"] = ex.model_config;
     st["recipe"] = recipe.resolved_yaml();
     std::vector<std::pair<std::string, Tensor>> model_tensors = ex.model->state_dict();
-    if (rank0) save_checkpoint(run_dir, at_step, model_tensors, optimizer->state_tensors(), st, keep_checkpoints);
+    if (zero) {  // every rank writes its optimizer shard; rank 0 moves them into the checkpoint folder
+      const fs::path stage = run_dir / "checkpoints" / cat("step-", at_step, ".zero.tmp");
+      if (rank0) {
+        fs::remove_all(stage);
+        fs::create_directories(stage);
+      }
+      comm->barrier("checkpoint staging");
+      save_safetensors((stage / zero1_shard_file(env.rank)).string(), zero->state_tensors());
+      comm->barrier("optimizer shards written");
+      std::vector<fs::path> shards;
+      for (int r = 0; r < env.world_size; ++r) shards.push_back(stage / zero1_shard_file(r));
+      st["optimizer_shards"] = env.world_size;
+      const NamedTensors marker = {{"zero1.shards", Tensor::scalar(double(env.world_size), DType::i64)}};
+      if (rank0) {
+        save_checkpoint(run_dir, at_step, model_tensors, marker, st, keep_checkpoints, shards);
+        fs::remove_all(stage);
+      }
+    } else if (rank0) {
+      save_checkpoint(run_dir, at_step, model_tensors, optimizer->state_tensors(), st, keep_checkpoints);
+    }
     if (comm) comm->barrier("checkpoint barrier");
   };
 
@@ -227,10 +295,15 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       step_samples += window_counts.samples - before;
     }
     reducer.reduce(params);
-    const double grad_norm = clip_grad_norm(params, clip);
+    const double grad_norm = zero ? zero->clip_grad_norm(clip) : clip_grad_norm(params, clip);
     const double factor = schedule.factor(step);
-    optimizer->step(factor);
-    optimizer->zero_grad();
+    if (zero) {
+      zero->step(factor);
+      zero->zero_grad();
+    } else {
+      optimizer->step(factor);
+      optimizer->zero_grad();
+    }
     ++step;
     if (watchdog) watchdog->disarm();
 

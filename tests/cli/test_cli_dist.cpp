@@ -153,4 +153,24 @@ TEST_F(CliDist, PreemptionSignalStopsEveryRankAtTheSameStepWithACheckpoint) {
   EXPECT_TRUE(found);
 }
 
+// ZeRO-1: the same training as plain data parallelism (to 1e-6), less optimizer state per rank, per-rank
+// shards in the checkpoint, and a resumed ZeRO run equal to the uninterrupted one bit for bit.
+TEST_F(CliDist, Zero1EqualsDataParallelAndResumes) {
+  ASSERT_EQ(sh(kMpirun + kSsm + " train lm.yaml trainer.out_dir=dp", dir_).code, 0);
+  Result z = sh(kMpirun + kSsm + " train lm.yaml trainer.out_dir=z +trainer.dist.zero=1", dir_);
+  ASSERT_EQ(z.code, 0) << z.out;
+  EXPECT_NE(z.out.find("ZeRO-1: optimizer state"), std::string::npos) << z.out;
+  EXPECT_LT(max_rel_diff(dir_ / "z/checkpoints/step-8", dir_ / "dp/checkpoints/step-8"), 1e-6);
+  for (const char* f : {"optimizer-rank0.safetensors", "optimizer-rank1.safetensors"})
+    EXPECT_TRUE(fs::exists(dir_ / "z/checkpoints/step-8" / f)) << f;
+  Result half = sh(kMpirun + kSsm + " train lm.yaml trainer.out_dir=zs trainer.steps=4 +schedule.total_steps=8 "
+                   "+trainer.dist.zero=1", dir_);
+  ASSERT_EQ(half.code, 0) << half.out;
+  Result rest = sh(kMpirun + kSsm + " train lm.yaml trainer.out_dir=zs +schedule.total_steps=8 +trainer.dist.zero=1", dir_);
+  ASSERT_EQ(rest.code, 0) << rest.out;
+  EXPECT_NE(rest.out.find("resuming from"), std::string::npos) << rest.out;
+  EXPECT_EQ(max_rel_diff(dir_ / "zs/checkpoints/step-8", dir_ / "z/checkpoints/step-8"), 0.0);
+}
+
 }  // namespace
+
