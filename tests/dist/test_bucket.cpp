@@ -175,17 +175,19 @@ TEST(BucketReducer, RejectsBadOptions) {
 }
 
 TEST(DistConfig, ReadsTheRecipeKeys) {
-  Config r = Config::from_string("trainer:\n  dist:\n    bucket_mb: 4\n    reduce_dtype: bf16\n    timeout_s: 20\n",
-                                 "r.yaml");
+  Config r = Config::from_string(
+      "trainer:\n  dist:\n    bucket_mb: 4\n    reduce_dtype: bf16\n    timeout_s: 20\n    zero: 1\n", "r.yaml");
   DistConfig d = dist_config(r.sub("trainer.dist"));
   EXPECT_EQ(d.bucket.bucket_mb, 4.0);
   EXPECT_EQ(d.bucket.reduce_dtype, DType::bf16);
   EXPECT_EQ(d.timeout_s, 20.0);
+  EXPECT_EQ(d.zero, 1);
   DistConfig defaults = dist_config(Config().sub("trainer.dist"));
   EXPECT_EQ(defaults.bucket.bucket_mb, 25.0);
   EXPECT_EQ(defaults.bucket.reduce_dtype, DType::f32);
   EXPECT_EQ(defaults.timeout_s, 300.0);
-  for (const char* bad : {"bucket_mb: 0", "reduce_dtype: f16", "timeout_s: -1"}) {
+  EXPECT_EQ(defaults.zero, 0);
+  for (const char* bad : {"bucket_mb: 0", "reduce_dtype: f16", "timeout_s: -1", "zero: 2"}) {
     Config c = Config::from_string(std::string("trainer:\n  dist:\n    ") + bad + "\n", "r.yaml");
     try {
       dist_config(c.sub("trainer.dist"));
@@ -194,5 +196,5 @@ TEST(DistConfig, ReadsTheRecipeKeys) {
       EXPECT_NE(std::string(e.what()).find("trainer.dist."), std::string::npos) << e.what();
     }
   }
-  EXPECT_EQ(dist_config_keys().size(), 3u);
+  EXPECT_EQ(dist_config_keys().size(), 4u);
 }
