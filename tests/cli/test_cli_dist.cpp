@@ -172,5 +172,43 @@ TEST_F(CliDist, Zero1EqualsDataParallelAndResumes) {
   EXPECT_EQ(max_rel_diff(dir_ / "zs/checkpoints/step-8", dir_ / "z/checkpoints/step-8"), 0.0);
 }
 
+// A rank killed mid-run (SIGKILL: no chance to say goodbye) ends the whole job quickly with a non-zero
+// exit instead of leaving the survivor waiting forever in a collective.
+TEST_F(CliDist, KilledRankEndsTheJob) {
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setpgid(0, 0);
+    if (chdir(dir_.c_str()) != 0) _exit(100);
+    freopen("/dev/null", "w", stdout);
+    freopen("/dev/null", "w", stderr);
+    execlp("mpirun", "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", kSsm.c_str(), "train",
+           "lm.yaml", "trainer.out_dir=killed", "trainer.steps=100000", "trainer.checkpoint_every=0",
+           "+trainer.dist.timeout_s=20", (char*)nullptr);
+    _exit(101);
+  }
+  const fs::path metrics = dir_ / "killed" / "metrics.jsonl";
+  for (int i = 0; i < 600 && (!fs::exists(metrics) || fs::file_size(metrics) == 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // One rank: mpirun's newest child (the ranks are its direct children, each in its own process group).
+  Result ranks = sh("pgrep -n -P " + std::to_string(pid), dir_);
+  const int victim = std::atoi(ranks.out.c_str());
+  ASSERT_GT(victim, 0) << ranks.out;
+  kill(victim, SIGKILL);
+  int status = 0;
+  bool exited = false;
+  for (int i = 0; i < 1200 && !exited; ++i) {  // 60 s: well under a hang, above the 20 s timeout
+    exited = waitpid(pid, &status, WNOHANG) == pid;
+    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!exited) {
+    sh("pkill -9 -P " + std::to_string(pid), dir_);
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "the job did not end within 60 s of a rank's death";
+  }
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 }  // namespace
 
