@@ -40,9 +40,16 @@ void Sampler::build_epoch(int64_t epoch) {
     order.resize(size_t(n_));
     std::iota(order.begin(), order.end(), int64_t(0));
   }
-  // Rank r's j-th row is position r + j W of the order; positions >= n wrap to the start (padding).
+  // Global batch k is positions [k W B, (k+1) W B) of the order and rank r takes the r-th block of B of
+  // it, so W ranks together see exactly the rows one rank would see with accumulation W (same micro-
+  // batches, hence bitwise-equal gradients). A last partial batch of R < B rows per rank is split the same
+  // way (blocks of R). Positions >= n wrap to the start (padding).
   rows_.resize(size_t(rows_per_rank_));
-  for (int64_t j = 0; j < rows_per_rank_; ++j) rows_[size_t(j)] = order[size_t((rank_ + j * world_size_) % n_)];
+  const int64_t B = batch_size_, W = world_size_;
+  for (int64_t j = 0; j < rows_per_rank_; ++j) {
+    const int64_t k = j / B, i = j % B, block = std::min(B, rows_per_rank_ - k * B);
+    rows_[size_t(j)] = order[size_t((k * W * B + rank_ * block + i) % n_)];
+  }
   built_epoch_ = epoch;
 }
 

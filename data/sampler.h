@@ -3,10 +3,10 @@
 // Epoch e's order is a permutation of 0..n-1 drawn by Fisher-Yates from a splitmix64 stream seeded
 // with mix(seed, e), so it depends only on (seed, epoch) and is the same on every machine and standard
 // library (no std::uniform_int_distribution). With shuffle off the order is 0..n-1.
-// Sharding: rank r takes positions r, r + W, r + 2W, ... of that order. So that every rank gets the
-// same number of rows, the order is first cut to floor(n / W) * W rows (drop_last) or padded to
-// ceil(n / W) * W rows by repeating its start. A rank's rows are then cut into batches of batch_size;
-// the last batch is dropped if short (drop_last) or kept short.
+// Sharding: every rank gets the same number of rows: floor(n / W) (drop_last) or ceil(n / W) (the order
+// padded by repeating its start). Global batch k is positions [k W B, (k+1) W B) of the order and rank r
+// takes its r-th block of B, so a W-rank step sees the same micro-batches as one rank with accumulation
+// W. A rank's last batch is dropped if short (drop_last) or kept short.
 //
 // The sampler is an endless stream: next() after an epoch's last batch starts the next epoch. State
 // {epoch, position} (position = batches already drawn in that epoch) restores it exactly, mid-epoch too.

@@ -5,16 +5,20 @@
 // h[N] in a local buffer; the backward, per (batch row b, group g), recomputes each channel's states
 // h_t (an L x N buffer) and runs the adjoint from t = L-1 down to 0. gB/gC (summed over the channels
 // of a group) are owned by the (b, g) job that writes them; gA/gD/gdelta_bias are summed over b in a
-// fixed order afterwards, so every result is bit-identical run to run.
+// fixed order afterwards, so every result is bit-identical run to run. The same loops instantiated for
+// float (with core/cpu_loops.h's vectorisable exp) serve f32 inputs on the CPU: training there spends most
+// of its time in the scan; the double instantiation stays the oracle (f64 inputs, the CUDA tests).
 #include "kernels/selective_scan/selective_scan.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "core/cpu_loops.h"
 #include "kernels/selective_scan/selective_scan_cuda.h"
 
 namespace ssm::kernels {
@@ -149,32 +153,48 @@ ScanInputs contiguous_inputs(const ScanInputs& in) {
 
 // ---------------------------------------------- the reference ----------------------------------------------
 
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }  // as Mamba: linear above 20
+// T = double: the reference (the oracle). T = float: the same loops in f32 with the vectorisable exp of
+// core/cpu_loops.h, which the CPU path of selective_scan_forward/backward uses for f32 inputs (training on
+// the CPU spends most of its time here).
+template <typename T>
+SSM_ALWAYS_INLINE T exp_t(T x) {
+  if constexpr (std::is_same_v<T, float>)
+    return cpu::exp_f32(x);
+  else
+    return std::exp(x);
+}
+template <typename T>
+SSM_ALWAYS_INLINE T sigmoid(T x) { return T(1) / (T(1) + exp_t(-x)); }
+template <typename T>
+SSM_ALWAYS_INLINE T softplus(T x) { return x > T(20) ? x : std::log1p(exp_t(x)); }  // as Mamba: linear above 20
 
-// f64 contiguous copies of the inputs (kept alive here) and index helpers.
+template <typename T>
+constexpr DType dtype_of() { return std::is_same_v<T, float> ? DType::f32 : DType::f64; }
+
+// Contiguous copies of the inputs in T (kept alive here) and index helpers.
+template <typename T>
 struct Ref {
   Dims d;
   bool softplus_on;
   Tensor keep[9];
-  const double *u, *delta, *A, *B, *C, *Dskip, *z, *bias, *h0;
+  const T *u, *delta, *A, *B, *C, *Dskip, *z, *bias, *h0;
   const int32_t* seq;
 
   Ref(const ScanInputs& in, const Dims& dims, bool sp) : d(dims), softplus_on(sp) {
     const Tensor* src[9] = {&in.u, &in.delta, &in.A, &in.B, &in.C, &in.D_skip, &in.z, &in.delta_bias, &in.h0};
-    const double** dst[9] = {&u, &delta, &A, &B, &C, &Dskip, &z, &bias, &h0};
+    const T** dst[9] = {&u, &delta, &A, &B, &C, &Dskip, &z, &bias, &h0};
     for (int i = 0; i < 9; ++i) {
-      keep[i] = src[i]->defined() ? src[i]->to(DType::f64).contiguous() : Tensor();
-      *dst[i] = keep[i].defined() ? keep[i].data<double>() : nullptr;
+      keep[i] = src[i]->defined() ? src[i]->to(dtype_of<T>()).contiguous() : Tensor();
+      *dst[i] = keep[i].defined() ? keep[i].data<T>() : nullptr;
     }
     seq = in.seq_idx.defined() ? in.seq_idx.data<int32_t>() : nullptr;  // contiguous (caller)
   }
   int64_t x_at(int64_t b, int64_t t, int64_t c) const { return (b * d.L + t) * d.D + c; }            // u, delta, z, y
   int64_t bc_at(int64_t b, int64_t t, int64_t g) const { return ((b * d.L + t) * d.G + g) * d.N; }  // B, C row
   int64_t group(int64_t c) const { return c / (d.D / d.G); }
-  double pre_dt(int64_t b, int64_t t, int64_t c) const { return delta[x_at(b, t, c)] + (bias ? bias[c] : 0.0); }
-  double dt(int64_t b, int64_t t, int64_t c) const {
-    const double x = pre_dt(b, t, c);
+  T pre_dt(int64_t b, int64_t t, int64_t c) const { return delta[x_at(b, t, c)] + (bias ? bias[c] : T(0)); }
+  T dt(int64_t b, int64_t t, int64_t c) const {
+    const T x = pre_dt(b, t, c);
     return softplus_on ? softplus(x) : x;
   }
   // The state is reset before step t when a new document starts there.
@@ -182,22 +202,26 @@ struct Ref {
 
   // Runs channel c of row b forward: h_t for every t into hs (L x N) if given; returns h_{L-1} in h.
   // y (pre-gate or gated) is written to y if given.
-  void run_row(int64_t b, int64_t c, std::vector<double>& h, double* hs, double* y) const {
+  void run_row(int64_t b, int64_t c, std::vector<T>& hv, T* hs, T* y) const {
     const int64_t N = d.N, g = group(c);
-    for (int64_t n = 0; n < N; ++n) h[size_t(n)] = h0 ? h0[(b * d.D + c) * N + n] : 0.0;
+    T* __restrict__ h = hv.data();
+    const T* __restrict__ Ac = A + c * N;
+    for (int64_t n = 0; n < N; ++n) h[n] = h0 ? h0[(b * d.D + c) * N + n] : T(0);
     for (int64_t t = 0; t < d.L; ++t) {
-      if (reset(b, t)) std::fill(h.begin(), h.end(), 0.0);
-      const double dtv = dt(b, t, c), uv = u[x_at(b, t, c)];
-      const double *Bt = B + bc_at(b, t, g), *Ct = C + bc_at(b, t, g);
-      double acc = Dskip ? Dskip[c] * uv : 0.0;
+      if (reset(b, t)) std::fill(hv.begin(), hv.end(), T(0));
+      const T dtv = dt(b, t, c), uv = u[x_at(b, t, c)], dtu = dtv * uv;
+      const T *__restrict__ Bt = B + bc_at(b, t, g), *__restrict__ Ct = C + bc_at(b, t, g);
+      T acc = T(0);
+#pragma omp simd reduction(+ : acc)
       for (int64_t n = 0; n < N; ++n) {
-        h[size_t(n)] = std::exp(dtv * A[c * N + n]) * h[size_t(n)] + dtv * Bt[n] * uv;
-        acc += Ct[n] * h[size_t(n)];
+        h[n] = exp_t(dtv * Ac[n]) * h[n] + Bt[n] * dtu;
+        acc += Ct[n] * h[n];
       }
-      if (hs) std::copy(h.begin(), h.end(), hs + t * N);
+      if (Dskip) acc += Dskip[c] * uv;
+      if (hs) std::copy(hv.begin(), hv.end(), hs + t * N);
       if (y) {
         if (z) {
-          const double zv = z[x_at(b, t, c)];
+          const T zv = z[x_at(b, t, c)];
           acc *= zv * sigmoid(zv);
         }
         y[x_at(b, t, c)] = acc;
@@ -206,83 +230,94 @@ struct Ref {
   }
 };
 
-Tensor f64_buffer(const Shape& s) { return Tensor::zeros(s, DType::f64); }
-Tensor as_dtype(const Tensor& t, DType dt) { return dt == DType::f64 ? t : t.to(dt); }
+Tensor as_dtype(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
 
-}  // namespace
-
-ScanOutputs selective_scan_reference_forward(const ScanInputs& in_raw, const ScanOptions& opt) {
+template <typename T>
+ScanOutputs scan_forward_impl(const ScanInputs& in_raw, const ScanOptions& opt) {
   const Dims d = check_reference_inputs(in_raw);
   const ScanInputs in = contiguous_inputs(in_raw);
-  const Ref r(in, d, opt.delta_softplus);
-  Tensor y = f64_buffer({d.Bt, d.L, d.D}), h_last = f64_buffer({d.Bt, d.D, d.N});
-  double *py = y.data<double>(), *ph = h_last.data<double>();
+  const Ref<T> r(in, d, opt.delta_softplus);
+  auto buffer = [](const Shape& s) { return Tensor::zeros(s, dtype_of<T>()); };
+  Tensor y = buffer({d.Bt, d.L, d.D}), h_last = buffer({d.Bt, d.D, d.N});
+  T *py = y.data<T>(), *ph = h_last.data<T>();
 #pragma omp parallel for schedule(static) if (d.Bt * d.D * d.L * d.N > kParallelWork)
   for (int64_t row = 0; row < d.Bt * d.D; ++row) {
-    std::vector<double> h(size_t(d.N));
+    std::vector<T> h(size_t(d.N));
     r.run_row(row / d.D, row % d.D, h, nullptr, py);
     std::copy(h.begin(), h.end(), ph + row * d.N);
   }
   return {as_dtype(y, in.u.dtype()), as_dtype(h_last, h_last_dtype(in))};
 }
 
-ScanGrads selective_scan_reference_backward(const ScanInputs& in_raw, const Tensor& grad_y, const Tensor& grad_h_last,
-                                            const ScanOptions& opt) {
+template <typename T>
+ScanGrads scan_backward_impl(const ScanInputs& in_raw, const Tensor& grad_y, const Tensor& grad_h_last,
+                             const ScanOptions& opt) {
   const Dims d = check_reference_inputs(in_raw);
   check_grads(in_raw, d, grad_y, grad_h_last);
   const ScanInputs in = contiguous_inputs(in_raw);
-  const Ref r(in, d, opt.delta_softplus);
+  const Ref<T> r(in, d, opt.delta_softplus);
   const auto [Bt, L, D, N, G] = d;
-  const Tensor gy64 = grad_y.to(DType::f64).contiguous();
-  const Tensor gh64 = grad_h_last.defined() ? grad_h_last.to(DType::f64).contiguous() : Tensor();
-  const double* gout = gy64.data<double>();
-  const double* gh = gh64.defined() ? gh64.data<double>() : nullptr;
+  auto buffer = [](const Shape& s) { return Tensor::zeros(s, dtype_of<T>()); };
+  const Tensor gyT = grad_y.to(dtype_of<T>()).contiguous();
+  const Tensor ghT = grad_h_last.defined() ? grad_h_last.to(dtype_of<T>()).contiguous() : Tensor();
+  const T* gout = gyT.data<T>();
+  const T* gh = ghT.defined() ? ghT.data<T>() : nullptr;
 
-  Tensor gu = f64_buffer(in.u.shape()), gdelta = f64_buffer(in.u.shape()), gB = f64_buffer(in.B.shape()),
-         gC = f64_buffer(in.C.shape());
-  Tensor gz = r.z ? f64_buffer(in.u.shape()) : Tensor(), gh0 = r.h0 ? f64_buffer({Bt, D, N}) : Tensor();
+  // Sums over channels (gB, gC) and over time (gA, gD, gdelta_bias) accumulate in double for either T.
+  Tensor gu = buffer(in.u.shape()), gdelta = buffer(in.u.shape());
+  Tensor gB = Tensor::zeros(in.B.shape(), DType::f64), gC = Tensor::zeros(in.C.shape(), DType::f64);
+  Tensor gz = r.z ? buffer(in.u.shape()) : Tensor(), gh0 = r.h0 ? buffer({Bt, D, N}) : Tensor();
   // Per batch row partial sums of the parameter gradients, reduced over b in order below.
   std::vector<double> gA_b(size_t(Bt * D * N), 0.0), gD_b(size_t(Bt * D), 0.0), gbias_b(size_t(Bt * D), 0.0);
-  double *pgu = gu.data<double>(), *pgdelta = gdelta.data<double>(), *pgB = gB.data<double>(),
-         *pgC = gC.data<double>(), *pgz = gz.defined() ? gz.data<double>() : nullptr,
-         *pgh0 = gh0.defined() ? gh0.data<double>() : nullptr;
+  double *pgB = gB.data<double>(), *pgC = gC.data<double>();
+  T *pgu = gu.data<T>(), *pgdelta = gdelta.data<T>(),
+    *pgz = gz.defined() ? gz.data<T>() : nullptr, *pgh0 = gh0.defined() ? gh0.data<T>() : nullptr;
 
 #pragma omp parallel for schedule(dynamic, 1) if (Bt * D * L * N > kParallelWork)
   for (int64_t job = 0; job < Bt * G; ++job) {  // job (b, g) owns gB[b, :, g, :] and gC[b, :, g, :]
     const int64_t b = job / G, g = job % G, Dg = D / G;
-    std::vector<double> h(static_cast<size_t>(N)), hs(static_cast<size_t>(L * N)), dh(static_cast<size_t>(N));
+    std::vector<T> h(static_cast<size_t>(N)), hs(static_cast<size_t>(L * N)), dh(static_cast<size_t>(N)),
+        zeros(static_cast<size_t>(N), T(0));
     for (int64_t c = g * Dg; c < (g + 1) * Dg; ++c) {
       r.run_row(b, c, h, hs.data(), nullptr);  // hs[t] = h_t
       const int64_t bc = b * D + c;
       for (int64_t n = 0; n < N; ++n) dh[size_t(n)] = gh ? gh[bc * N + n] : 0.0;  // dh_{L-1} starts at gh
       for (int64_t t = L - 1; t >= 0; --t) {
         const int64_t x = r.x_at(b, t, c), row = r.bc_at(b, t, g);
-        const double dtv = r.dt(b, t, c), uv = r.u[x];
-        const double *Bt_ = r.B + row, *Ct = r.C + row, *ht = hs.data() + t * N;
+        const T dtv = r.dt(b, t, c), uv = r.u[x];
+        const T *Bt_ = r.B + row, *Ct = r.C + row, *ht = hs.data() + t * N;
         // h_{t-1} as step t saw it: 0 after a reset, h0 (or 0) at t = 0.
-        const double* hprev = r.reset(b, t) ? nullptr : t > 0 ? ht - N : r.h0 ? r.h0 + bc * N : nullptr;
-        double gyv = gout[x];
+        const bool rs = r.reset(b, t);
+        const T* hprev = rs ? zeros.data() : t > 0 ? ht - N : r.h0 ? r.h0 + bc * N : zeros.data();
+        const T keep = rs ? T(0) : T(1);  // the adjoint carry is cut at a document start
+        T gyv = gout[x];
         if (r.z) {  // y = y_pre silu(z): gz = g y_pre silu'(z), gy = g silu(z)
-          const double zv = r.z[x], s = sigmoid(zv);
-          double y_pre = r.Dskip ? r.Dskip[c] * uv : 0.0;
+          const T zv = r.z[x], s = sigmoid(zv);
+          T y_pre = r.Dskip ? r.Dskip[c] * uv : T(0);
           for (int64_t n = 0; n < N; ++n) y_pre += Ct[n] * ht[n];
-          pgz[x] = gyv * y_pre * s * (1.0 + zv * (1.0 - s));
+          pgz[x] = gyv * y_pre * s * (T(1) + zv * (T(1) - s));
           gyv *= zv * s;
         }
-        double gu_t = r.Dskip ? r.Dskip[c] * gyv : 0.0, gdt = 0.0;
+        T gu_t = T(0), gdt = T(0);
+        T* __restrict__ dhp = dh.data();
+        double *__restrict__ gCr = pgC + row, *__restrict__ gBr = pgB + row, *__restrict__ gAr = gA_b.data() + bc * N;
+        const T* __restrict__ Ac = r.A + c * N;
+        const T dtu = dtv * uv;
+#pragma omp simd reduction(+ : gu_t, gdt)
         for (int64_t n = 0; n < N; ++n) {
-          const double a = r.A[c * N + n], e = std::exp(dtv * a), hp = hprev ? hprev[n] : 0.0;
-          double& dhn = dh[size_t(n)];
+          const T a = Ac[n], e = exp_t(dtv * a), hp = hprev[n];
+          T dhn = dhp[n];
           dhn += Ct[n] * gyv;  // dh_t = C_t gy_t + exp(dt_{t+1} A) dh_{t+1}
-          pgC[row + n] += gyv * ht[n];
-          pgB[row + n] += dhn * dtv * uv;
-          gu_t += dhn * dtv * Bt_[n];
+          gCr[n] += gyv * ht[n];
+          gBr[n] += dhn * dtu;
+          gu_t += dhn * Bt_[n];
           gdt += dhn * (a * e * hp + Bt_[n] * uv);
-          gA_b[size_t(bc * N + n)] += dhn * dtv * e * hp;
-          dhn = r.reset(b, t) ? 0.0 : e * dhn;  // carry to t-1 (cut at a document start)
+          gAr[n] += dhn * dtv * e * hp;
+          dhp[n] = keep * e * dhn;  // carry to t-1
         }
+        gu_t = gu_t * dtv + (r.Dskip ? r.Dskip[c] * gyv : T(0));
         pgu[x] = gu_t;
-        const double gdelta_t = r.softplus_on ? gdt * sigmoid(r.pre_dt(b, t, c)) : gdt;
+        const T gdelta_t = r.softplus_on ? gdt * sigmoid(r.pre_dt(b, t, c)) : gdt;
         pgdelta[x] = gdelta_t;
         gbias_b[size_t(bc)] += gdelta_t;
         gD_b[size_t(bc)] += gyv * uv;
@@ -292,7 +327,8 @@ ScanGrads selective_scan_reference_backward(const ScanInputs& in_raw, const Tens
     }
   }
 
-  Tensor gA = f64_buffer({D, N}), gD = f64_buffer({D}), gbias = f64_buffer({D});
+  Tensor gA = Tensor::zeros({D, N}, DType::f64), gD = Tensor::zeros({D}, DType::f64),
+         gbias = Tensor::zeros({D}, DType::f64);
   double *pgA = gA.data<double>(), *pgD = gD.data<double>(), *pgbias = gbias.data<double>();
   for (int64_t b = 0; b < Bt; ++b)
     for (int64_t c = 0; c < D; ++c) {
@@ -312,6 +348,16 @@ ScanGrads selective_scan_reference_backward(const ScanInputs& in_raw, const Tens
   if (in.delta_bias.defined()) out.delta_bias = as_dtype(gbias, in.delta_bias.dtype());
   if (in.h0.defined()) out.h0 = as_dtype(gh0, in.h0.dtype());
   return out;
+}
+
+}  // namespace
+
+ScanOutputs selective_scan_reference_forward(const ScanInputs& in, const ScanOptions& opt) {
+  return scan_forward_impl<double>(in, opt);
+}
+ScanGrads selective_scan_reference_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last,
+                                            const ScanOptions& opt) {
+  return scan_backward_impl<double>(in, grad_y, grad_h_last, opt);
 }
 
 // ---------------------------------------------- checks and dispatch ----------------------------------------------
@@ -342,6 +388,7 @@ ScanOutputs selective_scan_forward(const ScanInputs& in_raw, const ScanOptions& 
   }
 #endif
   SSM_CHECK_INPUT(in.u.device().is_cpu(), kOp, ": u is on ", in.u.device().str(), " but this build has no CUDA");
+  if (in.u.dtype() == DType::f32) return scan_forward_impl<float>(in, opt);  // the f32 loops (fast exp)
   return selective_scan_reference_forward(in, opt);
 }
 
@@ -370,6 +417,7 @@ ScanGrads selective_scan_backward(const ScanInputs& in_raw, const Tensor& grad_y
   }
 #endif
   SSM_CHECK_INPUT(in.u.device().is_cpu(), kOp, ": u is on ", in.u.device().str(), " but this build has no CUDA");
+  if (in.u.dtype() == DType::f32) return scan_backward_impl<float>(in, grad_y, grad_h_last, opt);
   return selective_scan_reference_backward(in, grad_y, grad_h_last, opt);
 }
 

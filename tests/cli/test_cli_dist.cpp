@@ -103,6 +103,8 @@ TEST_F(CliDist, TwoRanksEqualOneRankWithAccumulationTwo) {
   ASSERT_EQ(l_dp.size(), 8u);
   ASSERT_EQ(l_acc.size(), 8u);
   for (size_t i = 0; i < l_dp.size(); ++i) EXPECT_NEAR(l_dp[i], l_acc[i], 1e-6 * std::abs(l_acc[i])) << "step " << i + 1;
+  // Same micro-batches (the sampler gives rank r the r-th block of each global batch); what differs is
+  // where the 1/2 is applied in f32 (measured: 3.7e-7).
   EXPECT_LT(max_rel_diff(dir_ / "dp/checkpoints/step-8", dir_ / "acc/checkpoints/step-8"), 1e-6);
 }
 
