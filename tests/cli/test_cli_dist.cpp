@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_test_util.h"
 #include "core/error.h"
 #include "trainers/safetensors.h"
 
@@ -24,25 +25,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kSsm = std::string(SSM_BINARY_DIR) + "/bin/ssm";
+using ssm_cli_test::kSsm;
+using ssm_cli_test::Result;
+Result sh(const std::string& cmd, const fs::path& dir) { return ssm_cli_test::run_in(dir, cmd); }
 
-struct Result {
-  int code = -1;
-  std::string out;
-};
-
-Result sh(const std::string& cmd, const fs::path& dir) {
-  const std::string full = "cd '" + dir.string() + "' && OMP_NUM_THREADS=1 " + cmd + " 2>&1";
-  Result r;
-  FILE* p = popen(full.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
 const std::string kMpirun = "mpirun --allow-run-as-root --oversubscribe -np 2 ";

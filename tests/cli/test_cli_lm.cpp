@@ -13,31 +13,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_test_util.h"
 #include "core/error.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kSsm = std::string(SSM_BINARY_DIR) + "/bin/ssm";
+using ssm_cli_test::Result;
+using ssm_cli_test::ssm;
 
-struct Result {
-  int code = -1;
-  std::string out;
-};
-
-Result ssm(const std::string& args, const fs::path& dir) {
-  const std::string cmd = "cd '" + dir.string() + "' && OMP_NUM_THREADS=1 '" + kSsm + "' " + args + " 2>&1";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 // A tiny PG19-layout corpus: repetitive English so that a small model learns it in a few steps.
 void write_corpus(const fs::path& root) {
