@@ -132,7 +132,6 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   std::optional<fs::path> zero_resume;
   const Schedule schedule = schedule_from_config(recipe.sub("schedule"), total_steps);
 
-  // Resume from the newest complete checkpoint of this run directory.
   int64_t step = 0;
   // trainer.resume: auto / true (default) continues from the newest valid checkpoint of out_dir; false starts
   // over. A checkpoint whose files are truncated or corrupt is reported and skipped for the one before it; a
@@ -153,7 +152,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     }
     if (found) {
       const Checkpoint& ck = *found;
-      const fs::path* path = &ck.path;
+      const fs::path* path = &ck.path;  // the checkpoint folder
       ex.model->load_state_dict(ck.model, (*path / CheckpointFiles::model).string());
       if (ck.optimizer.count("zero1.shards")) {
         zero_resume = *path;  // sharded optimizer state: loaded below (as shards or converted to AdamW's)
