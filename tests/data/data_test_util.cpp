@@ -52,4 +52,16 @@ void write_image_split(const std::string& path, int64_t n, int64_t h, int64_t w,
   wr.commit();
 }
 
+void expect_bad_input(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+  } catch (const ssm::Error& e) {
+    EXPECT_EQ(e.kind(), ssm::ErrorKind::BadInput) << e.what();
+    for (const auto& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what() << "\n  lacks: " << part;
+    return;
+  }
+  ADD_FAILURE() << "no ssm::Error thrown";
+}
+
 }  // namespace ssm_data_test

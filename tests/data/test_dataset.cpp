@@ -17,24 +17,8 @@ using namespace ssm;
 using namespace ssm::data;
 using namespace ssm_data_test;
 
-class DatasetTest : public ::testing::Test {
- protected:
-  void SetUp() override { dir = make_temp_dir(); }
-  void TearDown() override { remove_dir(dir); }
-  std::string p(const std::string& name) const { return dir + "/" + name; }
-  std::string dir;
-};
+class DatasetTest : public TempDirTest {};
 
-void expect_bad_input(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::BadInput) << e.what();
-    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what() << "\n  lacks: " << part;
-    return;
-  }
-  ADD_FAILURE() << "no ssm::Error thrown";
-}
 
 double raw_px(int64_t i, int64_t y, int64_t x) { return double((7 * i + 3 * y + x) % 256); }
 

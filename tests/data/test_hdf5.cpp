@@ -16,13 +16,7 @@ using namespace ssm::data;
 using namespace ssm_data_test;
 namespace fs = std::filesystem;
 
-class Hdf5Test : public ::testing::Test {
- protected:
-  void SetUp() override { dir = make_temp_dir(); }
-  void TearDown() override { remove_dir(dir); }
-  std::string p(const std::string& name) const { return dir + "/" + name; }
-  std::string dir;
-};
+class Hdf5Test : public TempDirTest {};
 
 // Runs f, expects a BadInput whose message contains every one of `parts`; returns the message.
 std::string expect_bad_input(const std::function<void()>& f, const std::vector<std::string>& parts) {

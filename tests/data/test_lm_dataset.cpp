@@ -21,24 +21,8 @@ using namespace ssm::data;
 using namespace ssm_data_test;
 namespace fs = std::filesystem;
 
-class LMDatasetTest : public ::testing::Test {
- protected:
-  void SetUp() override { dir = make_temp_dir(); }
-  void TearDown() override { remove_dir(dir); }
-  std::string p(const std::string& name) const { return dir + "/" + name; }
-  std::string dir;
-};
+class LMDatasetTest : public TempDirTest {};
 
-void expect_bad_input(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::BadInput) << e.what();
-    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what() << "\n  lacks: " << part;
-    return;
-  }
-  ADD_FAILURE() << "no ssm::Error thrown";
-}
 
 // Documents of lengths 5, 0 (empty), 7, 4: T = 16, doc_offsets = {0, 5, 5, 12, 16}.
 const std::vector<int64_t> kLens = {5, 0, 7, 4};

@@ -24,16 +24,12 @@ using namespace ssm::data;
 using namespace ssm_data_test;
 namespace fs = std::filesystem;
 
-class PG19Test : public ::testing::Test {
+class PG19Test : public TempDirTest {
  protected:
-  void SetUp() override { dir = make_temp_dir(); }
-  void TearDown() override { remove_dir(dir); }
-  std::string p(const std::string& name) const { return dir + "/" + name; }
   void book(const std::string& rel, const std::string& text) {
     fs::create_directories(fs::path(p(rel)).parent_path());
     write_text(p(rel), text);
   }
-  std::string dir;
 };
 
 std::string expect_bad_input(const std::function<void()>& f, const std::vector<std::string>& parts) {
