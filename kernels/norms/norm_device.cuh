@@ -1,6 +1,5 @@
-// Device helpers for the row-wise norm kernels (add_norm_cuda.cu; norms_cuda.cu keeps its own copies
-// of the same few lines and could include this instead): typed loads/stores that widen bf16/f16 to
-// f32, a warp all-reduce, and a dispatch from a runtime DType to a device element type.
+// Device helpers of the row-wise norm kernels (norms_cuda.cu, add_norm_cuda.cu): typed loads/stores
+// that widen bf16/f16 to f32, a warp all-reduce, and a dispatch from a runtime DType to a device element type.
 // CUDA-only (include from .cu files).
 #pragma once
 #include <cuda_bf16.h>

@@ -9,27 +9,17 @@
 #include <type_traits>
 
 #include "kernels/common/cuda_utils.cuh"
+#include "kernels/norms/norm_device.cuh"
 #include "kernels/norms/norms_cuda.h"
 
 namespace ssm::kernels::cuda {
 namespace {
 
-__device__ inline float ld(const float* p, int64_t i) { return p[i]; }
-__device__ inline double ld(const double* p, int64_t i) { return p[i]; }
-__device__ inline float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ inline float ld(const __half* p, int64_t i) { return __half2float(p[i]); }
-__device__ inline void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ inline void st(double* p, int64_t i, double v) { p[i] = v; }
-__device__ inline void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
-__device__ inline void st(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
-__device__ inline float rsqrt_t(float v) { return rsqrtf(v); }
-__device__ inline double rsqrt_t(double v) { return 1.0 / sqrt(v); }
-
-template <typename A>
-__device__ inline A warp_allsum(A v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
+// Typed loads/stores widening bf16/f16 to f32, rsqrt_t and the warp all-reduce: kernels/norms/norm_device.cuh.
+using norm_detail::ld;
+using norm_detail::rsqrt_t;
+using norm_detail::st;
+using norm_detail::warp_allsum;
 
 constexpr int kRowsPerBlock = 8;  // one warp per row
 
