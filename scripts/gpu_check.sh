@@ -12,6 +12,10 @@
 # lm: `ssm bench` of the 130M Mamba LM (JSON), the KJV byte-level recipe (KJV_PG19: its PG19-layout
 #     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
+# dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
+#       bit-exact resume, a killed rank) and scripts/scaling_bench.sh (1 vs N GPUs, network transport,
+#       ZeRO-1) into $OUT/scaling. Not in the default set.
+# SSM_BUILD_TARGETS: build only these targets (e.g. "ssm test_dist test_cli"), to save time.
 # Every step runs even when an earlier one failed; the script exits non-zero if any step failed, after
 # printing a summary table (steps, then the bandwidth benchmark's median figures).
 set -uo pipefail
@@ -29,7 +33,7 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(build tests bench train lm hf)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case "$p" in build|tests|bench|train|lm|hf) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf)" >&2; exit 2 ;; esac
+  case "$p" in build|tests|bench|train|lm|hf|dist) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, dist)" >&2; exit 2 ;; esac
 done
 
 declare -a S_NAME S_RESULT S_SECS
@@ -53,7 +57,7 @@ skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: s
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
 
-if want build || want tests || want bench || want train || want lm || want hf; then
+if want build || want tests || want bench || want train || want lm || want hf || want dist; then
   if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
     step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
@@ -61,7 +65,9 @@ if want build || want tests || want bench || want train || want lm || want hf; t
   # -k: keep building the other targets when one fails, so the tests that do build still run.
   keep_going=(-k)
   [ -f "$BUILD/build.ninja" ] && keep_going=(-k 0)
-  step build cmake --build "$BUILD" -j"$JOBS" -- "${keep_going[@]}"
+  targets=()
+  for t in ${SSM_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+  step build cmake --build "$BUILD" "${targets[@]}" -j"$JOBS" -- "${keep_going[@]}"
 fi
 
 if want tests; then
@@ -116,6 +122,17 @@ fi
 
 if want hf; then
   step hf-check python3 scripts/check_hf_export.py --ssm "$BUILD/bin/ssm" --work "$BUILD/hf-check"
+fi
+
+if want dist; then
+  export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+  step nccl-tests timeout -k 10 300 "$BUILD/bin/test_dist" --gtest_filter='NcclDist.*'
+  step nccl-tests-net env NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 timeout -k 10 300 "$BUILD/bin/test_dist" \
+    --gtest_filter='NcclDist.*:-*Hang*'
+  step launch-2gpu-tests timeout -k 10 500 "$BUILD/bin/test_cli" --gtest_filter='CliDistGpu.*'
+  if [ -z "${SSM_SKIP_SCALING:-}" ]; then
+    step scaling env OUT="$OUT/scaling" scripts/scaling_bench.sh "$BUILD/bin/ssm" 2
+  fi
 fi
 
 # ---- summary ----

@@ -2,8 +2,9 @@
 # Data-parallel scaling of the 130M Mamba LM (recipes/bench/mamba-130m.yaml: random tokens, batch 8 x 2048
 # per GPU, bf16, AdamW, clip 1.0) on the GPUs of one machine: 1 process, then `ssm launch --nproc N`, then N
 # processes with NCCL forced onto its network transport (NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1: what two
-# nodes would use). Prints one JSON line per run: processes, transport, global tokens/s (median of the
-# logged windows after the first), efficiency vs 1 process, peak memory of rank 0.
+# nodes would use), then N processes with ZeRO-1 (trainer.dist.zero=1). Prints one line per run: name,
+# processes, global tokens/s (median of the logged windows after the first), peak memory of rank 0 (MiB);
+# then the efficiency vs 1 process. Every run is bounded (SCALING_RUN_TIMEOUT, default 300 s).
 #   scripts/scaling_bench.sh [SSM_BINARY] [NPROC]      (OUT: where run folders go, default ./scaling-out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,15 +25,16 @@ print(f"{statistics.median(tps):.1f} {mem:.0f}")
 PY
 }
 
-run() {  # name nproc env...
-  local name=$1 nproc=$2; shift 2
+run() {  # name nproc extra-override env...
+  local name=$1 nproc=$2 extra=$3; shift 3
   rm -rf "$OUT/$name"
   local args=(recipes/bench/mamba-130m.yaml ++trainer.steps="$STEPS" ++trainer.log_every=5 ++trainer.out_dir="$OUT/$name"
-              ++trainer.checkpoint_every=1000000 ++trainer.eval_every=0 ${SCALING_OVERRIDES:-})
+              ++trainer.checkpoint_every=1000000 ++trainer.eval_every=0 ${SCALING_OVERRIDES:-} $extra)
+  local limit=(timeout -k 10 "${SCALING_RUN_TIMEOUT:-300}")
   if [ "$nproc" -eq 1 ]; then
-    env "$@" "$SSM" train "${args[@]}" >"$OUT/$name.log" 2>&1
+    env "$@" "${limit[@]}" "$SSM" train "${args[@]}" >"$OUT/$name.log" 2>&1
   else
-    env "$@" "$SSM" launch --nproc "$nproc" "${args[@]}" >"$OUT/$name.log" 2>&1
+    env "$@" "${limit[@]}" "$SSM" launch --nproc "$nproc" "${args[@]}" >"$OUT/$name.log" 2>&1
   fi
   local rc=$?
   if [ $rc -ne 0 ]; then echo "{\"run\": \"$name\", \"error\": \"exit $rc\"}"; tail -5 "$OUT/$name.log"; return; fi
@@ -40,12 +42,12 @@ run() {  # name nproc env...
   echo "$name $nproc $tps $mem"
 }
 
-one=$(run p1 1)
+one=$(run p1 1 "")
 echo "$one"
 base=$(echo "$one" | awk '{print $3}')
-for spec in "pN:$N" "pN-net:$N:NCCL_P2P_DISABLE=1:NCCL_SHM_DISABLE=1"; do
-  IFS=: read -r name nproc e1 e2 <<<"$spec"
-  line=$(run "$name" "$nproc" ${e1:-} ${e2:-})
+for spec in "pN:$N::" "pN-net:$N::NCCL_P2P_DISABLE=1:NCCL_SHM_DISABLE=1" "pN-zero1:$N:++trainer.dist.zero=1:"; do
+  IFS=: read -r name nproc extra e1 e2 <<<"$spec"
+  line=$(run "$name" "$nproc" "$extra" ${e1:-} ${e2:-})
   echo "$line"
   tps=$(echo "$line" | awk '{print $3}')
   python3 -c "print('efficiency $name: %.3f (%.0f tokens/s vs %d x %.0f)' % ($tps / ($nproc * $base), $tps, $nproc, $base))" 2>/dev/null

@@ -2,8 +2,16 @@
 // Indices (i32 or i64) are converted to a contiguous i64 tensor first. An index outside [0, n) sets a
 // device flag (the smallest bad position, by atomicMin); the op then syncs and throws BadInput naming it
 // (that one sync per call is the price of never reading or writing out of bounds).
-// index_add and scatter_add accumulate with atomicAdd: duplicate indices make the f32 summation order,
-// and so the last bits of the result, vary from run to run (bf16/f16 atomics need sm_80 / sm_70).
+// index_add (the embedding's backward) is deterministic: the index positions are sorted by index value
+// (a stable radix sort, so equal indices keep their order), then one thread per (run of equal indices,
+// outer, inner) element sums its run in order, in f32 (f64 for f64), and stores: no atomics, the same bits
+// every run. scatter_add accumulates with atomicAdd: duplicate indices make the f32 summation order, and so
+// the last bits of the result, vary from run to run (bf16/f16 atomics need sm_80 / sm_70).
+#include <cub/device/device_radix_sort.cuh>
+
+#include <bit>
+#include <type_traits>
+
 #include "core/cuda/common.cuh"
 #include "core/cuda/cuda_ops.h"
 
@@ -40,20 +48,32 @@ __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), (unsigned long long)v);  // two's complement wraps alike
 }
 
-// out (A, D, B) += src (A, L, B) at rows index[l].
+// Flags indices outside [0, D) (the smallest bad position).
+__global__ void __launch_bounds__(kThreads) check_index_kernel(const int64_t* idx, int64_t L, int64_t D,
+                                                               unsigned long long* bad) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t l = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; l < L; l += stride)
+    if (idx[l] < 0 || idx[l] >= D) atomicMin(bad, (unsigned long long)l);
+}
+
+// out (A, D, B) = Sum over l with index[l] = k of src (A, l, B), for every k that occurs. key/pos: the
+// index values sorted ascending and their positions (stable); the thread at the first position p of a run
+// of equal keys sums the run's rows in order.
 template <class T>
-__global__ void __launch_bounds__(kThreads) index_add_kernel(const T* src, const int64_t* idx, T* out, int64_t A,
-                                                             int64_t D, int64_t L, int64_t B, unsigned long long* bad) {
+__global__ void __launch_bounds__(kThreads) index_add_sorted_kernel(const T* src, const int64_t* key,
+                                                                    const int32_t* pos, T* out, int64_t A, int64_t D,
+                                                                    int64_t L, int64_t B) {
+  using Acc = std::conditional_t<std::is_same_v<T, double>, double,
+                                 std::conditional_t<std::is_integral_v<T>, T, float>>;
   const int64_t n = A * L * B;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < n; o += stride) {
-    const int64_t b = o % B, t = o / B, l = t % L, a = t / L;
-    const int64_t k = idx[l];
-    if (k < 0 || k >= D) {
-      atomicMin(bad, (unsigned long long)l);
-      continue;
-    }
-    atomic_add(out + (a * D + k) * B + b, src[o]);
+    const int64_t b = o % B, t = o / B, p = t % L, a = t / L;
+    const int64_t k = key[p];
+    if (p > 0 && key[p - 1] == k) continue;  // not the start of a run
+    Acc sum = Acc(0);
+    for (int64_t q = p; q < L && key[q] == k; ++q) sum += Acc(src[(a * L + pos[q]) * B + b]);
+    out[(a * D + k) * B + b] = T(sum);
   }
 }
 
@@ -110,6 +130,18 @@ struct BadFlag {
     if (pos != (unsigned long long)kNoBad) throw_input(message(int64_t(pos)));
   }
 };
+
+__global__ void arange_i32_kernel(int32_t* out, int64_t n) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = int32_t(i);
+}
+
+Tensor arange_i32(int64_t n, Device d, cudaStream_t st) {
+  Tensor t = Tensor::empty({n}, DType::i32, d);
+  arange_i32_kernel<<<grid_for(n), kThreads, 0, st>>>(t.data<int32_t>(), n);
+  SSM_CUDA_LAUNCH_CHECK();
+  return t;
+}
 
 Tensor as_i64(const Tensor& index) { return (index.dtype() == DType::i64 ? index : index.to(DType::i64)).contiguous(); }
 
@@ -168,15 +200,32 @@ Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Ten
   int64_t A, B;
   adb(shape, dim, A, B);
   const int64_t D = shape[size_t(dim)], L = idx.numel();
+  SSM_CHECK_INPUT(L < (int64_t(1) << 31), "index_add: ", L, " indices; at most 2^31 - 1 are supported");
   BadFlag bad(src.device());
-  SSM_DISPATCH_ARITH(src.dtype(), "index_add", {
-    index_add_kernel<scalar_t><<<grid_for(src.numel()), kThreads, 0, td.stream>>>(
-        src.data<scalar_t>(), idx.data<int64_t>(), out.data<scalar_t>(), A, D, L, B, bad.ptr());
-    SSM_CUDA_LAUNCH_CHECK();
-  });
+  check_index_kernel<<<grid_for(L), kThreads, 0, td.stream>>>(idx.data<int64_t>(), L, D, bad.ptr());
+  SSM_CUDA_LAUNCH_CHECK();
   bad.check(td.stream, [&](int64_t pos) {
     return ::ssm::cat("index_add: index ", idx.narrow(0, pos, 1).item(), " (at position ", pos,
                       ") is out of range [0, ", D, ") for dim ", dim, " of shape ", shape_str(shape));
+  });
+  // Sort (index value, position) pairs on the low bits that can be set (values are in [0, D)).
+  Tensor positions = arange_i32(L, src.device(), td.stream);
+  Tensor keys_sorted = Tensor::empty({L}, DType::i64, src.device());
+  Tensor pos_sorted = Tensor::empty({L}, DType::i32, src.device());
+  const int end_bit = std::max(1, int(std::bit_width(uint64_t(D))));
+  size_t temp_bytes = 0;
+  SSM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, idx.data<int64_t>(), keys_sorted.data<int64_t>(),
+                                                 positions.data<int32_t>(), pos_sorted.data<int32_t>(), L, 0, end_bit,
+                                                 td.stream));
+  Tensor temp = Tensor::empty({int64_t(std::max<size_t>(temp_bytes, 1))}, DType::u8, src.device());
+  SSM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, idx.data<int64_t>(),
+                                                 keys_sorted.data<int64_t>(), positions.data<int32_t>(),
+                                                 pos_sorted.data<int32_t>(), L, 0, end_bit, td.stream));
+  SSM_DISPATCH_ARITH(src.dtype(), "index_add", {
+    index_add_sorted_kernel<scalar_t><<<grid_for(src.numel()), kThreads, 0, td.stream>>>(
+        src.data<scalar_t>(), keys_sorted.data<int64_t>(), pos_sorted.data<int32_t>(), out.data<scalar_t>(), A, D, L,
+        B);
+    SSM_CUDA_LAUNCH_CHECK();
   });
   return out;
 }

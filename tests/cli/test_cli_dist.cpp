@@ -26,40 +26,14 @@ namespace fs = std::filesystem;
 namespace {
 
 using ssm_cli_test::kSsm;
+using ssm_cli_test::losses;
+using ssm_cli_test::max_rel_diff;
 using ssm_cli_test::Result;
 Result sh(const std::string& cmd, const fs::path& dir) { return ssm_cli_test::run_in(dir, cmd); }
 
 
 bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
 const std::string kMpirun = "mpirun --allow-run-as-root --oversubscribe -np 2 ";
-
-std::vector<double> losses(const fs::path& metrics) {
-  std::vector<double> v;
-  std::ifstream f(metrics);
-  std::string line;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
-  }
-  return v;
-}
-
-// max |a - b| / max |b| over each tensor of two checkpoints' models.
-double max_rel_diff(const fs::path& a, const fs::path& b) {
-  auto ta = ssm::train::load_safetensors((a / "model.safetensors").string());
-  auto tb = ssm::train::load_safetensors((b / "model.safetensors").string());
-  double worst = 0;
-  for (const auto& [name, t] : tb.tensors) {
-    const auto x = ta.tensors.at(name).to_double_vector(), y = t.to_double_vector();
-    double num = 0, den = 0;
-    for (size_t i = 0; i < y.size(); ++i) {
-      num = std::max(num, std::abs(x[i] - y[i]));
-      den = std::max(den, std::abs(y[i]));
-    }
-    worst = std::max(worst, den > 0 ? num / den : num);
-  }
-  return worst;
-}
 
 class CliDist : public ::testing::Test {
  protected:
@@ -117,18 +91,11 @@ TEST_F(CliDist, PreemptionSignalStopsEveryRankAtTheSameStepWithACheckpoint) {
            "lm.yaml", "trainer.out_dir=pre", "trainer.steps=100000", "trainer.checkpoint_every=0", (char*)nullptr);
     _exit(101);
   }
-  const fs::path metrics = dir_ / "pre" / "metrics.jsonl";
-  for (int i = 0; i < 600 && (!fs::exists(metrics) || fs::file_size(metrics) == 0); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ssm_cli_test::wait_for_file(dir_ / "pre" / "metrics.jsonl", 60);
   // Slurm signals every task of the step; here the whole group (mpirun forwards SIGUSR1 as well).
   kill(-pid, SIGUSR1);
   int status = 0;
-  bool exited = false;
-  for (int i = 0; i < 1200 && !exited; ++i) {  // bounded: a hang fails the test instead of blocking CI
-    exited = waitpid(pid, &status, WNOHANG) == pid;
-    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  if (!exited) {
+  if (!ssm_cli_test::wait_for_exit(pid, &status, 60)) {
     kill(-pid, SIGKILL);
     waitpid(pid, &status, 0);
     FAIL() << "the ranks did not stop within 60 s of SIGUSR1";
@@ -175,21 +142,14 @@ TEST_F(CliDist, KilledRankEndsTheJob) {
            "+trainer.dist.timeout_s=20", (char*)nullptr);
     _exit(101);
   }
-  const fs::path metrics = dir_ / "killed" / "metrics.jsonl";
-  for (int i = 0; i < 600 && (!fs::exists(metrics) || fs::file_size(metrics) == 0); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ssm_cli_test::wait_for_file(dir_ / "killed" / "metrics.jsonl", 60);
   // One rank: mpirun's newest child (the ranks are its direct children, each in its own process group).
   Result ranks = sh("pgrep -n -P " + std::to_string(pid), dir_);
   const int victim = std::atoi(ranks.out.c_str());
   ASSERT_GT(victim, 0) << ranks.out;
   kill(victim, SIGKILL);
   int status = 0;
-  bool exited = false;
-  for (int i = 0; i < 1200 && !exited; ++i) {  // 60 s: well under a hang, above the 20 s timeout
-    exited = waitpid(pid, &status, WNOHANG) == pid;
-    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  if (!exited) {
+  if (!ssm_cli_test::wait_for_exit(pid, &status, 60)) {  // 60 s: well under a hang, above the 20 s timeout
     sh("pkill -9 -P " + std::to_string(pid), dir_);
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
