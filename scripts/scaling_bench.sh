@@ -2,7 +2,7 @@
 # Data-parallel scaling of the 130M Mamba LM (recipes/bench/mamba-130m.yaml: random tokens, batch 8 x 2048
 # per GPU, bf16, AdamW, clip 1.0) on the GPUs of one machine: 1 process, then `ssm launch --nproc N`, then N
 # processes with NCCL forced onto its network transport (NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1: what two
-# nodes would use), then N processes with ZeRO-1 (trainer.dist.zero=1). Prints one line per run: name,
+# nodes would use; once reducing in f32, once in bf16), then N processes with ZeRO-1 (trainer.dist.zero=1). Prints one line per run: name,
 # processes, global tokens/s (median of the logged windows after the first), peak memory of rank 0 (MiB);
 # then the efficiency vs 1 process. Every run is bounded (SCALING_RUN_TIMEOUT, default 300 s).
 #   scripts/scaling_bench.sh [SSM_BINARY] [NPROC]      (OUT: where run folders go, default ./scaling-out)
@@ -45,9 +45,13 @@ run() {  # name nproc extra-override env...
 one=$(run p1 1 "")
 echo "$one"
 base=$(echo "$one" | awk '{print $3}')
-for spec in "pN:$N::" "pN-net:$N::NCCL_P2P_DISABLE=1:NCCL_SHM_DISABLE=1" "pN-zero1:$N:++trainer.dist.zero=1:"; do
-  IFS=: read -r name nproc extra e1 e2 <<<"$spec"
-  line=$(run "$name" "$nproc" "$extra" ${e1:-} ${e2:-})
+# name:processes:extra override:environment... (NCCL_DEBUG_SUBSYS=NET logs which network transport NCCL took)
+for spec in "pN:$N:" "pN-net:$N::NCCL_P2P_DISABLE=1:NCCL_SHM_DISABLE=1:NCCL_DEBUG=INFO:NCCL_DEBUG_SUBSYS=INIT,NET" \
+            "pN-net-bf16:$N:++trainer.dist.reduce_dtype=bf16:NCCL_P2P_DISABLE=1:NCCL_SHM_DISABLE=1" \
+            "pN-zero1:$N:++trainer.dist.zero=1" ${SCALING_EXTRA_SPECS:-}; do
+  IFS=: read -r name nproc extra envs <<<"$spec"
+  IFS=: read -r -a envs <<<"${envs:-}"
+  line=$(run "$name" "$nproc" "$extra" "${envs[@]}")
   echo "$line"
   tps=$(echo "$line" | awk '{print $3}')
   python3 -c "print('efficiency $name: %.3f (%.0f tokens/s vs %d x %.0f)' % ($tps / ($nproc * $base), $tps, $nproc, $base))" 2>/dev/null

@@ -13,6 +13,8 @@ struct Bucket {
   std::vector<int64_t> offsets;  // element offset of each parameter's gradient in `buffer`
   int64_t grad_numel = 0;        // gradients occupy [0, grad_numel); presence flags follow, one per parameter
   Tensor buffer;                 // [grad_numel + params.size()] in reduce_dtype, on the communicator's device
+  std::vector<float> flags;      // the presence pattern held by flags_dev (usually all ones, step after step)
+  Tensor flags_dev;              // [params.size()] in reduce_dtype: copied into the buffer device to device
   size_t ready = 0;              // parameters whose hook ran this step
   WorkPtr work;                  // set once launched this step
 };
@@ -46,8 +48,13 @@ struct BucketReducer::State {
         dst.zero_();
       }
     }
-    k.buffer.narrow(0, k.grad_numel, int64_t(flags.size()))
-        .copy_(Tensor::from_vector(flags, {int64_t(flags.size())}));
+    // A host-to-device copy waits for the compute stream; doing that per bucket would stall the backward
+    // it should overlap with. So the pattern is uploaded only when it changes and copied on the device.
+    if (flags != k.flags || !k.flags_dev.defined()) {
+      k.flags = flags;
+      k.flags_dev = Tensor::from_vector(flags, {int64_t(flags.size())}).to(k.buffer.dtype()).to(k.buffer.device());
+    }
+    k.buffer.narrow(0, k.grad_numel, int64_t(flags.size())).copy_(k.flags_dev);
     k.work = comm->all_reduce_async(k.buffer, ReduceOp::Avg, cat("all-reduce of bucket ", b));
   }
 

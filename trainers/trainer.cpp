@@ -284,12 +284,15 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       data::Batch batch = loader.next();
       const int64_t before = window_counts.samples;
       ag::Variable loss = task->loss(*ex.model, batch, ex.device, ex.autocast, &window_counts);
-      const double l = loss.data().item();
-      SSM_CHECK(std::isfinite(l), "the loss became ", l, " at step ", step + 1,
-                " (try a lower optimizer.lr or trainer.grad_clip)");
+      const Tensor loss_value = loss.data();
       if (accumulate > 1) loss = ag::mul(loss, 1.0 / double(accumulate));
       if (ddp) ddp->set_sync(micro == accumulate - 1);  // only the last micro-step all-reduces
       loss.backward();
+      // Read after queueing the backward: reading the loss waits for the GPU, and doing it before would
+      // leave the GPU idle while the host queues the backward's first kernels.
+      const double l = loss_value.item();
+      SSM_CHECK(std::isfinite(l), "the loss became ", l, " at step ", step + 1,
+                " (try a lower optimizer.lr or trainer.grad_clip)");
       step_loss += l / double(accumulate);
       step_samples += window_counts.samples - before;
     }

@@ -68,9 +68,10 @@ struct Zero1::State {
   std::vector<double> lr, wd;        // of each trainable parameter's group
   std::vector<int64_t> param_steps;  // AdamW t of each trainable parameter
   int64_t P = 0, S = 0, step_count = 0;
-  Tensor flat;                          // [W S] f32: gradients in (reduce), parameters out (step)
-  Tensor master, exp_avg, exp_avg_sq;   // [S] f32
-  Tensor grad_shard;                    // [S] f32
+  Tensor exp_avg, exp_avg_sq;  // [S] f32: AdamW's m and v of the shard
+  // Only from reduce() to the end of step(): [W S] f32 gradients in, then parameters out; [S] f32 this
+  // rank's slice of the mean gradient, then of the updated parameters (the all-gather's input).
+  Tensor flat, shard;
   std::vector<char> present;            // after reduce(): some rank has a gradient for parameter j
   bool reduced = false;
 
@@ -103,12 +104,8 @@ struct Zero1::State {
     param_steps.assign(which.size(), 0);
     S = std::max<int64_t>(1, (P + world - 1) / world);
     const Device dev = comm->device();
-    flat = Tensor::zeros({S * world}, DType::f32, dev);
-    master = Tensor::zeros({S}, DType::f32, dev);
     exp_avg = Tensor::zeros({S}, DType::f32, dev);
     exp_avg_sq = Tensor::zeros({S}, DType::f32, dev);
-    grad_shard = Tensor::zeros({S}, DType::f32, dev);
-    sync_master();
   }
 
   // The intersection of parameter j's range with this rank's shard, in shard coordinates:
@@ -125,12 +122,19 @@ struct Zero1::State {
 
   const nn::Parameter& param(size_t j) const { return table.params()[which[j]]; }
 
-  void sync_master() {
+  // Parameter j's part of the shard: [lo, lo + len) of the shard is elements [first, first + len) of it.
+  Tensor param_slice(size_t j, int64_t first, int64_t len) const {
+    return param(j).var.data().view({count[j]}).narrow(0, first, len);
+  }
+
+  // The shard's parameter values (zeros in the padding).
+  Tensor gather_shard_params() const {
+    Tensor out = Tensor::zeros({S}, DType::f32, comm->device());
     for (size_t j = 0; j < which.size(); ++j) {
       int64_t lo, hi, first;
-      if (!overlap(j, lo, hi, first)) continue;
-      master.narrow(0, lo, hi - lo).copy_(param(j).var.data().contiguous().view({count[j]}).narrow(0, first, hi - lo));
+      if (overlap(j, lo, hi, first)) out.narrow(0, lo, hi - lo).copy_(param_slice(j, first, hi - lo));
     }
+    return out;
   }
 };
 
@@ -145,15 +149,14 @@ const std::vector<Optimizer::Group>& Zero1::groups() const { return st_->table.g
 int64_t Zero1::numel() const { return st_->P; }
 int64_t Zero1::shard_numel() const { return st_->S; }
 int64_t Zero1::shard_offset() const { return int64_t(st_->rank) * st_->S; }
-size_t Zero1::state_bytes() const { return size_t(12 * st_->S); }
-size_t Zero1::unsharded_state_bytes() const { return size_t(12 * st_->P); }
-void Zero1::sync_master_from_params() { st_->sync_master(); }
+size_t Zero1::state_bytes() const { return size_t(8 * st_->S); }
+size_t Zero1::unsharded_state_bytes() const { return size_t(8 * st_->P); }
 
 void Zero1::reduce(std::vector<nn::Parameter>&) {
   State& s = *st_;
   const size_t n = s.which.size();
   std::vector<float> flags(std::max<size_t>(n, 1), 0.0f);
-  s.flat.zero_();  // padding and missing gradients are zeros
+  s.flat = Tensor::zeros({s.S * s.world}, DType::f32, s.comm->device());  // padding, missing gradients: 0
   for (size_t j = 0; j < n; ++j) {
     const ag::Variable& v = s.param(j).var;
     if (!v.has_grad()) continue;
@@ -164,7 +167,9 @@ void Zero1::reduce(std::vector<nn::Parameter>&) {
   }
   Tensor f = Tensor::from_vector(flags, {int64_t(flags.size())}).to(s.comm->device());
   WorkPtr wf = s.comm->all_reduce_async(f, ReduceOp::Sum, "zero1: all-reduce of the gradient flags");
-  s.comm->reduce_scatter(s.flat, s.grad_shard, ReduceOp::Avg, "zero1: reduce-scatter of the gradients");
+  s.shard = Tensor::empty({s.S}, DType::f32, s.comm->device());
+  s.comm->reduce_scatter(s.flat, s.shard, ReduceOp::Avg, "zero1: reduce-scatter of the gradients");
+  s.flat = Tensor();  // not needed until the all-gather: its memory is free for the optimizer's temporaries
   wf->wait();
   const std::vector<float> any = f.to_float_vector();
   s.present.assign(n, 0);
@@ -176,12 +181,12 @@ double Zero1::clip_grad_norm(double max_norm) {
   State& s = *st_;
   SSM_CHECK_INPUT(max_norm > 0, "zero1.clip_grad_norm: max_norm must be > 0, got ", max_norm);
   SSM_CHECK(s.reduced, "zero1.clip_grad_norm: call reduce() first");
-  const double mine = norm2(s.grad_shard);
+  const double mine = norm2(s.shard);
   const double total =
       std::sqrt(all_reduce_scalar(*s.comm, mine * mine, ReduceOp::Sum, "zero1: all-reduce of the gradient norm"));
   if (std::isfinite(total) && total > max_norm) {
     const double scale = max_norm / (total + 1e-6);
-    binary_(BinaryOp::Mul, s.grad_shard, Tensor::scalar(scale, s.grad_shard.dtype(), s.grad_shard.device()));
+    binary_(BinaryOp::Mul, s.shard, Tensor::scalar(scale, s.shard.dtype(), s.shard.device()));
   }
   return total;
 }
@@ -196,18 +201,23 @@ void Zero1::step(double lr_scale) {
     int64_t lo, hi, first;
     if (!s.overlap(j, lo, hi, first)) continue;
     const int64_t len = hi - lo;
-    Tensor p = s.master.narrow(0, lo, len), m = s.exp_avg.narrow(0, lo, len), v = s.exp_avg_sq.narrow(0, lo, len);
-    kernels::adamw_step(p, s.grad_shard.narrow(0, lo, len), m, v, s.lr[j] * lr_scale, s.opt.beta1, s.opt.beta2,
-                        s.opt.eps, s.wd[j], t);
+    Tensor p = s.param_slice(j, first, len), m = s.exp_avg.narrow(0, lo, len), v = s.exp_avg_sq.narrow(0, lo, len);
+    Tensor g = s.shard.narrow(0, lo, len);
+    kernels::adamw_step(p, g, m, v, s.lr[j] * lr_scale, s.opt.beta1, s.opt.beta2, s.opt.eps, s.wd[j], t);
+    g.copy_(p);  // this gradient slice is used up: the shard buffer now carries the new parameter values
   }
   ++s.step_count;
   s.reduced = false;
-  s.comm->all_gather(s.master, s.flat, "zero1: all-gather of the parameters");
+  // Slices of absent parameters still hold gradients (zeros); nobody copies them back below.
+  s.flat = Tensor::empty({s.S * s.world}, DType::f32, s.comm->device());
+  s.comm->all_gather(s.shard, s.flat, "zero1: all-gather of the parameters");
   for (size_t j = 0; j < s.which.size(); ++j) {
     if (!s.present[j]) continue;
     ag::Variable v = s.param(j).var;
     v.data().copy_(s.flat.narrow(0, s.offset[j], s.count[j]).view(v.shape()));
   }
+  s.flat = Tensor();
+  s.shard = Tensor();
 }
 
 void Zero1::zero_grad() {
@@ -224,7 +234,7 @@ std::vector<std::pair<std::string, Tensor>> Zero1::state_tensors() const {
           {"zero1.layout", i64_vector({s.P, int64_t(s.world), int64_t(s.rank), s.S})},
           {"zero1.param_numel", i64_vector(numel)},
           {"zero1.param_steps", i64_vector(s.param_steps)},
-          {"zero1.master", s.master.clone()},
+          {"zero1.master", s.gather_shard_params()},
           {"zero1.exp_avg", s.exp_avg.clone()},
           {"zero1.exp_avg_sq", s.exp_avg_sq.clone()}};
 }
@@ -276,7 +286,10 @@ void Zero1::load_state_tensors(const std::map<std::string, Tensor>& t, const std
   // All checked: copy.
   s.param_steps = ints_of(steps);
   s.step_count = int64_t(step.item());
-  s.master.copy_(ma);
+  for (size_t j = 0; j < s.which.size(); ++j) {
+    int64_t lo, hi, first;
+    if (s.overlap(j, lo, hi, first)) s.param_slice(j, first, hi - lo).copy_(ma.narrow(0, lo, hi - lo));
+  }
   s.exp_avg.copy_(m);
   s.exp_avg_sq.copy_(v);
   s.reduced = false;

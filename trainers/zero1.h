@@ -1,11 +1,15 @@
-// ZeRO stage 1 (Rajbhandari et al. 2020): AdamW whose f32 master weights and moments are sharded across
-// the ranks of a data-parallel run. It replaces BOTH the gradient reducer and the optimizer.
+// ZeRO stage 1 (Rajbhandari et al. 2020): AdamW whose state and update are sharded across the ranks of a
+// data-parallel run. It replaces BOTH the gradient reducer and the optimizer.
 //
 // Layout. The trainable parameters (requires_grad, in the given order = named_parameters() order) are laid
 // end to end in one logical f32 vector of P elements, padded with zeros to Ppad = W * S (S = ceil(P / W)).
-// Rank r owns the contiguous shard [r S, (r+1) S) and keeps, for it only: master weights (f32), AdamW's m
-// and v: 12 S bytes instead of 12 P (state_bytes() vs unsharded_state_bytes()). Each rank also keeps one
-// flat buffer of Ppad elements (gradients in, parameters out), the size of DDP's bucket buffers.
+// Rank r owns the contiguous shard [r S, (r+1) S): it keeps AdamW's m and v for it only (8 S bytes instead
+// of 8 P: state_bytes() vs unsharded_state_bytes()) and updates only those elements. The f32 master
+// weights are the model's parameters themselves (autocast computes in bf16 from them), so there is no
+// second copy to shard: the update writes this rank's slices of the parameters, and the all-gather brings
+// the other ranks' slices. The buffers of the exchange (flat: Ppad, shard: S) exist only between reduce()
+// and the end of step(), when the activations are already freed, so they add nothing to the peak of the
+// forward and backward; DDP instead keeps bucket buffers of P elements for the whole run.
 //
 // One optimizer step (the trainer calls them in this order):
 //   reduce(params)    flat[k] = grad of the parameter at k (0 where a parameter has no gradient);
@@ -19,17 +23,18 @@
 //   clip_grad_norm(c) |g| = sqrt(all_reduce_scalar(Sum over ranks of |grad_shard|^2)); when finite and
 //                     > c, grad_shard *= c / (|g| + 1e-6) (same rule as train::clip_grad_norm).
 //   step(lr_scale)    for each parameter i present this step: t_i += 1, and on the intersection of its
-//                     range [off_i, off_i + n_i) with the shard, kernels::adamw_step(master, grad, m, v,
-//                     lr = group lr * lr_scale, group wd, betas, eps, t_i) -- the same arithmetic, element
-//                     by element, as AdamW::update. Then flat = all_gather(master) and every parameter
-//                     copies its range back: parameters stay identical on every rank.
+//                     range [off_i, off_i + n_i) with the shard, kernels::adamw_step(parameter slice, grad,
+//                     m, v, lr = group lr * lr_scale, group wd, betas, eps, t_i) -- the same arithmetic,
+//                     element by element, as AdamW::update. Then the updated slices are packed into the
+//                     shard buffer, flat = all_gather(shard), and every parameter copies its range back:
+//                     parameters stay identical on every rank.
 //
 // Checkpoints: state_tensors() is this rank's shard, written per rank (optimizer-rank<r>.safetensors):
 //   "step"              i64 []     optimizer steps taken
 //   "zero1.layout"      i64 [4]    {P, W, rank, S}
 //   "zero1.param_numel" i64 [n]    element count of each trainable parameter, in order (layout check)
 //   "zero1.param_steps" i64 [n]    AdamW step count t_i of each parameter (the same on every rank)
-//   "zero1.master"      f32 [S]    master weights of the shard
+//   "zero1.master"      f32 [S]    the parameters' values in the shard (the f32 masters; zeros in padding)
 //   "zero1.exp_avg"     f32 [S]    m of the shard
 //   "zero1.exp_avg_sq"  f32 [S]    v of the shard
 // load_state_tensors() wants a shard of the same layout (P, W, rank); for another world size, first run
@@ -84,14 +89,12 @@ class Zero1 : public GradReducer {
   int64_t numel() const;        // P
   int64_t shard_numel() const;  // S
   int64_t shard_offset() const; // r S
-  size_t state_bytes() const;            // 12 S: master + m + v of this rank
-  size_t unsharded_state_bytes() const;  // 12 P: what a non-sharded AdamW with f32 masters would hold
+  size_t state_bytes() const;            // 8 S: m + v of this rank
+  size_t unsharded_state_bytes() const;  // 8 P: what a non-sharded AdamW holds
 
   // Checkpoint shard of this rank (copies), and loading one (exact layout; BadInput naming `source`).
   std::vector<std::pair<std::string, Tensor>> state_tensors() const;
   void load_state_tensors(const std::map<std::string, Tensor>& tensors, const std::string& source = "zero1 state");
-  // Sets the master weights from the parameters (e.g. after loading a model without optimizer state).
-  void sync_master_from_params();
 
   struct State;
 

@@ -356,8 +356,8 @@ TEST(Zero1Worker, EqualsBucketReducerAndAdamW) {
   EXPECT_EQ(zero.numel(), 69);
   EXPECT_EQ(zero.shard_numel(), 35);
   EXPECT_EQ(zero.shard_offset(), 35 * r);
-  EXPECT_EQ(zero.state_bytes(), 12u * 35u);
-  EXPECT_EQ(zero.unsharded_state_bytes(), 12u * 69u);
+  EXPECT_EQ(zero.state_bytes(), 8u * 35u);
+  EXPECT_EQ(zero.unsharded_state_bytes(), 8u * 69u);
 
   const std::vector<double> never0 = z.never->data().to_double_vector();
   for (int k = 0; k < 4; ++k) {
