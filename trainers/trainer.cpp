@@ -55,7 +55,7 @@ std::set<std::string> trainer_keys(const Config& recipe) {
 // Optimizer state of a checkpoint that does not match this run's layout: ZeRO-1 shards of any world size
 // (resharded for this run, or gathered into AdamW's state without ZeRO), or AdamW's state sharded for ZeRO.
 void load_sharded_optimizer_state(const fs::path& dir, const std::vector<nn::Parameter>& params,
-                                  const ProcessGroupEnv& env, Zero1* zero, Optimizer& optimizer) {
+                                  const ProcessGroupEnv& env, Zero1* zero, Optimizer* optimizer) {
   Checkpoint ck = load_checkpoint(dir);
   if (ck.optimizer.count("zero1.shards")) {
     const int W = int(ck.optimizer.at("zero1.shards").item());
@@ -70,7 +70,7 @@ void load_sharded_optimizer_state(const fs::path& dir, const std::vector<nn::Par
       zero->load_state_tensors(std::map<std::string, Tensor>(shard.begin(), shard.end()), names[0]);
     } else {
       auto full = adamw_state_from_zero1(zero1_gather(files, names), params);
-      optimizer.load_state_tensors(std::map<std::string, Tensor>(full.begin(), full.end()), names[0]);
+      optimizer->load_state_tensors(std::map<std::string, Tensor>(full.begin(), full.end()), names[0]);
     }
   } else {
     const std::string source = (dir / CheckpointFiles::optimizer).string();
@@ -125,10 +125,10 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
   const int keep_checkpoints = int(t.get_int("keep_checkpoints", 2));
 
   std::vector<nn::Parameter> params = ex.model->named_parameters();
-  std::unique_ptr<Optimizer> optimizer = make_optimizer(recipe.sub("optimizer"), params);
-  // ZeRO-1 (trainer.dist.zero: 1, several processes): AdamW's state and f32 masters sharded over ranks
-  // (trainers/zero1.h); `optimizer` then only describes the groups and is never stepped.
+  // ZeRO-1 (trainer.dist.zero: 1, several processes): AdamW's state and update sharded over ranks
+  // (trainers/zero1.h) in place of `optimizer`, which is then never built (its state would be a full copy).
   const bool use_zero = dist.zero == 1 && env.world_size > 1;
+  std::unique_ptr<Optimizer> optimizer = use_zero ? nullptr : make_optimizer(recipe.sub("optimizer"), params);
   std::optional<fs::path> zero_resume;
   const Schedule schedule = schedule_from_config(recipe.sub("schedule"), total_steps);
 
@@ -202,7 +202,7 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
     }
   }
   GradReducer& reducer = *reducer_ptr;
-  if (zero_resume) load_sharded_optimizer_state(*zero_resume, params, env, zero, *optimizer);
+  if (zero_resume) load_sharded_optimizer_state(*zero_resume, params, env, zero, optimizer.get());
   // Bounded steps: a rank stuck in a collective or a GPU sync is ended (the others then fail fast).
   std::unique_ptr<Watchdog> watchdog;
   if (comm) watchdog = std::make_unique<Watchdog>(comm, dist.timeout_s);
@@ -318,9 +318,10 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       const double now = now_seconds();
       double mean_loss = window_loss / double(window_steps);
       if (comm) mean_loss = all_reduce_scalar(*comm, mean_loss, ReduceOp::Avg, "loss average");
+      const auto& groups = zero ? zero->groups() : optimizer->groups();
       std::vector<std::pair<std::string, double>> m = {
           {"loss", mean_loss},
-          {"lr", factor * (optimizer->groups().empty() ? 0.0 : optimizer->groups()[0].lr)},
+          {"lr", factor * (groups.empty() ? 0.0 : groups[0].lr)},
           {"lr_factor", factor},
           {"grad_norm", grad_norm}};
       // Rates are global: every rank processes the same number of samples per step.
@@ -386,3 +387,4 @@ EvalStats evaluate_checkpoint(const std::string& checkpoint_dir, const std::vect
 }
 
 }  // namespace ssm::train
+
