@@ -59,7 +59,8 @@
 namespace ssm::kernels::cuda {
 namespace {
 
-constexpr int kS = 16;                 // states per thread
+constexpr int kS = 16;                 // states per thread (v1 layout test below)
+constexpr int kDefaultFwdKF = 16;      // forward passes: states per thread (set_fwd_layout)
 constexpr int kThreads = 128;          // threads per block
 constexpr int kWarps = kThreads / 32;  // warps per block
 constexpr int kTF = 8;                 // forward: steps per register tile (tf = min(kTF, 512 / Np) at run time)
@@ -109,6 +110,7 @@ struct Params {
   const int32_t* seq;
   int64_t Bt, L, D, G, N, Dg;
   int Np, Tn, CB, nj, tf, P, bc;  // tf: forward tile; P: backward piece / checkpoint interval; bc: B/C dtype
+  int kf;                         // forward passes: states per thread (4, 8 or 16; Tn = Np / kf)
   int64_t nseg, Ks, nck;          // segments per row, steps per segment, checkpoints per row
   bool softplus, det;
   int tsz, unit_x, unit_bc;  // sizeof(T); forward tiles: cp.async unit (16, 4 or 0 = synchronous) for delta/u/z/g rows, B/C rows
@@ -148,16 +150,19 @@ __device__ __forceinline__ float lane_sum(float v, int Tn) {
   for (int o = 1; o < Tn; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-__device__ __forceinline__ void load16(const float* p, float* v) {
+// K consecutive floats (K a multiple of 4, 16-byte aligned) between memory and registers.
+template <int K>
+__device__ __forceinline__ void loadv(const float* p, float* v) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < K / 4; ++j) {
     const float4 a = reinterpret_cast<const float4*>(p)[j];
     v[4 * j] = a.x, v[4 * j + 1] = a.y, v[4 * j + 2] = a.z, v[4 * j + 3] = a.w;
   }
 }
-__device__ __forceinline__ void store16(float* p, const float* v) {
+template <int K>
+__device__ __forceinline__ void storev(float* p, const float* v) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j)
+  for (int j = 0; j < K / 4; ++j)
     reinterpret_cast<float4*>(p)[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
 }
 __device__ __forceinline__ bool reset_at(const Params& p, int64_t b, int64_t t) {
@@ -220,7 +225,7 @@ __host__ __device__ inline size_t fwd_smem_bytes(int CB, int tsz, int tf, int N,
 // MODE 1: full forward from the true start -> y (when p.y), checkpoints (when p.ck), h_last.
 // MODE 2: local adjoint in reverse from a zero carry -> F = m_{t0} dh_{t0}.
 // A reset at step t is folded into the decay: exp2(dt A2 + (-inf)) = 0.
-template <typename T, int MODE>
+template <typename T, int MODE, int KF>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
   extern __shared__ float4 sm4[];
   const int Np = p.Np, tf = p.tf, tid = threadIdx.x, CB = p.CB;
@@ -236,10 +241,10 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
   const T* srcs[3] = {static_cast<const T*>(p.delta), static_cast<const T*>(MODE == 2 ? p.gy : p.u),
                       static_cast<const T*>(p.z)};
   const int64_t sb = (q.b * p.nseg + q.s) * p.D + q.d;  // (b, s, d) in E / S / F
-  float A2[kS], h[kS];
+  float A2[KF], h[KF];
 #pragma unroll
-  for (int i = 0; i < kS; ++i) {
-    const int n = q.k * kS + i;
+  for (int i = 0; i < KF; ++i) {
+    const int n = q.k * KF + i;
     const bool ok = q.valid && n < p.N;
     A2[i] = ok ? p.A[q.d * p.N + n] * kLog2e : 0.f;
     h[i] = 0.f;
@@ -307,7 +312,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
     const T* rz = raw + (size_t(buf) * 3 + 2) * kTF * CB;
     const int* rs = srs + buf * kTF;
     if (MODE == 1 && p.ck && q.valid && ta % p.P == 0)
-      store16(p.ck + ((q.b * p.nck + ta / p.P) * p.D + q.d) * Np + q.k * kS, h);
+      storev<KF>(p.ck + ((q.b * p.nck + ta / p.P) * p.D + q.d) * Np + q.k * KF, h);
     const int cl = q.valid ? q.cl : 0;
     if (MODE != 2) {
 #pragma unroll
@@ -321,18 +326,18 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
             reset = true;
             off = -INFINITY;
           }
-          float Bv[kS];
-          load16(sbc + i * bcw + q.k * kS, Bv);
+          float Bv[KF];
+          loadv<KF>(sbc + i * bcw + q.k * KF, Bv);
           if (MODE == 0) {
             sumdt += dt;
 #pragma unroll
-            for (int n = 0; n < kS; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
+            for (int n = 0; n < KF; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
           } else if (y) {
-            float Cv[kS];
-            load16(sbc + i * bcw + Np + q.k * kS, Cv);
+            float Cv[KF];
+            loadv<KF>(sbc + i * bcw + Np + q.k * KF, Cv);
             float acc = 0.f;
 #pragma unroll
-            for (int n = 0; n < kS; ++n) {
+            for (int n = 0; n < KF; ++n) {
               h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
               acc = fmaf(Cv[n], h[n], acc);
             }
@@ -347,7 +352,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
             }
           } else {
 #pragma unroll
-            for (int n = 0; n < kS; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
+            for (int n = 0; n < KF; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
           }
         }
       }
@@ -363,24 +368,24 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
             gy *= zz * sigmoid_f(zz);
           }
           const float off = (p.seq && rs[i]) ? -INFINITY : 0.f;
-          float Cv[kS];
-          load16(sbc + i * bcw + Np + q.k * kS, Cv);
+          float Cv[KF];
+          loadv<KF>(sbc + i * bcw + Np + q.k * KF, Cv);
 #pragma unroll
-          for (int n = 0; n < kS; ++n) h[n] = ex2(fmaf(dt, A2[n], off)) * fmaf(Cv[n], gy, h[n]);  // h: adjoint X
+          for (int n = 0; n < KF; ++n) h[n] = ex2(fmaf(dt, A2[n], off)) * fmaf(Cv[n], gy, h[n]);  // h: adjoint X
         }
       }
     }
   }
   if (!q.valid) return;
   if (MODE == 0) {
-    store16(p.E + sb * Np + q.k * kS, h);
+    storev<KF>(p.E + sb * Np + q.k * KF, h);
     if (q.k == 0) p.S[sb] = reset ? __int_as_float(0x7fc00000) : sumdt;
   } else if (MODE == 2) {
-    store16(p.F + sb * Np + q.k * kS, h);
+    storev<KF>(p.F + sb * Np + q.k * KF, h);
   } else if (p.h_last && q.s == p.nseg - 1) {
 #pragma unroll
-    for (int i = 0; i < kS; ++i) {
-      const int n = q.k * kS + i;
+    for (int i = 0; i < KF; ++i) {
+      const int n = q.k * KF + i;
       if (n < p.N) p.h_last[(q.b * p.D + q.d) * p.N + n] = h[i];
     }
   }
@@ -702,6 +707,19 @@ bool use_v1(const char* pass_env, bool dflt) {
   return dflt;
 }
 
+// The forward passes' thread layout: kf states per thread (env SSM_SCAN_FWD_KF: 4, 8 or 16; at least
+// Np / 16 so that a channel's lanes stay within 16). Fewer states per thread means more threads for the same
+// work (at N = 16 and kf = 4, 4x the warps), at the price of the per-step work every lane repeats (softplus,
+// loads) and the lane sum of y.
+void set_fwd_layout(Params& p) {
+  int kf = int(env_int("SSM_SCAN_FWD_KF", kDefaultFwdKF));
+  kf = kf <= 4 ? 4 : kf <= 8 ? 8 : 16;
+  p.kf = std::max(kf, p.Np / 16);
+  p.Tn = p.Np / p.kf;
+  p.CB = kThreads / p.Tn;
+  p.nj = int((p.Dg + p.CB - 1) / p.CB);
+}
+
 Params make_params(const ScanInputs& in, const ScanOptions& opt) {
   Params p{};
   p.u = in.u.data_ptr();
@@ -723,9 +741,7 @@ Params make_params(const ScanInputs& in, const ScanOptions& opt) {
   int Np = kS;
   while (Np < p.N) Np *= 2;
   p.Np = Np;
-  p.Tn = Np / kS;
-  p.CB = kThreads / p.Tn;
-  p.nj = int((p.Dg + p.CB - 1) / p.CB);
+  set_fwd_layout(p);
   p.tf = std::min(kTF, 512 / Np);
   p.P = Np <= 64 ? 16 : 8;
   p.bc = dtype_code(in.B.dtype());
@@ -760,7 +776,7 @@ void set_segments(Params& p, const char* env) {
 bool fwd_default_v1(const ScanInputs& in, const ScanOptions& opt) {
   Params p = make_params(in, opt);
   set_segments(p, "SSM_SCAN_FWD_SEGS");
-  return p.nseg == 1 && p.Np == kS;
+  return p.nseg == 1 && p.Np == kS && p.kf == kS;
 }
 
 // The main backward pass's thread layout: KS states per thread (env SSM_SCAN_BWD_KS: 8 or 16), pieces of
@@ -811,6 +827,19 @@ void allow_smem(K kernel, size_t bytes) {
 dim3 grid_of(const Params& p) { return dim3(unsigned(p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)); }
 size_t fwd_smem(const Params& p) { return fwd_smem_bytes(p.CB, p.tsz, p.tf, int(p.N), p.Np); }
 
+// fwd_kernel<T, MODE, p.kf> over grid_of(p).
+template <typename T, int MODE>
+void launch_fwd(const Params& p) {
+  const auto go = [&](auto kernel) {
+    allow_smem(kernel, fwd_smem(p));
+    kernel<<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
+    SSM_CUDA_LAUNCH_CHECK();
+  };
+  if (p.kf == 4) go(fwd_kernel<T, MODE, 4>);
+  else if (p.kf == 8) go(fwd_kernel<T, MODE, 8>);
+  else go(fwd_kernel<T, MODE, 16>);
+}
+
 // The forward's segment start states: local pass + carry (only when nseg > 1; E, S allocated here).
 template <typename T>
 void segment_starts(Params& p, Tensor& E, Tensor& S, const Device& dev) {
@@ -819,8 +848,7 @@ void segment_starts(Params& p, Tensor& E, Tensor& S, const Device& dev) {
   S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, dev);
   p.E = E.data<float>();
   p.S = S.data<float>();
-  fwd_kernel<T, 0><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
-  SSM_CUDA_LAUNCH_CHECK();
+  launch_fwd<T, 0>(p);
   carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p, true, false);
   SSM_CUDA_LAUNCH_CHECK();
   p.h_last = nullptr;  // written by the carry kernel
@@ -834,12 +862,9 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
   set_segments(p, "SSM_SCAN_FWD_SEGS");
   set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
-  allow_smem(fwd_kernel<T, 0>, fwd_smem(p));
-  allow_smem(fwd_kernel<T, 1>, fwd_smem(p));
   Tensor E, S;
   segment_starts<T>(p, E, S, in.u.device());
-  fwd_kernel<T, 1><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
-  SSM_CUDA_LAUNCH_CHECK();
+  launch_fwd<T, 1>(p);
 }
 
 template <typename H>
@@ -852,9 +877,6 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
   set_segments(p, "SSM_SCAN_BWD_SEGS");
   set_units(p, int(sizeof(T)), {p.u, p.delta, p.z, p.gy});
-  allow_smem(fwd_kernel<T, 0>, fwd_smem(p));
-  allow_smem(fwd_kernel<T, 1>, fwd_smem(p));
-  allow_smem(fwd_kernel<T, 2>, fwd_smem(p));
   const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
   Params pb = p;  // the main pass's layout
   int KS = 8;
@@ -869,15 +891,13 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.ck = ck.data<float>();
   p.y = nullptr;
   p.h_last = nullptr;
-  fwd_kernel<T, 1><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
-  SSM_CUDA_LAUNCH_CHECK();
+  launch_fwd<T, 1>(p);
   // 2. Adjoint carries across segments.
   Tensor F;
   if (p.nseg > 1) {
     F = Tensor::empty({Bt, p.nseg, D, p.Np}, DType::f32, dev);
     p.F = F.data<float>();
-    fwd_kernel<T, 2><<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
-    SSM_CUDA_LAUNCH_CHECK();
+    launch_fwd<T, 2>(p);
     carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p, false, true);
     SSM_CUDA_LAUNCH_CHECK();
   }
