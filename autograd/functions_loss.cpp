@@ -1,17 +1,23 @@
 // linear_cross_entropy: the chunked LM head + cross-entropy (math in functions.h).
 #include <algorithm>
+#include <cmath>
 
 #include "autograd/functions.h"
 #include "autograd/impl.h"
 
 namespace ssm::ag {
 
-Variable linear_cross_entropy(const Variable& x, const Variable& w, const Tensor& targets, int64_t chunk_rows) {
+Variable linear_cross_entropy(const Variable& x, const Variable& w, const Tensor& targets, int64_t chunk_rows,
+                              int64_t classes) {
   SSM_CHECK_INPUT(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "linear_cross_entropy: x ",
                   shape_str(x.shape()), " and w ", shape_str(w.shape()), " must be (N, d) and (V, d)");
   SSM_CHECK_INPUT(targets.dim() == 1 && targets.size(0) == x.size(0), "linear_cross_entropy: targets ",
                   shape_str(targets.shape()), " must be (N) with N = ", x.size(0));
   SSM_CHECK_INPUT(chunk_rows >= 1, "linear_cross_entropy: chunk_rows must be >= 1");
+  const int64_t rows = w.size(0);
+  if (classes < 0) classes = rows;
+  SSM_CHECK_INPUT(classes >= 1 && classes <= rows, "linear_cross_entropy: classes ", classes, " must be in [1, ",
+                  rows, "] (the rows of w ", shape_str(w.shape()), ")");
   const int64_t N = x.size(0);
   const bool want_x = grad_enabled() && x.requires_grad(), want_w = grad_enabled() && w.requires_grad();
   const Tensor& X = x.data();
@@ -24,7 +30,8 @@ Variable linear_cross_entropy(const Variable& x, const Variable& w, const Tensor
     const int64_t n = std::min(chunk_rows, N - r0);
     const Tensor xc = X.narrow(0, r0, n);
     const Tensor tc = targets.narrow(0, r0, n);
-    const Tensor logits = ssm::matmul(xc, W, false, true);  // (n, V)
+    Tensor logits = ssm::matmul(xc, W, false, true);  // (n, rows)
+    if (classes < rows) logits.narrow(1, classes, rows - classes).fill_(-INFINITY);  // padding: no class
     // cross_entropy is the chunk's mean: weight it by n / N.
     loss_sum = ssm::add(loss_sum, ssm::mul(ssm::cross_entropy(logits, tc).to(acc), double(n) / double(N)));
     if (!want_x && !want_w) continue;

@@ -225,12 +225,14 @@ Variable MambaLM::loss(const Tensor& tokens, const Tensor& seq_idx, const Tensor
   SSM_CHECK_INPUT(targets.numel() * dm == h.numel(), "MambaLM::loss: targets ", shape_str(targets.shape()),
                   " do not match tokens ", shape_str(tokens.shape()));
   Variable h2 = ag::reshape(h, {h.numel() / dm, dm});
-  Variable w = head_weight();
+  // All vocab_padded rows (aligned matmuls); the padding rows are excluded from the softmax.
+  Variable w = lm_head_ ? lm_head_->weight() : embedding_->weight();
   if (ag::autocast_enabled() && h.device().is_cuda()) {
     if (h2.dtype() == DType::f32) h2 = ag::cast(h2, DType::bf16);
     if (w.dtype() == DType::f32) w = ag::cast(w, DType::bf16);
   }
-  return ag::linear_cross_entropy(h2, w, targets.reshape({targets.numel()}).to(h.device(), DType::i64));
+  return ag::linear_cross_entropy(h2, w, targets.reshape({targets.numel()}).to(h.device(), DType::i64), 4096,
+                                  cfg_.vocab_size);
 }
 
 Variable MambaLM::head(const Variable& hidden) { return autocast_linear(hidden, head_weight(), false); }

@@ -19,10 +19,30 @@ TEST(LinearCrossEntropy, EqualsMatmulThenCrossEntropyForAnyChunking) {
   }
 }
 
+// Padding rows of w (classes < rows): the same loss and x gradient as w's first `classes` rows alone, the
+// same gradient on those rows, and exactly 0 on the padding rows.
+TEST(LinearCrossEntropy, PaddingRowsAreNoClasses) {
+  const Tensor x = rnd({7, 3}, 1), w = rnd({8, 3}, 2);
+  const Tensor t = Tensor::from_vector(std::vector<int64_t>{0, 4, 2, 2, 1, 3, 0}, {7});
+  Variable xr(x, true), wr(w.narrow(0, 0, 5).contiguous(), true);
+  Variable ref = linear_cross_entropy(xr, wr, t, 3);
+  ref.backward();
+  Variable xv(x, true), wv(w, true);
+  Variable l = linear_cross_entropy(xv, wv, t, 3, 5);
+  EXPECT_NEAR(l.data().item(), ref.data().item(), 1e-12);
+  l.backward();
+  expect_tensor_near(xv.grad(), xr.grad(), 1e-12);
+  expect_tensor_near(wv.grad().narrow(0, 0, 5), wr.grad(), 1e-12);
+  for (double g : wv.grad().narrow(0, 5, 3).contiguous().to_double_vector()) EXPECT_EQ(g, 0.0);
+  EXPECT_THROW(linear_cross_entropy(xv, wv, t, 3, 9), Error);
+}
+
 TEST(LinearCrossEntropy, Gradcheck) {
   const Tensor t = Tensor::from_vector(std::vector<int64_t>{1, 0, 3, 3, 2}, {5});
   auto fn = [&](const std::vector<Variable>& in) { return linear_cross_entropy(in[0], in[1], t, 2); };
   EXPECT_EQ(gradcheck(fn, {rnd({5, 4}, 3), rnd({4, 4}, 4)}), "");
+  auto padded = [&](const std::vector<Variable>& in) { return linear_cross_entropy(in[0], in[1], t, 2, 4); };
+  EXPECT_EQ(gradcheck(padded, {rnd({5, 4}, 3), rnd({6, 4}, 4)}), "");
 }
 
 TEST(LinearCrossEntropy, BadShapesNameTheTensors) {
