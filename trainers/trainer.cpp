@@ -287,7 +287,30 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       const Tensor loss_value = loss.data();
       if (accumulate > 1) loss = ag::mul(loss, 1.0 / double(accumulate));
       if (ddp) ddp->set_sync(micro == accumulate - 1);  // only the last micro-step all-reduces
+      // One process: each micro-step's gradients are summed on their own, then added to the earlier ones
+      // (stash + new), the association data parallelism uses (rank 0's sum + rank 1's sum), so accumulation
+      // over k micro-steps equals k ranks bit for bit. (Under data parallelism the hooks must see the whole
+      // accumulated gradient, so there gradients accumulate in place.)
+      std::vector<Tensor> stash;
+      if (micro > 0 && !comm) {
+        for (auto& p : params) {
+          stash.push_back(p.var.has_grad() ? p.var.grad() : Tensor());
+          p.var.zero_grad();
+        }
+      }
       loss.backward();
+      for (size_t i = 0; i < stash.size(); ++i) {
+        if (!stash[i].defined()) continue;
+        ag::Variable v = params[i].var;
+        if (!v.has_grad()) {
+          v.add_grad(stash[i]);
+          continue;
+        }
+        const Tensor fresh = v.grad();
+        v.zero_grad();
+        v.add_grad(stash[i]);
+        v.add_grad(fresh);
+      }
       // Read after queueing the backward: reading the loss waits for the GPU, and doing it before would
       // leave the GPU idle while the host queues the backward's first kernels.
       const double l = loss_value.item();

@@ -11,8 +11,8 @@
 // All offsets are 64-bit.
 //
 // Time parallelism. A row's L steps are cut into nseg segments of Ks steps (grid = (segment, channel
-// block, batch row)); nseg = 1 only when Bt * D alone gives ~8 blocks per SM, else enough segments for
-// that (set_segments):
+// block, batch row)); nseg = 1 only when Bt * D alone gives ~3 blocks per SM, else enough segments for
+// ~4 (set_segments):
 //   local pass (fwd_kernel<0>): each segment from a zero state -> its end state E_s and S_s = sum dt
 //                               (NaN when the segment holds a reset, i.e. its carry multiplier is 0).
 //   carry kernel:               per (b, d, n), sequential over segments: start_s = h; h = P_s h + E_s with
@@ -761,14 +761,15 @@ size_t max_smem_optin() {
   return v;
 }
 
-// Segments: enough for ~8 blocks (32 warps) per SM, each segment at least 64 steps; one per row only when
-// the channel blocks alone give that. Ks is a multiple of 16 (so of tf and P). Segments cost a second pass
-// over the sequence (local + full), yet one block per SM is latency-bound: at (8, 2048, 2048), N = 16 on
-// the H100, 8 segments ran the forward in 0.92 ms against 1.27 ms for one (an earlier rule here took one
-// segment whenever the blocks covered half the SMs).
+// Segments: one per row when the channel blocks alone give ~3 blocks per SM, else enough for ~4 (each
+// segment at least 64 steps). Ks is a multiple of 16 (so of tf and P). Segments cost a second pass over
+// the sequence (local + full), yet one block per SM is latency-bound. Measured on the H100 (N = 16 unless
+// said): at (8, 2048, 2048) (1 block per SM) 8 segments ran the forward in 0.92 ms against 1.27 ms for one;
+// aiming at 8 blocks per SM instead of 4 made (2, 3072, 8192) slower (1.35 vs 1.24 ms) and N = 64 at
+// (8, 2048, 2048) (3.9 blocks per SM in one segment) much slower (4.08 vs 2.47 ms).
 void set_segments(Params& p, const char* env) {
   const int64_t base = p.Bt * p.G * p.nj, sms = ::ssm::cuda::sm_count();
-  int64_t nseg = base >= 8 * sms ? 1 : (8 * sms + base - 1) / base;
+  int64_t nseg = base >= 3 * sms ? 1 : (4 * sms + base - 1) / base;
   nseg = std::min(nseg, std::max<int64_t>(1, p.L / 64));
   nseg = std::max<int64_t>(1, std::min(env_int(env, nseg), p.L));
   p.Ks = ((p.L + nseg - 1) / nseg + 15) / 16 * 16;
