@@ -85,20 +85,30 @@ TEST_F(CliDist, PreemptionSignalStopsEveryRankAtTheSameStepWithACheckpoint) {
   if (pid == 0) {
     setpgid(0, 0);  // mpirun and its ranks in one process group: the test can signal or kill them all
     if (chdir(dir_.c_str()) != 0) _exit(100);
-    freopen("/dev/null", "w", stdout);
-    freopen("/dev/null", "w", stderr);
+    // One OpenMP thread per rank, as run_in does: on a many-core machine busy with other tests, ranks with
+    // a thread per core spin in OpenMP barriers and a step can take seconds.
+    setenv("OMP_NUM_THREADS", "1", 1);
+    if (!freopen("pre.log", "w", stdout) || !freopen("pre.log", "a", stderr)) _exit(102);
     execlp("mpirun", "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", kSsm.c_str(), "train",
            "lm.yaml", "trainer.out_dir=pre", "trainer.steps=100000", "trainer.checkpoint_every=0", (char*)nullptr);
     _exit(101);
   }
-  ssm_cli_test::wait_for_file(dir_ / "pre" / "metrics.jsonl", 60);
+  const auto log = [&] {
+    std::ifstream f(dir_ / "pre.log");
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  int status = 0;
+  if (!ssm_cli_test::wait_for_file(dir_ / "pre" / "metrics.jsonl", 60)) {
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "no step logged within 60 s:\n" << log();
+  }
   // Slurm signals every task of the step; here the whole group (mpirun forwards SIGUSR1 as well).
   kill(-pid, SIGUSR1);
-  int status = 0;
   if (!ssm_cli_test::wait_for_exit(pid, &status, 60)) {
     kill(-pid, SIGKILL);
     waitpid(pid, &status, 0);
-    FAIL() << "the ranks did not stop within 60 s of SIGUSR1";
+    FAIL() << "the ranks did not stop within 60 s of SIGUSR1:\n" << log();
   }
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_NE(WEXITSTATUS(status), 0);
@@ -135,8 +145,10 @@ TEST_F(CliDist, KilledRankEndsTheJob) {
   if (pid == 0) {
     setpgid(0, 0);
     if (chdir(dir_.c_str()) != 0) _exit(100);
-    freopen("/dev/null", "w", stdout);
-    freopen("/dev/null", "w", stderr);
+    // One OpenMP thread per rank, as run_in does: on a many-core machine busy with other tests, ranks with
+    // a thread per core spin in OpenMP barriers and a step can take seconds.
+    setenv("OMP_NUM_THREADS", "1", 1);
+    if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(102);
     execlp("mpirun", "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", kSsm.c_str(), "train",
            "lm.yaml", "trainer.out_dir=killed", "trainer.steps=100000", "trainer.checkpoint_every=0",
            "+trainer.dist.timeout_s=20", (char*)nullptr);
