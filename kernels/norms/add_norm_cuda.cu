@@ -16,7 +16,6 @@ namespace {
 using namespace norm_detail;
 
 constexpr int kRowsPerBlock = 8;  // one warp per row
-constexpr int kChunkRows = 256;   // rows per partial sum of grad_w / grad_b
 
 // r = x + residual;  y = (r - mu) rstd w + b   (mu = 0 for rms)
 template <typename Tx, typename Tw, typename Ty, typename A>
@@ -83,51 +82,6 @@ __global__ void add_norm_bwd_r_kernel(const Ty* __restrict__ gy, const A* __rest
   }
 }
 
-// pw/pb[chunk, c] = sum over the chunk's rows of gy xh / gy (block: 32 columns x 8 row lanes).
-template <typename Ty, typename A>
-__global__ void add_norm_bwd_wb_partial(const Ty* __restrict__ gy, const A* __restrict__ rin,
-                                        const A* __restrict__ mean, const A* __restrict__ rstd, A* __restrict__ pw,
-                                        A* __restrict__ pb, int64_t rows, int64_t C, bool rms) {
-  __shared__ A sw[8][33], sb[8][33];
-  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
-  const int64_t r0 = int64_t(blockIdx.y) * kChunkRows;
-  const int64_t r1 = r0 + kChunkRows < rows ? r0 + kChunkRows : rows;
-  A aw = 0, ab = 0;
-  if (c < C)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
-      const A g = A(ld(gy, r * C + c));
-      const A mu = rms ? A(0) : mean[r];
-      aw += g * (rin[r * C + c] - mu) * rstd[r];
-      ab += g;
-    }
-  sw[threadIdx.y][threadIdx.x] = aw;
-  sb[threadIdx.y][threadIdx.x] = ab;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < C) {
-    A tw = 0, tb = 0;
-    for (int i = 0; i < 8; ++i) {
-      tw += sw[i][threadIdx.x];
-      tb += sb[i][threadIdx.x];
-    }
-    pw[blockIdx.y * C + c] = tw;
-    pb[blockIdx.y * C + c] = tb;
-  }
-}
-
-template <typename Tw, typename A>
-__global__ void add_norm_bwd_wb_final(const A* __restrict__ pw, const A* __restrict__ pb, Tw* __restrict__ gw,
-                                      Tw* __restrict__ gb, int64_t nchunks, int64_t C) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
-  A tw = 0, tb = 0;
-  for (int64_t k = 0; k < nchunks; ++k) {
-    tw += pw[k * C + c];
-    tb += pb[k * C + c];
-  }
-  if (gw) st(gw, c, tw);
-  if (gb) st(gb, c, tb);
-}
-
 // Device types of the f32 family (f32, bf16, f16): everything but f64, which runs all-f64.
 template <typename Fn>
 void with_f32_family(DType t, Fn&& fn) {
@@ -160,20 +114,10 @@ void launch_backward(const Tensor& gy, const Tensor& rin, const Tensor& w, const
         C, rms);
     SSM_CUDA_LAUNCH_CHECK();
   }
-  if (grad_w || grad_b) {
-    const int64_t nchunks = (rows + kChunkRows - 1) / kChunkRows;
-    const DType adt = std::is_same_v<A, double> ? DType::f64 : DType::f32;
-    Tensor pw = Tensor::empty({nchunks, C}, adt, rin.device()), pb = Tensor::empty({nchunks, C}, adt, rin.device());
-    const dim3 grid(unsigned((C + 31) / 32), unsigned(nchunks)), block(32, 8);
-    add_norm_bwd_wb_partial<Ty, A><<<grid, block, 0, stream()>>>(dptr<const Ty>(gy), dptr<const A>(rin), mp,
-                                                                  dptr<const A>(rstd), dptr<A>(pw), dptr<A>(pb), rows,
-                                                                  C, rms);
-    SSM_CUDA_LAUNCH_CHECK();
-    add_norm_bwd_wb_final<Tw, A><<<blocks_for(C, 256), 256, 0, stream()>>>(
-        dptr<const A>(pw), dptr<const A>(pb), grad_w ? dptr<Tw>(*grad_w) : nullptr,
-        grad_b ? dptr<Tw>(*grad_b) : nullptr, nchunks, C);
-    SSM_CUDA_LAUNCH_CHECK();
-  }
+  if (grad_w || grad_b)
+    norm_weight_grads(dptr<const Ty>(gy), dptr<const A>(rin), mp, dptr<const A>(rstd),
+                      grad_w ? dptr<Tw>(*grad_w) : nullptr, grad_b ? dptr<Tw>(*grad_b) : nullptr, rows, C, rms,
+                      rin.device(), stream());
 }
 
 }  // namespace

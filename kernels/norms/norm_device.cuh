@@ -1,5 +1,6 @@
 // Device helpers of the row-wise norm kernels (norms_cuda.cu, add_norm_cuda.cu): typed loads/stores
-// that widen bf16/f16 to f32, a warp all-reduce, and a dispatch from a runtime DType to a device element type.
+// that widen bf16/f16 to f32, a warp all-reduce, a dispatch from a runtime DType to a device element type,
+// and the weight / bias gradient reduction both share.
 // CUDA-only (include from .cu files).
 #pragma once
 #include <cuda_bf16.h>
@@ -9,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "kernels/common/cuda_utils.cuh"
 
 namespace ssm::kernels::cuda::norm_detail {
 
@@ -47,6 +49,70 @@ void with_float_type(DType t, Fn&& fn) {
 template <typename T>
 T* dptr(const Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : static_cast<T*>(nullptr);
+}
+
+// Weight and bias gradients of a norm, shared by the plain norms and the fused add+norm:
+//   grad_w[c] = sum_r gy[r, c] (x[r, c] - mean[r]) rstd[r],   grad_b[c] = sum_r gy[r, c]   (mean = 0: RMSNorm)
+// in two fixed-order passes (deterministic): per chunk of kWbChunkRows rows a 32 x 8 block sums 32 columns
+// into partials, then one thread per column sums the chunks in order.
+constexpr int kWbChunkRows = 256;
+
+template <typename Tg, typename Tx, typename A>
+__global__ void wb_partial_kernel(const Tg* __restrict__ gy, const Tx* __restrict__ x, const A* __restrict__ mean,
+                                  const A* __restrict__ rstd, A* __restrict__ pw, A* __restrict__ pb, int64_t rows,
+                                  int64_t C, bool rms) {
+  __shared__ A sw[8][33], sb[8][33];
+  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  const int64_t r0 = int64_t(blockIdx.y) * kWbChunkRows;
+  const int64_t r1 = r0 + kWbChunkRows < rows ? r0 + kWbChunkRows : rows;
+  A aw = 0, ab = 0;
+  if (c < C)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+      const A g = A(ld(gy, r * C + c));
+      const A mu = rms ? A(0) : mean[r];
+      aw += g * (A(ld(x, r * C + c)) - mu) * rstd[r];
+      ab += g;
+    }
+  sw[threadIdx.y][threadIdx.x] = aw;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    A tw = 0, tb = 0;
+    for (int i = 0; i < 8; ++i) {
+      tw += sw[i][threadIdx.x];
+      tb += sb[i][threadIdx.x];
+    }
+    pw[blockIdx.y * C + c] = tw;
+    pb[blockIdx.y * C + c] = tb;
+  }
+}
+
+template <typename Tw, typename A>
+__global__ void wb_final_kernel(const A* __restrict__ pw, const A* __restrict__ pb, Tw* __restrict__ gw,
+                                Tw* __restrict__ gb, int64_t nchunks, int64_t C) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  A tw = 0, tb = 0;
+  for (int64_t k = 0; k < nchunks; ++k) {
+    tw += pw[k * C + c];
+    tb += pb[k * C + c];
+  }
+  if (gw) st(gw, c, tw);
+  if (gb) st(gb, c, tb);
+}
+
+// gw / gb may be null (that gradient is not wanted); mean is ignored when rms.
+template <typename Tg, typename Tx, typename Tw, typename A>
+void norm_weight_grads(const Tg* gy, const Tx* x, const A* mean, const A* rstd, Tw* gw, Tw* gb, int64_t rows,
+                       int64_t C, bool rms, Device dev, cudaStream_t stream) {
+  const int64_t nchunks = (rows + kWbChunkRows - 1) / kWbChunkRows;
+  const DType adt = std::is_same_v<A, double> ? DType::f64 : DType::f32;
+  Tensor pw = Tensor::empty({nchunks, C}, adt, dev), pb = Tensor::empty({nchunks, C}, adt, dev);
+  const dim3 grid(unsigned((C + 31) / 32), unsigned(nchunks)), block(32, 8);
+  wb_partial_kernel<Tg, Tx, A><<<grid, block, 0, stream>>>(gy, x, mean, rstd, pw.data<A>(), pb.data<A>(), rows, C, rms);
+  SSM_CUDA_LAUNCH_CHECK();
+  wb_final_kernel<Tw, A><<<unsigned((C + 255) / 256), 256, 0, stream>>>(pw.data<A>(), pb.data<A>(), gw, gb, nchunks, C);
+  SSM_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace ssm::kernels::cuda::norm_detail

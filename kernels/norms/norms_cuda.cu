@@ -19,6 +19,7 @@ namespace {
 using norm_detail::ld;
 using norm_detail::rsqrt_t;
 using norm_detail::st;
+using norm_detail::norm_weight_grads;
 using norm_detail::warp_allsum;
 
 constexpr int kRowsPerBlock = 8;  // one warp per row
@@ -79,53 +80,6 @@ __global__ void norm_bwd_x_kernel(const Tx* __restrict__ gy, const Tx* __restric
     const A gxh = w ? A(ld(gr, c)) * A(ld(w, c)) : A(ld(gr, c));
     st(o, c, rs * (gxh - m1 - (A(ld(xr, c)) - mu) * rs * m2));
   }
-}
-
-constexpr int kChunkRows = 256;
-
-// partial_w/b[chunk, c] = sum over the chunk's rows of gy xh / gy.
-template <typename Tx, typename A>
-__global__ void norm_bwd_wb_partial(const Tx* __restrict__ gy, const Tx* __restrict__ x, const A* __restrict__ mean,
-                                    const A* __restrict__ rstd, A* __restrict__ pw, A* __restrict__ pb, int64_t rows,
-                                    int64_t C, bool rms) {
-  __shared__ A sw[8][33], sb[8][33];
-  const int64_t c = int64_t(blockIdx.x) * 32 + threadIdx.x;
-  const int64_t r0 = int64_t(blockIdx.y) * kChunkRows;
-  const int64_t r1 = r0 + kChunkRows < rows ? r0 + kChunkRows : rows;
-  A aw = 0, ab = 0;
-  if (c < C)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
-      const A g = A(ld(gy, r * C + c));
-      const A mu = rms ? A(0) : mean[r];
-      aw += g * (A(ld(x, r * C + c)) - mu) * rstd[r];
-      ab += g;
-    }
-  sw[threadIdx.y][threadIdx.x] = aw;
-  sb[threadIdx.y][threadIdx.x] = ab;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < C) {
-    A tw = 0, tb = 0;
-    for (int i = 0; i < 8; ++i) {
-      tw += sw[i][threadIdx.x];
-      tb += sb[i][threadIdx.x];
-    }
-    pw[blockIdx.y * C + c] = tw;
-    pb[blockIdx.y * C + c] = tb;
-  }
-}
-
-template <typename Tw, typename A>
-__global__ void norm_bwd_wb_final(const A* __restrict__ pw, const A* __restrict__ pb, Tw* __restrict__ gw,
-                                  Tw* __restrict__ gb, int64_t nchunks, int64_t C) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
-  A tw = 0, tb = 0;
-  for (int64_t k = 0; k < nchunks; ++k) {
-    tw += pw[k * C + c];
-    tb += pb[k * C + c];
-  }
-  if (gw) st(gw, c, tw);
-  if (gb) st(gb, c, tb);
 }
 
 template <typename T>
@@ -196,19 +150,9 @@ struct BackwardLaunch {
           dptr<Tx>(grad_y), dptr<Tx>(x), dptr<Tw>(weight), mp, rstd.data<A>(), dptr<Tx>(*grad_x), rows, C, rms);
       SSM_CUDA_LAUNCH_CHECK();
     }
-    if (grad_w || grad_b) {
-      const int64_t nchunks = (rows + kChunkRows - 1) / kChunkRows;
-      const DType adt = std::is_same_v<A, double> ? DType::f64 : DType::f32;
-      Tensor pw = Tensor::empty({nchunks, C}, adt, x.device()), pb = Tensor::empty({nchunks, C}, adt, x.device());
-      const dim3 grid(unsigned((C + 31) / 32), unsigned(nchunks)), block(32, 8);
-      norm_bwd_wb_partial<<<grid, block, 0, stream()>>>(dptr<Tx>(grad_y), dptr<Tx>(x), mp, rstd.data<A>(),
-                                                        pw.data<A>(), pb.data<A>(), rows, C, rms);
-      SSM_CUDA_LAUNCH_CHECK();
-      norm_bwd_wb_final<<<blocks_for(C, 256), 256, 0, stream()>>>(
-          pw.data<A>(), pb.data<A>(), grad_w ? dptr<Tw>(*grad_w) : nullptr, grad_b ? dptr<Tw>(*grad_b) : nullptr,
-          nchunks, C);
-      SSM_CUDA_LAUNCH_CHECK();
-    }
+    if (grad_w || grad_b)
+      norm_weight_grads(dptr<Tx>(grad_y), dptr<Tx>(x), mp, rstd.data<A>(), grad_w ? dptr<Tw>(*grad_w) : nullptr,
+                        grad_b ? dptr<Tw>(*grad_b) : nullptr, rows, C, rms, x.device(), stream());
   }
 };
 
