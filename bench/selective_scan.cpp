@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
             {"fkf8", "SSM_SCAN_IMPL=v2", "SSM_SCAN_FWD_KF=8"},
             {"fkf16", "SSM_SCAN_IMPL=v2", "SSM_SCAN_FWD_KF=16"},
             {"ks16", "SSM_SCAN_BWD_KS=16"},
-            {"ks8P8", "SSM_SCAN_BWD_P=8"},
+            {"ks8P16", "SSM_SCAN_BWD_P=16"},
             {"ks16P8", "SSM_SCAN_BWD_KS=16", "SSM_SCAN_BWD_P=8"},
             {"segs=2", "SSM_SCAN_FWD_SEGS=2", "SSM_SCAN_BWD_SEGS=2"},
             {"segs=8", "SSM_SCAN_FWD_SEGS=8", "SSM_SCAN_BWD_SEGS=8"}};
