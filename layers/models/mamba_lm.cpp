@@ -225,6 +225,14 @@ Variable MambaLM::loss(const Tensor& tokens, const Tensor& seq_idx, const Tensor
   SSM_CHECK_INPUT(targets.numel() * dm == h.numel(), "MambaLM::loss: targets ", shape_str(targets.shape()),
                   " do not match tokens ", shape_str(tokens.shape()));
   Variable h2 = ag::reshape(h, {h.numel() / dm, dm});
+  // Targets in the padding rows would meet a -inf logit (an infinite loss): refuse them by name while they
+  // are still on the host (the loader's batches are).
+  if (targets.device().is_cpu() && cfg_.vocab_size < cfg_.vocab_padded) {
+    const std::vector<int64_t> t = targets.to_int_vector();
+    for (size_t i = 0; i < t.size(); ++i)
+      SSM_CHECK_INPUT(t[i] < cfg_.vocab_size || t[i] >= cfg_.vocab_padded, "MambaLM::loss: target ", t[i],
+                      " at position ", i, " is a padding row of the vocabulary (vocab_size ", cfg_.vocab_size, ")");
+  }
   // All vocab_padded rows (aligned matmuls); the padding rows are excluded from the softmax.
   Variable w = lm_head_ ? lm_head_->weight() : embedding_->weight();
   if (ag::autocast_enabled() && h.device().is_cuda()) {

@@ -311,6 +311,20 @@ TEST(MambaLM, RecurrentStepMatchesParallelF32LayerNorm) {
   check_recurrent_matches_parallel(lm, 1e-5);
 }
 
+// The training loss runs its GEMMs over the padded rows (13 -> 16) with the padding columns at -inf: the
+// same value as the cross-entropy of the real-vocabulary logits. A target in the padding is refused.
+TEST(MambaLM, LossEqualsCrossEntropyOfLogitsAndRefusesPaddingTargets) {
+  Generator g{21, 0};
+  MambaLM lm(tiny_lm(), g);
+  const Tensor tok = tokens_of({1, 2, 3, 12, 0, 5, 7, 9}, {2, 4});
+  const Tensor tgt = tokens_of({2, 3, 12, 0, 5, 7, 9, 11}, {2, 4});
+  const double loss = lm.loss(tok, Tensor(), tgt).data().item();
+  const Tensor logits = lm.forward(tok).data().reshape({8, 13});
+  EXPECT_NEAR(loss, cross_entropy(logits, tgt.reshape({8})).item(), 1e-5);
+  auto msg = bad_input_message([&] { lm.loss(tok, Tensor(), tokens_of({2, 3, 12, 14, 5, 7, 9, 11}, {2, 4})); });
+  EXPECT_NE(msg.find("target 14 at position 3 is a padding row"), std::string::npos) << msg;
+}
+
 TEST(MambaLM, LanguageModelInterface) {
   Generator g{19, 0};
   MambaLM lm(tiny_lm(), g);
