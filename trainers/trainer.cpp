@@ -52,6 +52,28 @@ std::set<std::string> trainer_keys(const Config& recipe) {
   return keys;
 }
 
+// Moves the parameters' gradients out (undefined where there is none), leaving none behind.
+std::vector<Tensor> take_grads(std::vector<nn::Parameter>& params) {
+  std::vector<Tensor> out;
+  for (auto& p : params) {
+    out.push_back(p.var.has_grad() ? p.var.grad() : Tensor());
+    p.var.zero_grad();
+  }
+  return out;
+}
+
+// grad_i = earlier_i + grad_i (in that order: the association bit-exact equality with data parallelism needs).
+void add_grads_before(std::vector<nn::Parameter>& params, const std::vector<Tensor>& earlier) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!earlier[i].defined()) continue;
+    ag::Variable v = params[i].var;
+    const Tensor fresh = v.has_grad() ? v.grad() : Tensor();
+    v.zero_grad();
+    v.add_grad(earlier[i]);
+    if (fresh.defined()) v.add_grad(fresh);
+  }
+}
+
 // Optimizer state of a checkpoint that does not match this run's layout: ZeRO-1 shards of any world size
 // (resharded for this run, or gathered into AdamW's state without ZeRO), or AdamW's state sharded for ZeRO.
 void load_sharded_optimizer_state(const fs::path& dir, const std::vector<nn::Parameter>& params,
@@ -287,30 +309,14 @@ TrainSummary train(const Config& recipe, std::ostream& out) {
       const Tensor loss_value = loss.data();
       if (accumulate > 1) loss = ag::mul(loss, 1.0 / double(accumulate));
       if (ddp) ddp->set_sync(micro == accumulate - 1);  // only the last micro-step all-reduces
-      // One process: each micro-step's gradients are summed on their own, then added to the earlier ones
-      // (stash + new), the association data parallelism uses (rank 0's sum + rank 1's sum), so accumulation
-      // over k micro-steps equals k ranks bit for bit. (Under data parallelism the hooks must see the whole
-      // accumulated gradient, so there gradients accumulate in place.)
-      std::vector<Tensor> stash;
-      if (micro > 0 && !comm) {
-        for (auto& p : params) {
-          stash.push_back(p.var.has_grad() ? p.var.grad() : Tensor());
-          p.var.zero_grad();
-        }
-      }
+      // One process: each micro-step's gradients are summed on their own, then added to the earlier ones,
+      // the association of data parallelism (rank 0's sum + rank 1's sum), so accumulation over k micro-steps
+      // equals k ranks bit for bit. Costs one more set of gradients during the backward. (Under data
+      // parallelism the reducer's hooks must see the whole gradient, so there they accumulate in place.)
+      std::vector<Tensor> earlier;
+      if (micro > 0 && !comm) earlier = take_grads(params);
       loss.backward();
-      for (size_t i = 0; i < stash.size(); ++i) {
-        if (!stash[i].defined()) continue;
-        ag::Variable v = params[i].var;
-        if (!v.has_grad()) {
-          v.add_grad(stash[i]);
-          continue;
-        }
-        const Tensor fresh = v.grad();
-        v.zero_grad();
-        v.add_grad(stash[i]);
-        v.add_grad(fresh);
-      }
+      if (!earlier.empty()) add_grads_before(params, earlier);
       // Read after queueing the backward: reading the loss waits for the GPU, and doing it before would
       // leave the GPU idle while the host queues the backward's first kernels.
       const double l = loss_value.item();
@@ -410,4 +416,3 @@ EvalStats evaluate_checkpoint(const std::string& checkpoint_dir, const std::vect
 }
 
 }  // namespace ssm::train
-

@@ -245,13 +245,21 @@ Variable MambaLM::loss(const Tensor& tokens, const Tensor& seq_idx, const Tensor
 
 Variable MambaLM::head(const Variable& hidden) { return autocast_linear(hidden, head_weight(), false); }
 
-void MambaLM::check_tokens(const Tensor& tokens, int64_t dims, const char* what) const {
+Tensor MambaLM::checked_tokens(const Tensor& tokens, int64_t dims, const char* what) const {
   SSM_CHECK_INPUT(tokens.defined() && tokens.dim() == dims, "MambaLM::", what, ": expected tokens ",
                   dims == 2 ? "(Bt, L)" : "(Bt)", ", got ",
                   tokens.defined() ? shape_str(tokens.shape()) : std::string("undefined"));
   SSM_CHECK_INPUT(tokens.dtype() == DType::i64 || tokens.dtype() == DType::i32, "MambaLM::", what,
                   ": tokens must be i64 or i32, got ", dtype_name(tokens.dtype()));
   SSM_CHECK_INPUT(tokens.numel() > 0, "MambaLM::", what, ": no tokens (shape ", shape_str(tokens.shape()), ")");
+  const Device dev = embedding_->weight().device();
+  return tokens.device() == dev ? tokens : tokens.to(dev);
+}
+
+void MambaLM::check_cache(const MambaCache& cache, const Tensor& tokens, const char* what) const {
+  SSM_CHECK_INPUT(cache.batch == tokens.size(0) && cache.layers.size() == mixers_.size(), "MambaLM::", what,
+                  ": the cache holds ", cache.batch, " rows and ", cache.layers.size(), " layers but tokens are ",
+                  shape_str(tokens.shape()), " for ", mixers_.size(), " layers; use new_cache(", tokens.size(0), ")");
 }
 
 Variable MambaLM::forward(const Tensor& tokens, const Tensor& seq_idx) {
@@ -259,9 +267,8 @@ Variable MambaLM::forward(const Tensor& tokens, const Tensor& seq_idx) {
 }
 
 Variable MambaLM::final_hidden(const Tensor& tokens_in, const Tensor& seq_idx) {
-  check_tokens(tokens_in, 2, "forward");
-  const Device dev = embedding_->weight().device();
-  const Tensor tokens = tokens_in.device() == dev ? tokens_in : tokens_in.to(dev);
+  const Tensor tokens = checked_tokens(tokens_in, 2, "forward");
+  const Device dev = tokens.device();
   Tensor sidx;
   if (seq_idx.defined()) {
     SSM_CHECK_INPUT(seq_idx.shape() == tokens.shape(), "MambaLM::forward: seq_idx ", shape_str(seq_idx.shape()),
@@ -304,14 +311,9 @@ Tensor MambaLM::prefill(const Tensor& tokens, RecurrentState& state) {
 Tensor MambaLM::step(const Tensor& tokens, RecurrentState& state) { return step(tokens, as_cache(state, "step")); }
 
 Tensor MambaLM::prefill(const Tensor& tokens_in, MambaCache& cache) {
-  check_tokens(tokens_in, 2, "prefill");
-  SSM_CHECK_INPUT(cache.batch == tokens_in.size(0) && cache.layers.size() == mixers_.size(),
-                  "MambaLM::prefill: the cache holds ", cache.batch, " rows and ", cache.layers.size(),
-                  " layers but tokens are ", shape_str(tokens_in.shape()), " for ", mixers_.size(),
-                  " layers; use new_cache(", tokens_in.size(0), ")");
+  const Tensor tokens = checked_tokens(tokens_in, 2, "prefill");
+  check_cache(cache, tokens, "prefill");
   ag::NoGradGuard no_grad;
-  const Device dev = embedding_->weight().device();
-  const Tensor tokens = tokens_in.device() == dev ? tokens_in : tokens_in.to(dev);
   const int64_t L = tokens.size(1);
   Variable hidden = embedding_->forward(tokens), residual;
   for (size_t i = 0; i < mixers_.size(); ++i) {
@@ -327,14 +329,9 @@ Tensor MambaLM::prefill(const Tensor& tokens_in, MambaCache& cache) {
 }
 
 Tensor MambaLM::step(const Tensor& tokens_in, MambaCache& cache) {
-  check_tokens(tokens_in, 1, "step");
-  SSM_CHECK_INPUT(cache.batch == tokens_in.size(0) && cache.layers.size() == mixers_.size(),
-                  "MambaLM::step: the cache holds ", cache.batch, " rows and ", cache.layers.size(),
-                  " layers but tokens are ", shape_str(tokens_in.shape()), " for ", mixers_.size(),
-                  " layers; use new_cache(", tokens_in.size(0), ")");
+  const Tensor tokens = checked_tokens(tokens_in, 1, "step");
+  check_cache(cache, tokens, "step");
   ag::NoGradGuard no_grad;
-  const Device dev = embedding_->weight().device();
-  const Tensor tokens = tokens_in.device() == dev ? tokens_in : tokens_in.to(dev);
   Variable hidden = embedding_->forward(tokens), residual;  // (Bt, d_model)
   for (size_t i = 0; i < mixers_.size(); ++i) {
     AddNormOut an = add_norm(hidden, residual, norms_[i]);

@@ -126,7 +126,9 @@ class MambaLM : public LanguageModel {
   Variable head(const Variable& hidden);  // (..., d_model) -> (..., V)
   Variable head_weight() const;           // (V, d_model): the first vocab_size rows of the table
   Variable final_hidden(const Tensor& tokens, const Tensor& seq_idx);  // after norm_f: (Bt, L, d_model)
-  void check_tokens(const Tensor& tokens, int64_t dims, const char* what) const;
+  // tokens validated ((Bt, L) or (Bt), i64 / i32, not empty) and on the model's device; BadInput naming `what`.
+  Tensor checked_tokens(const Tensor& tokens, int64_t dims, const char* what) const;
+  void check_cache(const MambaCache& cache, const Tensor& tokens, const char* what) const;
 };
 
 }  // namespace ssm::nn
