@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -103,8 +104,13 @@ TEST_F(CliDist, PreemptionSignalStopsEveryRankAtTheSameStepWithACheckpoint) {
     waitpid(pid, &status, 0);
     FAIL() << "no step logged within 60 s:\n" << log();
   }
-  // Slurm signals every task of the step; here the whole group (mpirun forwards SIGUSR1 as well).
+  // Slurm signals every task of the step: here mpirun's group and each rank (mpirun's direct children, each in
+  // its own process group). Whether mpirun forwards SIGUSR1 itself depends on the Open MPI build: the GPU
+  // machine's did not, and the ranks ran on.
   kill(-pid, SIGUSR1);
+  Result ranks = sh("pgrep -P " + std::to_string(pid), dir_);
+  std::istringstream rank_pids(ranks.out);
+  for (int rank_pid; rank_pids >> rank_pid;) kill(rank_pid, SIGUSR1);
   if (!ssm_cli_test::wait_for_exit(pid, &status, 60)) {
     kill(-pid, SIGKILL);
     waitpid(pid, &status, 0);
