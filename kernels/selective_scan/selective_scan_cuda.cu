@@ -12,7 +12,7 @@
 //
 // Time parallelism. A row's L steps are cut into nseg segments of Ks steps (grid = (segment, channel
 // block, batch row)); nseg = 1 only when Bt * D alone gives ~3 blocks per SM, else enough segments for
-// ~4 (set_segments):
+// ~4, never more blocks than fit on the GPU at once (set_segments):
 //   local pass (fwd_kernel<0>): each segment from a zero state -> its end state E_s and S_s = sum dt
 //                               (NaN when the segment holds a reset, i.e. its carry multiplier is 0).
 //   carry kernel:               per (b, d, n), sequential over segments: start_s = h; h = P_s h + E_s with
@@ -25,10 +25,11 @@
 // Which implementation runs by default (v1 = selective_scan_cuda_v1.cu for the one-segment N <= 16 forward,
 // this file otherwise) and the env overrides: see use_v1 below.
 //
-// Backward (P = 8 steps a piece by default, set_bwd_layout):
+// Backward (8 states per thread, pieces of P = 8 steps, set_bwd_layout; two segmentations, each fitted to
+// its kernels):
 //   1. checkpoints: the full forward pass again without y, storing the state before every P-th step
 //      (Bt, L / P, D, Np) f32 (after a local pass + carry when nseg > 1).
-//   2. (nseg > 1) adjoint local pass (fwd_kernel<2>): per segment, in reverse from a zero carry,
+//   2. (nseg > 1) adjoint local pass (fwd_kernel<2>): per segment of the main pass, in reverse from a zero carry,
 //      F_s = m_{t0} dh_{t0} (dh_t = C_t gy_t + m_{t+1} dh_{t+1}, m_t = exp(dt_t A), 0 at a reset); the carry
 //      kernel turns these into the adjoint entering each segment's last step (X_last = grad h_last,
 //      X_{s-1} = P_s X_s + F_s).
@@ -38,8 +39,8 @@
 //      memory, then sweeps in reverse with the adjoint X (= m_{t+1} dh_{t+1}) in registers:
 //        dh = C gy + X;  hd = m_t h_{t-1};  gA += dt dh hd;  gdt = sum_n dh (A hd + B u);
 //        gu = dt sum_n dh B + D gy;  gB_t(d) = dh dt u;  gC_t(d) = gy h_t;  X <- m_t dh.
-//      gB / gC (32 values per lane and step at N <= 16) are summed over the warp's channels by a butterfly
-//      reduce-scatter (16 + 8 + 4 + 2 + 1 shuffles leave one sum per lane), then over the block's warps
+//      gB / gC (16 values per lane and step) are summed over the warp's channels by a butterfly
+//      reduce-scatter (8 + 4 + 2 + 1 shuffles leave one sum per lane at N <= 16), then over the block's warps
 //      through shared memory once per piece; the block's sum goes by atomicAdd into one f32 buffer
 //      (default) or to a per-block partial summed in fixed order (deterministic). gA, gD, gdelta_bias:
 //      per-thread register accumulators, one partial per (b, segment) summed in fixed order; grad h0 is
@@ -224,7 +225,7 @@ __host__ __device__ inline size_t fwd_smem_bytes(int CB, int tsz, int tf, int N,
 // f32 once for the block.
 // MODE 0: local forward from a zero state -> E (end state), S (sum dt, NaN if reset).
 // MODE 1: full forward from the true start -> y (when p.y), checkpoints (when p.ck), h_last.
-// MODE 2: local adjoint in reverse from a zero carry -> F = m_{t0} dh_{t0}.
+// MODE 2: local adjoint in reverse from a zero carry -> F = m_{t0} dh_{t0}, and S as in MODE 0.
 // A reset at step t is folded into the decay: exp2(dt A2 + (-inf)) = 0.
 template <typename T, int MODE, int KF>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
@@ -368,7 +369,12 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
             const float zz = ldsm(rz, i * CB + cl);
             gy *= zz * sigmoid_f(zz);
           }
-          const float off = (p.seq && rs[i]) ? -INFINITY : 0.f;
+          float off = 0.f;
+          if (p.seq && rs[i]) {
+            reset = true;
+            off = -INFINITY;
+          }
+          sumdt += dt;
           float Cv[KF];
           loadv<KF>(sbc + i * bcw + Np + q.k * KF, Cv);
 #pragma unroll
@@ -383,6 +389,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
     if (q.k == 0) p.S[sb] = reset ? __int_as_float(0x7fc00000) : sumdt;
   } else if (MODE == 2) {
     storev<KF>(p.F + sb * Np + q.k * KF, h);
+    if (q.k == 0) p.S[sb] = reset ? __int_as_float(0x7fc00000) : sumdt;
   } else if (p.h_last && q.s == p.nseg - 1) {
 #pragma unroll
     for (int i = 0; i < KF; ++i) {
@@ -424,6 +431,11 @@ __global__ void carry_kernel(Params p, bool fwd, bool bwd) {
   }
 }
 
+// The main backward pass: kBwdKS states per thread (Tn = Np / kBwdKS lanes per channel), pieces of kBwdP
+// steps (also the checkpoint interval).
+constexpr int kBwdKS = 8;
+constexpr int kBwdP = 8;
+
 // Butterfly reduce-scatter of v[2 KS] (v[0 .. KS-1] = gB terms, v[KS .. 2KS-1] = gC terms of the lane's KS
 // states) over the lanes of a warp that hold the same states (xor masks >= Tn). Level (kHalf, kMask): a
 // lane keeps the upper half when its kMask bit is set and receives its partner's copy of that half.
@@ -440,20 +452,11 @@ __device__ __forceinline__ void level(float (&v)[kN], int lane, int Tn) {
     v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kMask);
   }
 }
-template <int KS>
-__device__ __forceinline__ void reduce_scatter(float (&v)[2 * KS], int lane, int Tn) {
-  if constexpr (KS == 16) {
-    level<32, 16, 16>(v, lane, Tn);
-    level<32, 8, 8>(v, lane, Tn);
-    level<32, 4, 4>(v, lane, Tn);
-    level<32, 2, 2>(v, lane, Tn);
-    level<32, 1, 1>(v, lane, Tn);
-  } else {  // KS == 8: Tn >= 2
-    level<16, 8, 16>(v, lane, Tn);
-    level<16, 4, 8>(v, lane, Tn);
-    level<16, 2, 4>(v, lane, Tn);
-    level<16, 1, 2>(v, lane, Tn);
-  }
+__device__ __forceinline__ void reduce_scatter(float (&v)[2 * kBwdKS], int lane, int Tn) {  // Tn >= 2
+  level<16, 8, 16>(v, lane, Tn);
+  level<16, 4, 8>(v, lane, Tn);
+  level<16, 2, 4>(v, lane, Tn);
+  level<16, 1, 2>(v, lane, Tn);
 }
 
 template <int K>
@@ -468,18 +471,23 @@ __device__ __forceinline__ void loadk(const float* p, float* v) {
 // Shared-memory layout of the main backward pass (floats): h [P][KS / 4][kThreads] float4, staged per-thread
 // step values [4][P][kThreads] (dt, u, gy, gz factor), B/C [P][2 Np], gB/gC warp sums
 // [P][kWarps][2 Np], reset flags [P].
-__host__ __device__ inline size_t bwd_smem_floats(int P, int Np, int KS) {
+__host__ __device__ inline size_t bwd_smem_floats(int Np) {
+  constexpr int P = kBwdP, KS = kBwdKS;
   return size_t(P) * KS * kThreads + size_t(4) * P * kThreads + size_t(P) * 2 * Np + size_t(P) * kWarps * 2 * Np + P;
 }
 
-// Main backward pass, KS states per thread (Tn = Np / KS lanes per channel; p.Tn / p.CB / p.nj set for it).
+// Main backward pass. TN: lanes per channel known at compile time (2: N <= 16, the Mamba default), or 0 to
+// read p.Tn (larger N). With TN fixed, the butterfly, the lane sums and every shared-memory index fold to
+// constants; with Tn read at run time the per-step code carried ~4x the instructions of the math.
 // Pieces always run P steps: steps past the end of the row are staged as no-ops (dt = u = gy = 0, B = C = 0:
-// decay 1, no contributions), so both loops have a fixed trip count and unroll by two.
-template <typename T, int KS>
-__global__ void __launch_bounds__(kThreads, 1) bwd_kernel(Params p) {
+// decay 1, no contributions), so both loops have a fixed trip count.
+// At most 128 registers, so that 4 blocks share an SM (the shared memory's limit at N = 16).
+template <typename T, int TN>
+__global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
   extern __shared__ float4 sm4[];
-  constexpr int KV = KS / 4;
-  const int P = p.P, Np = p.Np, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, bcw = 2 * Np;
+  constexpr int KS = kBwdKS, P = kBwdP, KV = KS / 4;
+  const int Tn = TN ? TN : p.Tn, Np = TN ? TN * KS : p.Np;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, bcw = 2 * Np;
   float4* sh = sm4;
   float* sst = reinterpret_cast<float*>(sh + size_t(P) * KV * kThreads);
   float* sbc = sst + size_t(4) * P * kThreads;
@@ -513,8 +521,8 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_kernel(Params p) {
   T* gz = static_cast<T*>(p.gz);
   float gDacc = 0.f, gdbacc = 0.f;
   const int64_t bcn = p.Bt * p.L * p.G * p.N;
-  const int R = 2 * KS * p.Tn / 32;                            // values per lane after the butterfly
-  const int jbase = (lane & ~(p.Tn - 1) & 31) * 2 * KS / 32;  // their first original index
+  const int R = 2 * KS * Tn / 32;                          // values per lane after the butterfly
+  const int jbase = (lane & ~(Tn - 1) & 31) * 2 * KS / 32;  // their first original index
 
   for (int64_t c = c1 - 1; c >= c0; --c) {
     const int64_t ta = c * P;
@@ -526,35 +534,31 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_kernel(Params p) {
 #pragma unroll
       for (int n = 0; n < KS; ++n) h[n] = 0.f;
     }
-    // Stage this thread's channel's steps (8 at a time: loads first, then the math and the stores).
-    for (int i0 = 0; i0 < P; i0 += 8) {
-      float xd[8], xu[8], xg[8], xz[8];
+    {  // Stage this thread's channel's steps (loads first, then the math and the stores).
+      float xd[P], xu[P], xg[P], xz[P];
 #pragma unroll
-      for (int r = 0; r < 8; ++r) {
-        const int i = i0 + r;
-        xd[r] = xu[r] = xg[r] = xz[r] = 0.f;
+      for (int i = 0; i < P; ++i) {
+        xd[i] = xu[i] = xg[i] = xz[i] = 0.f;
         if (i < len && q.valid) {
           const int64_t idx = (q.b * p.L + ta + i) * p.D + q.d;
-          xd[r] = ld(de, idx);
-          xu[r] = ld(up, idx);
-          xg[r] = ld(gp, idx);
-          if (zp) xz[r] = ld(zp, idx);
+          xd[i] = ld(de, idx);
+          xu[i] = ld(up, idx);
+          xg[i] = ld(gp, idx);
+          if (zp) xz[i] = ld(zp, idx);
         }
       }
 #pragma unroll
-      for (int r = 0; r < 8; ++r) {
-        const int i = i0 + r;
-        const float x = xd[r] + bias;
-        float gy = xg[r], gzf = 0.f;
+      for (int i = 0; i < P; ++i) {
+        const float x = xd[i] + bias;
+        float gy = xg[i], gzf = 0.f;
         if (zp) {
-          const float sg = sigmoid_f(xz[r]);
-          gy = xg[r] * xz[r] * sg;
-          gzf = xg[r] * sg * (1.f + xz[r] * (1.f - sg));
+          const float sg = sigmoid_f(xz[i]);
+          gy = xg[i] * xz[i] * sg;
+          gzf = xg[i] * sg * (1.f + xz[i] * (1.f - sg));
         }
-        if (i >= P) break;
         const bool in = i < len;
         sst[(0 * P + i) * kThreads + tid] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
-        sst[(1 * P + i) * kThreads + tid] = xu[r];
+        sst[(1 * P + i) * kThreads + tid] = xu[i];
         sst[(2 * P + i) * kThreads + tid] = gy;
         sst[(3 * P + i) * kThreads + tid] = gzf;
       }
@@ -568,7 +572,7 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_kernel(Params p) {
     if (tid < P) srs[tid] = (tid < len && reset_at(p, q.b, ta + tid)) ? 1 : 0;
     __syncthreads();
     // Forward over the piece, keeping h before every step.
-#pragma unroll 2
+#pragma unroll
     for (int i = 0; i < P; ++i) {
 #pragma unroll
       for (int j = 0; j < KV; ++j)
@@ -581,7 +585,7 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_kernel(Params p) {
       for (int n = 0; n < KS; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
     }
     // Reverse sweep.
-#pragma unroll 2
+#pragma unroll
     for (int i = P - 1; i >= 0; --i) {
       const float dt = sst[i * kThreads + tid], uu = sst[(P + i) * kThreads + tid];
       const float gy = sst[(2 * P + i) * kThreads + tid];
@@ -611,19 +615,20 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_kernel(Params p) {
         X[n] = m * dh;
         h[n] = hp[n];
       }
-      reduce_scatter<KS>(v, lane, p.Tn);
+      reduce_scatter(v, lane, Tn);
       {
         float* dst = red + size_t(i * kWarps + warp) * bcw + q.k * KS;
 #pragma unroll
         for (int r = 0; r < 2 * KS; ++r) {
-          if (r >= R) break;
-          const int jl = jbase + r;
-          dst[(jl >= KS ? Np - KS : 0) + jl] = v[r];
+          if (r < R) {
+            const int jl = jbase + r;
+            dst[(jl >= KS ? Np - KS : 0) + jl] = v[r];
+          }
         }
       }
-      ypre = lane_sum(ypre, p.Tn);
-      sdhB = lane_sum(sdhB, p.Tn);
-      sdA = lane_sum(sdA, p.Tn);
+      ypre = lane_sum(ypre, Tn);
+      sdhB = lane_sum(sdhB, Tn);
+      sdA = lane_sum(sdA, Tn);
       if (q.k == 0 && q.valid && i < len) {
         const int64_t o = (q.b * p.L + ta + i) * p.D + q.d;
         const float gdt = fmaf(sdA, kLn2, uu * sdhB);
@@ -744,62 +749,50 @@ Params make_params(const ScanInputs& in, const ScanOptions& opt) {
   p.Np = Np;
   set_fwd_layout(p);
   p.tf = std::min(kTF, 512 / Np);
-  p.P = Np <= 64 ? 16 : 8;
+  p.P = kBwdP;
   p.bc = dtype_code(in.B.dtype());
   p.softplus = opt.delta_softplus;
   p.det = opt.deterministic;
   return p;
 }
 
-size_t max_smem_optin() {
-  static const size_t v = [] {
-    int dev = 0, b = 0;
-    SSM_CUDA_CHECK(cudaGetDevice(&dev));
-    SSM_CUDA_CHECK(cudaDeviceGetAttribute(&b, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return size_t(b);
-  }();
-  return v;
-}
-
 // Segments: one per row when the channel blocks alone give ~3 blocks per SM, else enough for ~4 (each
-// segment at least 64 steps). Ks is a multiple of 16 (so of tf and P). Segments cost a second pass over
-// the sequence (local + full), yet one block per SM is latency-bound. Measured on the H100 (N = 16 unless
+// segment at least 64 steps), but never more blocks than fit on the GPU at once (`resident` per SM, from
+// the occupancy calculator): blocks of equal length run in waves, and a few blocks past a full wave cost a
+// whole second wave. Ks is a multiple of 16 (so of tf and P). Segments cost a second pass over the
+// sequence (local + full), yet one block per SM is latency-bound. Measured on the H100 (N = 16 unless
 // said): at (8, 2048, 2048) (1 block per SM) 8 segments ran the forward in 0.92 ms against 1.27 ms for one;
 // aiming at 8 blocks per SM instead of 4 made (2, 3072, 8192) slower (1.35 vs 1.24 ms) and N = 64 at
 // (8, 2048, 2048) (3.9 blocks per SM in one segment) much slower (4.08 vs 2.47 ms).
-void set_segments(Params& p, const char* env) {
+void set_segments(Params& p, const char* env, int resident) {
   const int64_t base = p.Bt * p.G * p.nj, sms = ::ssm::cuda::sm_count();
-  int64_t nseg = base >= 3 * sms ? 1 : (4 * sms + base - 1) / base;
+  const int64_t cap = std::max(1, resident) * sms;
+  int64_t nseg = base >= 3 * sms ? 1 : (std::min<int64_t>(4 * sms, cap) + base - 1) / base;
+  if (nseg > 1 && base * nseg > cap) nseg = std::max<int64_t>(1, cap / base);
   nseg = std::min(nseg, std::max<int64_t>(1, p.L / 64));
   nseg = std::max<int64_t>(1, std::min(env_int(env, nseg), p.L));
   p.Ks = ((p.L + nseg - 1) / nseg + 15) / 16 * 16;
   p.nseg = (p.L + p.Ks - 1) / p.Ks;
 }
 
-// The forward's default implementation (see use_v1): v1 where v2 would run one segment per row at N <= 16.
-bool fwd_default_v1(const ScanInputs& in, const ScanOptions& opt) {
-  Params p = make_params(in, opt);
-  set_segments(p, "SSM_SCAN_FWD_SEGS");
-  return p.nseg == 1 && p.Np == kS && p.kf == kS;
+// Blocks of `kernel` (kThreads threads, `smem` dynamic bytes) resident per SM.
+template <typename K>
+int resident_blocks(K kernel, size_t smem) {
+  int n = 0;
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, smem));
+  return n;
 }
 
-// The main backward pass's thread layout: KS states per thread (env SSM_SCAN_BWD_KS: 8 or 16), pieces of
-// P steps (env SSM_SCAN_BWD_P: 16, 8, 4 or 2; default 8), halved until one block fits. The pieces' shared
-// memory decides the blocks per SM: at N = 16, P = 16 takes 108.6 KB (2 blocks per SM, 12.5 % occupancy),
-// P = 8 half that (4 blocks, then the register limit). Measured on the H100 with the segments giving
-// enough blocks: forward+backward at (8, 2048, 2048) 4.63 ms with P = 8 against 5.64 with 16, (2, 3072,
-// 8192) 5.83 vs 7.63, (1, 2048, 65536) 15.25 vs 20.06; the 130M LM step 149.7 vs 169.8 ms.
-void set_bwd_layout(Params& p, int& KS) {
-  KS = int(env_int("SSM_SCAN_BWD_KS", 8)) == 16 ? 16 : 8;
-  p.Tn = p.Np / KS;
+// The main backward pass's thread layout: kBwdKS = 8 states per thread, pieces of kBwdP = 8 steps. At
+// N = 16 a piece's shared memory is 54 KB, so 4 blocks share an SM (then the register limit). Measured on
+// the H100 before the pieces became fixed: forward+backward at (8, 2048, 2048) 4.63 ms with P = 8 against
+// 5.64 with 16, (2, 3072, 8192) 5.83 vs 7.63, (1, 2048, 65536) 15.25 vs 20.06; the 130M LM step 149.7 vs
+// 169.8 ms; 16 states per thread was slower than 8.
+void set_bwd_layout(Params& p) {
+  p.Tn = p.Np / kBwdKS;
   p.CB = kThreads / p.Tn;
   p.nj = int((p.Dg + p.CB - 1) / p.CB);
-  int P = int(env_int("SSM_SCAN_BWD_P", 8));
-  P = P >= 16 ? 16 : P >= 8 ? 8 : P >= 4 ? 4 : 2;
-  const auto bytes = [&](int q) { return bwd_smem_floats(q, p.Np, KS) * sizeof(float); };
-  while (P > 8 && 2 * (bytes(P) + 1024) > max_smem_optin() + 1024) P /= 2;
-  while (P > 2 && bytes(P) > max_smem_optin()) P /= 2;
-  p.P = P;
+  p.P = kBwdP;
 }
 
 // The forward tiles' copy units: 16- or 4-byte cp.async where every row (and row start) allows it.
@@ -834,17 +827,27 @@ void allow_smem(K kernel, size_t bytes) {
 dim3 grid_of(const Params& p) { return dim3(unsigned(p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)); }
 size_t fwd_smem(const Params& p) { return fwd_smem_bytes(p.CB, p.tsz, p.tf, int(p.N), p.Np); }
 
-// fwd_kernel<T, MODE, p.kf> over grid_of(p).
+// fwd_kernel<T, MODE, p.kf>, launched over grid_of(p); its resident blocks per SM.
+template <typename T, int MODE>
+void (*fwd_kernel_for(const Params& p))(Params) {
+  return p.kf == 4 ? fwd_kernel<T, MODE, 4> : p.kf == 8 ? fwd_kernel<T, MODE, 8> : fwd_kernel<T, MODE, 16>;
+}
 template <typename T, int MODE>
 void launch_fwd(const Params& p) {
-  const auto go = [&](auto kernel) {
+  const auto kernel = fwd_kernel_for<T, MODE>(p);
+  allow_smem(kernel, fwd_smem(p));
+  kernel<<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
+  SSM_CUDA_LAUNCH_CHECK();
+}
+// The state passes (local + full) share their segments: the fewer resident blocks of the two decides.
+template <typename T>
+int state_pass_resident(const Params& p) {
+  int r = 1 << 30;
+  for (auto kernel : {fwd_kernel_for<T, 0>(p), fwd_kernel_for<T, 1>(p)}) {
     allow_smem(kernel, fwd_smem(p));
-    kernel<<<grid_of(p), kThreads, fwd_smem(p), stream()>>>(p);
-    SSM_CUDA_LAUNCH_CHECK();
-  };
-  if (p.kf == 4) go(fwd_kernel<T, MODE, 4>);
-  else if (p.kf == 8) go(fwd_kernel<T, MODE, 8>);
-  else go(fwd_kernel<T, MODE, 16>);
+    r = std::min(r, resident_blocks(kernel, fwd_smem(p)));
+  }
+  return r;
 }
 
 // The forward's segment start states: local pass + carry (only when nseg > 1; E, S allocated here).
@@ -865,15 +868,20 @@ template <typename H>
 void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last) {
   using T = typename DevT<H>::type;
   Params p = make_params(in, opt);
+  set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
+  set_segments(p, "SSM_SCAN_FWD_SEGS", state_pass_resident<T>(p));
+  // v1 where this file would run one segment per row at N <= 16 (see use_v1).
+  if (use_v1("SSM_SCAN_FWD_IMPL", p.nseg == 1 && p.Np == kS && p.kf == kS))
+    return selective_scan_forward_v1(in, opt, y, h_last);
   p.y = y.data_ptr();
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
-  set_segments(p, "SSM_SCAN_FWD_SEGS");
-  set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
   Tensor E, S;
   segment_starts<T>(p, E, S, in.u.device());
   launch_fwd<T, 1>(p);
 }
 
+// The backward runs two segmentations, each fitted to its kernels' occupancy: the state passes (local +
+// checkpoints, forward layout) and the main pass (with the adjoint local pass that feeds its carries).
 template <typename H>
 void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,
                 ScanGrads& gr) {
@@ -882,28 +890,36 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   Params p = make_params(in, opt);
   p.gy = grad_y.data_ptr();
   p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
-  set_segments(p, "SSM_SCAN_BWD_SEGS");
   set_units(p, int(sizeof(T)), {p.u, p.delta, p.z, p.gy});
   const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
   Params pb = p;  // the main pass's layout
-  int KS = 8;
-  set_bwd_layout(pb, KS);
+  set_bwd_layout(pb);
+  const auto main_kernel = pb.Tn == 2 ? bwd_kernel<T, 2> : bwd_kernel<T, 0>;
+  const size_t main_smem = bwd_smem_floats(pb.Np) * sizeof(float);
+  allow_smem(main_kernel, main_smem);
+  set_segments(pb, "SSM_SCAN_BWD_SEGS", resident_blocks(main_kernel, main_smem));
   p.P = pb.P;
   p.tf = std::min(p.tf, p.P);  // checkpoints are written at tile starts: P must be a multiple of tf
   p.nck = pb.nck = (L + p.P - 1) / p.P;
-  // 1. Checkpoints (and the segment carries of the state).
+  // 1. Checkpoints (after the state's segment carries).
+  Params pc = p;
+  set_segments(pc, "SSM_SCAN_BWD_SEGS", state_pass_resident<T>(pc));
   Tensor E, S;
-  segment_starts<T>(p, E, S, dev);
+  segment_starts<T>(pc, E, S, dev);
   Tensor ck = Tensor::empty({Bt, p.nck, D, p.Np}, DType::f32, dev);
-  p.ck = ck.data<float>();
-  p.y = nullptr;
-  p.h_last = nullptr;
-  launch_fwd<T, 1>(p);
-  // 2. Adjoint carries across segments.
-  Tensor F;
+  p.ck = pc.ck = ck.data<float>();
+  pc.y = nullptr;
+  pc.h_last = nullptr;
+  launch_fwd<T, 1>(pc);
+  // 2. Adjoint carries across the main pass's segments.
+  p.nseg = pb.nseg;
+  p.Ks = pb.Ks;
+  Tensor F, SF;
   if (p.nseg > 1) {
     F = Tensor::empty({Bt, p.nseg, D, p.Np}, DType::f32, dev);
+    SF = Tensor::empty({Bt, p.nseg, D}, DType::f32, dev);
     p.F = F.data<float>();
+    p.S = SF.data<float>();
     launch_fwd<T, 2>(p);
     carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p, false, true);
     SSM_CUDA_LAUNCH_CHECK();
@@ -938,14 +954,7 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     q.Tn = pb.Tn;
     q.CB = pb.CB;
     q.nj = pb.nj;
-    const size_t smem = bwd_smem_floats(q.P, q.Np, KS) * sizeof(float);
-    if (KS == 16) {
-      allow_smem(bwd_kernel<T, 16>, smem);
-      bwd_kernel<T, 16><<<grid_of(q), kThreads, smem, stream()>>>(q);
-    } else {
-      allow_smem(bwd_kernel<T, 8>, smem);
-      bwd_kernel<T, 8><<<grid_of(q), kThreads, smem, stream()>>>(q);
-    }
+    main_kernel<<<grid_of(q), kThreads, main_smem, stream()>>>(q);
     SSM_CUDA_LAUNCH_CHECK();
   }
   sum_parts_kernel<<<blocks_for(bc_elems, 256), 256, 0, stream()>>>(p.gBp, nparts, bc_elems, bc_elems, gr.B.data_ptr(), p.bc);
@@ -967,7 +976,6 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
 }  // namespace
 
 void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last) {
-  if (use_v1("SSM_SCAN_FWD_IMPL", fwd_default_v1(in, opt))) return selective_scan_forward_v1(in, opt, y, h_last);
   switch (in.u.dtype()) {
     case DType::f32: return forward_t<float>(in, opt, y, h_last);
     case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last);

@@ -278,21 +278,17 @@ TEST(CudaSelectiveScan, ManyShortSegments) {
   check_case({1, 333, 20, 1, 32, f16, f16, true, false, true, true, true, false, true});
 }
 
-// The backward's other thread layout (16 states per thread) and short pieces (env overrides).
-TEST(CudaSelectiveScan, BackwardLayouts) {
+// The main backward pass at every lane count per channel: 2 (N <= 16, its compiled-in fast path), 4, 16 and
+// 32 (N = 32, 128, 256: the run-time path), with one segment per row and with several.
+TEST(CudaSelectiveScan, BackwardLanesPerChannel) {
   SKIP_WITHOUT_CUDA();
-  {
-    Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_BWD_KS", "16"}, {"SSM_SCAN_BWD_P", "4"}});
-    check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
-    check_case({1, 100, 40, 1, 64, bf16, bf16, true, true, true, true, true, false, true});
-  }
-  {
-    Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_BWD_KS", "16"}});
-    check_case({2, 300, 24, 1, 256, f32, f32, true, true, true, true, true, true, true});
-  }
-  {
-    Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_BWD_P", "2"}});
+  for (const char* segs : {"1", "3"}) {
+    SCOPED_TRACE(std::string("segs ") + segs);
+    Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_BWD_SEGS", segs}});
+    check_case({2, 257, 70, 2, 8, f32, f32, true, true, true, true, true, true, true});
     check_case({2, 301, 70, 1, 32, f32, f32, true, true, true, true, true, true, true});
+    check_case({1, 100, 40, 1, 128, bf16, bf16, true, true, true, true, true, false, true});
+    check_case({2, 300, 24, 1, 256, f32, f32, true, true, true, true, true, true, true});
   }
 }
 
