@@ -246,7 +246,7 @@ ScanOutputs scan_forward_impl(const ScanInputs& in_raw, const ScanOptions& opt) 
     r.run_row(row / d.D, row % d.D, h, nullptr, py);
     std::copy(h.begin(), h.end(), ph + row * d.N);
   }
-  return {as_dtype(y, in.u.dtype()), as_dtype(h_last, h_last_dtype(in))};
+  return {as_dtype(y, in.u.dtype()), as_dtype(h_last, h_last_dtype(in)), {}};
 }
 
 template <typename T>
@@ -383,7 +383,7 @@ ScanOutputs selective_scan_forward(const ScanInputs& in_raw, const ScanOptions& 
       return out;
     }
     out.h_last = Tensor::empty({Bt, D, N}, DType::f32, in.u.device());
-    cuda::selective_scan_forward(in, opt, out.y, out.h_last);
+    cuda::selective_scan_forward(in, opt, out.y, out.h_last, &out.starts);
     return out;
   }
 #endif
@@ -393,7 +393,7 @@ ScanOutputs selective_scan_forward(const ScanInputs& in_raw, const ScanOptions& 
 }
 
 ScanGrads selective_scan_backward(const ScanInputs& in_raw, const Tensor& grad_y, const Tensor& grad_h_last,
-                                  const ScanOptions& opt) {
+                                  const ScanOptions& opt, const SegmentStarts* starts) {
   check_scan_inputs(in_raw);
   const ScanInputs in = contiguous_inputs(in_raw);
 #ifdef SSM_WITH_CUDA
@@ -412,7 +412,7 @@ ScanGrads selective_scan_backward(const ScanInputs& in_raw, const Tensor& grad_y
       if (in.h0.defined() && gh.defined()) g.h0.copy_(gh);
       return g;
     }
-    cuda::selective_scan_backward(in, gy, gh, opt, g);
+    cuda::selective_scan_backward(in, gy, gh, opt, g, starts);
     return g;
   }
 #endif
@@ -428,8 +428,8 @@ ScanGrads selective_scan_backward(const ScanInputs& in_raw, const Tensor& grad_y
 // closure parks dLoss/dy in a shared slot and passes a zero gradient on to h_last, so the engine
 // (which runs every consumer of a node before the node) runs h_last's closure exactly once, after
 // y's, with dLoss/dh_last summed. If y is not used by the loss its slot stays empty (zero gradient);
-// if h_last is not used, it receives only y's zero. Nothing but the inputs is saved (the backward
-// recomputes the states).
+// if h_last is not used, it receives only y's zero. Saved: the inputs and, on CUDA, the forward's
+// segment start states (a few MB); the backward recomputes every other state.
 
 ScanResult selective_scan(const ag::Variable& u, const ag::Variable& delta, const ag::Variable& A,
                           const ag::Variable& B, const ag::Variable& C, const ag::Variable& D_skip,
@@ -457,13 +457,14 @@ ScanResult selective_scan(const ag::Variable& u, const ag::Variable& delta, cons
   auto parked = std::make_shared<Slot>();
   const Shape y_shape = out.y.shape();
   const DType y_dtype = out.y.dtype();
+  auto starts = std::make_shared<SegmentStarts>(std::move(out.starts));
   ag::Variable h_last(out.h_last, std::move(inputs),
-                      [gather, parked, opt, slot, y_shape, y_dtype](std::vector<ag::Variable>& in, const Tensor& gh) {
+                      [gather, parked, opt, slot, y_shape, y_dtype, starts](std::vector<ag::Variable>& in, const Tensor& gh) {
                         const ScanInputs si = gather(in);
                         Tensor gy = std::move(parked->grad_y);
                         parked->grad_y = Tensor();
                         if (!gy.defined()) gy = Tensor::zeros(y_shape, y_dtype, si.u.device());
-                        ScanGrads g = selective_scan_backward(si, gy, gh, opt);
+                        ScanGrads g = selective_scan_backward(si, gy, gh, opt, starts.get());
                         const Tensor* grads[9] = {&g.u, &g.delta, &g.A, &g.B, &g.C, &g.D_skip, &g.z, &g.delta_bias, &g.h0};
                         for (int i = 0; i < 9; ++i) {
                           const int s = slot[size_t(i)];

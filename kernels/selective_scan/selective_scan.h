@@ -49,9 +49,17 @@ struct ScanInputs {
   Tensor D_skip, z, delta_bias, h0, seq_idx;
 };
 
+// The CUDA forward's state at the start of each time segment (when it cut the rows into segments): handed
+// to the backward, which then skips its own pass that finds them. Opaque outside the kernels.
+struct SegmentStarts {
+  Tensor states;        // (Bt, nseg, D, Np) f32
+  int64_t seg_len = 0;  // steps per segment
+};
+
 struct ScanOutputs {
   Tensor y;       // (Bt, L, D), u's dtype
   Tensor h_last;  // (Bt, D, N), f32 (CPU f64: f64)
+  SegmentStarts starts;  // CUDA only, may be empty
 };
 
 // Gradients; those of absent inputs stay undefined. Wanted ones only (see `want`).
@@ -63,9 +71,10 @@ struct ScanGrads {
 // inputs contiguous; dispatches to the CPU reference or the CUDA kernels.
 void check_scan_inputs(const ScanInputs& in);
 ScanOutputs selective_scan_forward(const ScanInputs& in, const ScanOptions& opt);
-// grad_y (Bt, L, D) in y's dtype; grad_h_last (Bt, D, N) f32, may be undefined (zero).
+// grad_y (Bt, L, D) in y's dtype; grad_h_last (Bt, D, N) f32, may be undefined (zero). starts: the
+// forward's ScanOutputs::starts on the same inputs, or nullptr.
 ScanGrads selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last,
-                                  const ScanOptions& opt);
+                                  const ScanOptions& opt, const SegmentStarts* starts = nullptr);
 
 // The CPU reference directly (used as the oracle by the CUDA tests on copies of the inputs).
 ScanOutputs selective_scan_reference_forward(const ScanInputs& in, const ScanOptions& opt);

@@ -713,12 +713,11 @@ bool use_v1(const char* pass_env, bool dflt) {
   return dflt;
 }
 
-// The forward passes' thread layout: kf states per thread (env SSM_SCAN_FWD_KF: 4, 8 or 16; at least
-// Np / 16 so that a channel's lanes stay within 16). Fewer states per thread means more threads for the same
-// work (at N = 16 and kf = 4, 4x the warps), at the price of the per-step work every lane repeats (softplus,
-// loads) and the lane sum of y.
-void set_fwd_layout(Params& p) {
-  int kf = int(env_int("SSM_SCAN_FWD_KF", kDefaultFwdKF));
+// The forward passes' thread layout: kf states per thread (4, 8 or 16; at least Np / 16 so that a channel's
+// lanes stay within 16). Fewer states per thread means more threads for the same work (at N = 16 and
+// kf = 4, 4x the warps), at the price of the per-step work every lane repeats (softplus, loads) and the
+// lane sum of y. The state passes take env SSM_SCAN_FWD_KF (default 16); the backward's adjoint pass 4.
+void set_fwd_layout(Params& p, int kf) {
   kf = kf <= 4 ? 4 : kf <= 8 ? 8 : 16;
   p.kf = std::max(kf, p.Np / 16);
   p.Tn = p.Np / p.kf;
@@ -747,7 +746,7 @@ Params make_params(const ScanInputs& in, const ScanOptions& opt) {
   int Np = kS;
   while (Np < p.N) Np *= 2;
   p.Np = Np;
-  set_fwd_layout(p);
+  set_fwd_layout(p, int(env_int("SSM_SCAN_FWD_KF", kDefaultFwdKF)));
   p.tf = std::min(kTF, 512 / Np);
   p.P = kBwdP;
   p.bc = dtype_code(in.B.dtype());
@@ -865,7 +864,7 @@ void segment_starts(Params& p, Tensor& E, Tensor& S, const Device& dev) {
 }
 
 template <typename H>
-void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last) {
+void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts) {
   using T = typename DevT<H>::type;
   Params p = make_params(in, opt);
   set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
@@ -878,13 +877,14 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   Tensor E, S;
   segment_starts<T>(p, E, S, in.u.device());
   launch_fwd<T, 1>(p);
+  if (starts && p.nseg > 1) *starts = {E, p.Ks};
 }
 
 // The backward runs two segmentations, each fitted to its kernels' occupancy: the state passes (local +
 // checkpoints, forward layout) and the main pass (with the adjoint local pass that feeds its carries).
 template <typename H>
 void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,
-                ScanGrads& gr) {
+                ScanGrads& gr, const SegmentStarts* starts) {
   using T = typename DevT<H>::type;
   const Device dev = in.u.device();
   Params p = make_params(in, opt);
@@ -901,17 +901,27 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.P = pb.P;
   p.tf = std::min(p.tf, p.P);  // checkpoints are written at tile starts: P must be a multiple of tf
   p.nck = pb.nck = (L + p.P - 1) / p.P;
-  // 1. Checkpoints (after the state's segment carries).
+  // 1. Checkpoints (after the state's segment carries, or from the forward's segment starts).
   Params pc = p;
-  set_segments(pc, "SSM_SCAN_BWD_SEGS", state_pass_resident<T>(pc));
   Tensor E, S;
-  segment_starts<T>(pc, E, S, dev);
+  if (starts && starts->states.defined() && starts->states.dim() == 4 && starts->states.size(0) == Bt &&
+      starts->states.size(2) == D && starts->states.size(3) == p.Np && starts->seg_len > 0 &&
+      starts->states.size(1) == (L + starts->seg_len - 1) / starts->seg_len && starts->seg_len % 16 == 0) {
+    pc.nseg = starts->states.size(1);
+    pc.Ks = starts->seg_len;
+    pc.E = starts->states.data<float>();
+  } else {
+    set_segments(pc, "SSM_SCAN_BWD_SEGS", state_pass_resident<T>(pc));
+    segment_starts<T>(pc, E, S, dev);
+  }
   Tensor ck = Tensor::empty({Bt, p.nck, D, p.Np}, DType::f32, dev);
   p.ck = pc.ck = ck.data<float>();
   pc.y = nullptr;
   pc.h_last = nullptr;
   launch_fwd<T, 1>(pc);
-  // 2. Adjoint carries across the main pass's segments.
+  // 2. Adjoint carries across the main pass's segments. 4 states per thread: the main pass's few segments
+  //    leave this pass 4x the blocks of the 16-state layout (which ran it at 1.5 blocks per SM: 0.81 ms a
+  //    layer of the 130M LM, more than a forward pass).
   p.nseg = pb.nseg;
   p.Ks = pb.Ks;
   Tensor F, SF;
@@ -920,7 +930,10 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     SF = Tensor::empty({Bt, p.nseg, D}, DType::f32, dev);
     p.F = F.data<float>();
     p.S = SF.data<float>();
-    launch_fwd<T, 2>(p);
+    Params pa = p;
+    set_fwd_layout(pa, 4);
+    set_units(pa, int(sizeof(T)), {p.u, p.delta, p.z, p.gy});
+    launch_fwd<T, 2>(pa);
     carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p, false, true);
     SSM_CUDA_LAUNCH_CHECK();
   }
@@ -975,26 +988,28 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
 
 }  // namespace
 
-void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last) {
+void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last,
+                            SegmentStarts* starts) {
+  if (starts) *starts = {};
   switch (in.u.dtype()) {
-    case DType::f32: return forward_t<float>(in, opt, y, h_last);
-    case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last);
-    case DType::f16: return forward_t<f16_t>(in, opt, y, h_last);
+    case DType::f32: return forward_t<float>(in, opt, y, h_last, starts);
+    case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last, starts);
+    case DType::f16: return forward_t<f16_t>(in, opt, y, h_last, starts);
     default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
   }
 }
 
 void selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last_in,
-                             const ScanOptions& opt, ScanGrads& grads) {
+                             const ScanOptions& opt, ScanGrads& grads, const SegmentStarts* starts) {
   if (use_v1("SSM_SCAN_BWD_IMPL", false)) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
   const Tensor grad_h_last =
       grad_h_last_in.defined() ? grad_h_last_in.to(DType::f32).contiguous() : Tensor();
   SSM_CHECK(grad_y.dtype() == in.u.dtype(), "selective_scan (CUDA) backward: grad_y is ", dtype_name(grad_y.dtype()),
             " but y is ", dtype_name(in.u.dtype()));
   switch (in.u.dtype()) {
-    case DType::f32: return backward_t<float>(in, grad_y, grad_h_last, opt, grads);
-    case DType::bf16: return backward_t<bf16_t>(in, grad_y, grad_h_last, opt, grads);
-    case DType::f16: return backward_t<f16_t>(in, grad_y, grad_h_last, opt, grads);
+    case DType::f32: return backward_t<float>(in, grad_y, grad_h_last, opt, grads, starts);
+    case DType::bf16: return backward_t<bf16_t>(in, grad_y, grad_h_last, opt, grads, starts);
+    case DType::f16: return backward_t<f16_t>(in, grad_y, grad_h_last, opt, grads, starts);
     default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
   }
 }

@@ -155,7 +155,7 @@ ScanOutputs gpu_forward(const ScanInputs& in, const ScanOptions& opt) {
   ScanOutputs o;
   o.y = Tensor::full(in.u.shape(), std::nan(""), in.u.dtype(), in.u.device());  // poisoned
   o.h_last = Tensor::full({in.u.size(0), in.u.size(2), in.A.size(1)}, std::nan(""), DType::f32, in.u.device());
-  kernels::cuda::selective_scan_forward(in, opt, o.y, o.h_last);
+  kernels::cuda::selective_scan_forward(in, opt, o.y, o.h_last, &o.starts);
   return o;
 }
 #endif
@@ -175,11 +175,14 @@ void check_case(const Case& c, uint32_t seed = 100) {
 
   const Tensor g64 = P.g_cpu.to(DType::f64), gh64 = P.gh_cpu.defined() ? P.gh_cpu.to(DType::f64) : Tensor();
   const ScanGrads rg = kernels::selective_scan_reference_backward(ref_in, g64, gh64, opt);
-  for (bool det : {false, true}) {
-    SCOPED_TRACE(det ? "deterministic" : "default");
+  // The backward three ways: default, deterministic, and from the forward's segment start states (the
+  // autograd op's path; the same as the default when the forward did not cut the rows).
+  for (const char* mode : {"default", "deterministic", "forward's segment starts"}) {
+    SCOPED_TRACE(mode);
+    const bool det = std::string(mode) == "deterministic", saved = std::string(mode)[0] == 'f';
     opt.deterministic = det;
     ScanGrads gg;
-    kernels::cuda::selective_scan_backward(P.gpu, P.g_gpu, P.gh_gpu, opt, gg);
+    kernels::cuda::selective_scan_backward(P.gpu, P.g_gpu, P.gh_gpu, opt, gg, saved ? &out.starts : nullptr);
     const Tol t2{to.rtol * 2, to.atol * 2}, td{to.rtol * 5, to.atol * 10};
     EXPECT_TRUE(near("grad u", gg.u, rg.u, t2));
     EXPECT_TRUE(near("grad delta", gg.delta, rg.delta, td));

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Per-kernel GPU time with ncu (kernels serialised, so the figures add up to more than a real step's wall
+# time where kernels overlap), aggregated by kernel name, largest first.
+#
+#   scripts/profile_kernels.sh scan [BUILD]   # bench_selective_scan --only 0: (8, 2048, 2048, 16), the
+#                                             # 3 warm-up + 25 timed forward and forward+backward calls
+#   scripts/profile_kernels.sh step [BUILD]   # two training steps of the 130M Mamba LM (recipes/bench)
+#
+# Prints "ms per call/step, calls, kernel" rows; the raw CSV goes to $OUT/ncu-<what>.csv when OUT is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-scan}
+BUILD=${2:-build-gpu}
+csv=${OUT:-/tmp}/ncu-$what.csv
+case "$what" in
+  scan) cmd=("$BUILD/bin/bench_selective_scan" --only 0); per=28 ;;  # calls of each kind per run
+  step) cmd=("$BUILD/bin/ssm" bench recipes/bench/mamba-130m.yaml --warmup 2 --steps 2); per=4 ;;
+  *) echo "profile_kernels.sh: unknown target '$what' (use scan or step)" >&2; exit 2 ;;
+esac
+ncu --metrics gpu__time_duration.sum --csv "${cmd[@]}" >"$csv" 2>/dev/null
+python3 - "$csv" "$per" <<'PY'
+import csv, sys, collections
+rows = list(csv.reader(l for l in open(sys.argv[1]) if l.startswith('"')))
+hdr, rows = rows[0], rows[1:]
+ki, mi, vi = hdr.index("Kernel Name"), hdr.index("Metric Name"), hdr.index("Metric Value")
+ui = hdr.index("Metric Unit")
+scale = {"nsecond": 1e-6, "ns": 1e-6, "usecond": 1e-3, "us": 1e-3, "msecond": 1.0, "ms": 1.0, "second": 1e3}
+tot, cnt = collections.Counter(), collections.Counter()
+for r in rows:
+    if r[mi] != "gpu__time_duration.sum":
+        continue
+    name = r[ki].split("(")[0].replace("void ", "")[:90]
+    tot[name] += float(r[vi].replace(",", "")) * scale[r[ui]]
+    cnt[name] += 1
+per = float(sys.argv[2])
+print("%10s %7s  %s" % ("ms/unit", "calls", "kernel (unit: scan: one forward + one forward+backward call; step: one step)"))
+for name, t in tot.most_common(40):
+    print("%10.3f %7d  %s" % (t / per, cnt[name], name))
+print("%10.3f          total" % (sum(tot.values()) / per))
+PY
