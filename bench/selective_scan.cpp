@@ -14,7 +14,7 @@
 // Printed: ms, the floors, (largest floor) / ms, and mamba_ssm's time on H100 (issue 4) beside ours.
 // Also one JSON line per measurement (prefix "JSON ").
 // Options: --sweep also times other layouts at N = 16 (env SSM_SCAN_FWD_KF: the forward passes' states per
-// thread; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row);
+// thread; SSM_SCAN_ADJ_KF: the backward's adjoint pass's; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row);
 // --v1 / --v2 also time each implementation alone at N = 16 (env SSM_SCAN_IMPL=v1 / v2: selective_scan_cuda_v1.cu /
 // selective_scan_cuda.cu); --only I times shape I at N = 16 alone.
 // A summary table comes last.
@@ -171,6 +171,8 @@ int main(int argc, char** argv) {
             {"fkf4", "SSM_SCAN_IMPL=v2", "SSM_SCAN_FWD_KF=4"},
             {"fkf8", "SSM_SCAN_IMPL=v2", "SSM_SCAN_FWD_KF=8"},
             {"fkf16", "SSM_SCAN_IMPL=v2", "SSM_SCAN_FWD_KF=16"},
+            {"adjkf4", "SSM_SCAN_ADJ_KF=4"},
+            {"adjkf16", "SSM_SCAN_ADJ_KF=16"},
             {"segs=2", "SSM_SCAN_FWD_SEGS=2", "SSM_SCAN_BWD_SEGS=2"},
             {"segs=8", "SSM_SCAN_FWD_SEGS=8", "SSM_SCAN_BWD_SEGS=8"}};
         for (const auto& v : variants) {

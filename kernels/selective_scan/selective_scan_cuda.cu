@@ -716,7 +716,8 @@ bool use_v1(const char* pass_env, bool dflt) {
 // The forward passes' thread layout: kf states per thread (4, 8 or 16; at least Np / 16 so that a channel's
 // lanes stay within 16). Fewer states per thread means more threads for the same work (at N = 16 and
 // kf = 4, 4x the warps), at the price of the per-step work every lane repeats (softplus, loads) and the
-// lane sum of y. The state passes take env SSM_SCAN_FWD_KF (default 16); the backward's adjoint pass 4.
+// lane sum of y. The state passes take env SSM_SCAN_FWD_KF (default 16); the backward's adjoint pass
+// SSM_SCAN_ADJ_KF (default 8).
 void set_fwd_layout(Params& p, int kf) {
   kf = kf <= 4 ? 4 : kf <= 8 ? 8 : 16;
   p.kf = std::max(kf, p.Np / 16);
@@ -919,9 +920,11 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   pc.y = nullptr;
   pc.h_last = nullptr;
   launch_fwd<T, 1>(pc);
-  // 2. Adjoint carries across the main pass's segments. 4 states per thread: the main pass's few segments
-  //    leave this pass 4x the blocks of the 16-state layout (which ran it at 1.5 blocks per SM: 0.81 ms a
-  //    layer of the 130M LM, more than a forward pass).
+  // 2. Adjoint carries across the main pass's segments. 8 states per thread (env SSM_SCAN_ADJ_KF): the main
+  //    pass's few segments left the 16-state layout at 1.5 blocks per SM (0.81 ms a layer of the 130M LM,
+  //    more than a forward pass). Measured on the H100 (f+b at (8, 2048, 2048) / (2, 3072, 8192), LM
+  //    tokens/s): 4 states 4.35 / 6.67 ms, 122.4k; 8 states 3.87 / 5.91 ms, 124.3k; 16 states 3.90 /
+  //    5.97 ms, 122.9k.
   p.nseg = pb.nseg;
   p.Ks = pb.Ks;
   Tensor F, SF;
@@ -931,7 +934,7 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     p.F = F.data<float>();
     p.S = SF.data<float>();
     Params pa = p;
-    set_fwd_layout(pa, 4);
+    set_fwd_layout(pa, int(env_int("SSM_SCAN_ADJ_KF", 8)));
     set_units(pa, int(sizeof(T)), {p.u, p.delta, p.z, p.gy});
     launch_fwd<T, 2>(pa);
     carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p, false, true);

@@ -295,14 +295,15 @@ TEST(CudaSelectiveScan, BackwardLanesPerChannel) {
   }
 }
 
-// The forward passes' states per thread (SSM_SCAN_FWD_KF: 4, 8, 16), with one segment per row and with
-// several (SSM_SCAN_FWD_SEGS / BWD_SEGS), forward and backward (the backward's checkpoint pass is a forward).
+// The forward passes' states per thread (SSM_SCAN_FWD_KF and the backward's adjoint pass's SSM_SCAN_ADJ_KF:
+// 4, 8, 16), with one segment per row and with several (SSM_SCAN_FWD_SEGS / BWD_SEGS), forward and backward (the backward's checkpoint pass is a forward).
 TEST(CudaSelectiveScan, ForwardLayouts) {
   SKIP_WITHOUT_CUDA();
   for (const char* kf : {"4", "8", "16"}) {
     for (const char* segs : {"1", "5"}) {
       SCOPED_TRACE(std::string("kf ") + kf + " segs " + segs);
-      Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_FWD_KF", kf}, {"SSM_SCAN_FWD_SEGS", segs}, {"SSM_SCAN_BWD_SEGS", segs}});
+      Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_FWD_KF", kf}, {"SSM_SCAN_ADJ_KF", kf}, {"SSM_SCAN_FWD_SEGS", segs},
+               {"SSM_SCAN_BWD_SEGS", segs}});
       check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
       check_case({2, 300, 45, 1, 64, bf16, bf16, true, true, true, true, true, true, true});
       check_case({1, 333, 24, 1, 3, f16, f16, true, true, true, true, true, true, true});
