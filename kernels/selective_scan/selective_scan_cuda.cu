@@ -57,6 +57,7 @@
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/selective_scan/selective_scan_cuda.h"
 #include "kernels/selective_scan/selective_scan_cuda_v1.cuh"
+#include "kernels/selective_scan/scan_cuda_common.cuh"
 
 namespace ssm::kernels::cuda {
 namespace {
@@ -66,33 +67,8 @@ constexpr int kDefaultFwdKF = 16;      // forward passes: states per thread (set
 constexpr int kThreads = 128;          // threads per block
 constexpr int kWarps = kThreads / 32;  // warps per block
 constexpr int kTF = 8;                 // forward: steps per register tile (tf = min(kTF, 512 / Np) at run time)
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ __forceinline__ float ld(const __half* p, int64_t i) { return __half2float(p[i]); }
-__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
-__device__ __forceinline__ void st(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
-
-// B / C / their grads: dtype chosen at run time (staged once per tile, off the per-state loop).
-__device__ __forceinline__ float ld_any(const void* p, int64_t i, int code) {
-  if (code == 0) return static_cast<const float*>(p)[i];
-  if (code == 1) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-  return __half2float(static_cast<const __half*>(p)[i]);
-}
-__device__ __forceinline__ void st_any(void* p, int64_t i, int code, float v) {
-  if (code == 0) static_cast<float*>(p)[i] = v;
-  else if (code == 1) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
-  else static_cast<__half*>(p)[i] = __float2half(v);
-}
-
-__device__ __forceinline__ float ex2(float x) {
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-  return r;
-}
 // softplus(x) = log(1 + e^x); below -4 the series y - y^2/2 + y^3/3 (y = e^x < 0.019, rel. error < 2e-6).
 __device__ __forceinline__ float softplus_f(float x) {
   if (x > 20.f) return x;
@@ -148,10 +124,6 @@ __device__ __forceinline__ Pos position(const Params& p) {
   return q;
 }
 
-__device__ __forceinline__ float lane_sum(float v, int Tn) {
-  for (int o = 1; o < Tn; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 // K consecutive floats (K a multiple of 4, 16-byte aligned) between memory and registers.
 template <int K>
 __device__ __forceinline__ void loadv(const float* p, float* v) {
@@ -459,15 +431,6 @@ __device__ __forceinline__ void reduce_scatter(float (&v)[2 * kBwdKS], int lane,
   level<16, 1, 2>(v, lane, Tn);
 }
 
-template <int K>
-__device__ __forceinline__ void loadk(const float* p, float* v) {
-#pragma unroll
-  for (int j = 0; j < K / 4; ++j) {
-    const float4 a = reinterpret_cast<const float4*>(p)[j];
-    v[4 * j] = a.x, v[4 * j + 1] = a.y, v[4 * j + 2] = a.z, v[4 * j + 3] = a.w;
-  }
-}
-
 // Shared-memory layout of the main backward pass (floats): h [P][KS / 4][kThreads] float4, staged per-thread
 // step values [4][P][kThreads] (dt, u, gy, gz factor), B/C [P][2 Np], gB/gC warp sums
 // [P][kWarps][2 Np], reset flags [P].
@@ -529,7 +492,7 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
     const int len = int(min(int64_t(P), t1 - ta));
     __syncthreads();  // the previous piece is done with shared memory
     float h[KS];
-    if (q.valid) loadk<KS>(p.ck + ((q.b * p.nck + c) * p.D + q.d) * Np + q.k * KS, h);
+    if (q.valid) loadv<KS>(p.ck + ((q.b * p.nck + c) * p.D + q.d) * Np + q.k * KS, h);
     else {
 #pragma unroll
       for (int n = 0; n < KS; ++n) h[n] = 0.f;
@@ -580,7 +543,7 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
       const float dt = sst[i * kThreads + tid], du = dt * sst[(P + i) * kThreads + tid];
       const float off = (p.seq && srs[i]) ? -INFINITY : 0.f;
       float Bv[KS];
-      loadk<KS>(sbc + i * bcw + q.k * KS, Bv);
+      loadv<KS>(sbc + i * bcw + q.k * KS, Bv);
 #pragma unroll
       for (int n = 0; n < KS; ++n) h[n] = fmaf(ex2(fmaf(dt, A2[n], off)), h[n], du * Bv[n]);
     }
@@ -592,8 +555,8 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
       const float du = dt * uu;
       const float off = (p.seq && srs[i]) ? -INFINITY : 0.f;
       float Bv[KS], Cv[KS], hp[KS];
-      loadk<KS>(sbc + i * bcw + q.k * KS, Bv);
-      loadk<KS>(sbc + i * bcw + Np + q.k * KS, Cv);
+      loadv<KS>(sbc + i * bcw + q.k * KS, Bv);
+      loadv<KS>(sbc + i * bcw + Np + q.k * KS, Cv);
 #pragma unroll
       for (int j = 0; j < KV; ++j) {
         const float4 a = sh[(i * KV + j) * kThreads + tid];
@@ -669,36 +632,6 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
   }
 }
 
-// out[i] = sum_{k < nparts} part[k * stride + i], in order; stored in dtype `code`.
-__global__ void sum_parts_kernel(const float* part, int64_t nparts, int64_t stride, int64_t n, void* out, int code) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  float v = 0.f;
-  for (int64_t k = 0; k < nparts; ++k) v += part[k * stride + i];
-  st_any(out, i, code, v);
-}
-
-template <typename T>
-struct DevT {
-  using type = T;
-};
-template <>
-struct DevT<bf16_t> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DevT<f16_t> {
-  using type = __half;
-};
-
-int dtype_code(DType t) { return t == DType::f32 ? 0 : t == DType::bf16 ? 1 : 2; }
-const void* ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
-const float* fptr(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
-
-int64_t env_int(const char* name, int64_t dflt) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoll(v) : dflt;
-}
 // Which implementation runs: env SSM_SCAN_IMPL (both passes), SSM_SCAN_FWD_IMPL / SSM_SCAN_BWD_IMPL (one
 // pass; these win), each "v1" (selective_scan_cuda_v1.cu) or "v2" (this file). Defaults: the backward is v2;
 // the forward is v1 only where v2 would run one segment per row at N <= 16 (4 warps per SM, latency-bound:

@@ -42,6 +42,7 @@
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/selective_scan/selective_scan_cuda.h"
 #include "kernels/selective_scan/selective_scan_cuda_v1.cuh"
+#include "kernels/selective_scan/scan_cuda_common.cuh"
 
 namespace ssm::kernels::cuda {
 namespace {
@@ -49,32 +50,7 @@ namespace {
 constexpr int kS = 8;          // states per thread
 constexpr int kThreads = 128;  // threads per block
 constexpr int kR = 4;          // backward: steps per register-history piece
-constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ inline float ld(const float* p, int64_t i) { return p[i]; }
-__device__ inline float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ inline float ld(const __half* p, int64_t i) { return __half2float(p[i]); }
-__device__ inline void st(float* p, int64_t i, float v) { p[i] = v; }
-__device__ inline void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
-__device__ inline void st(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
-
-// B / C / their grads: dtype chosen at run time (they are staged once per tile, off the hot loop).
-__device__ inline float ld_any(const void* p, int64_t i, int code) {
-  if (code == 0) return static_cast<const float*>(p)[i];
-  if (code == 1) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-  return __half2float(static_cast<const __half*>(p)[i]);
-}
-__device__ inline void st_any(void* p, int64_t i, int code, float v) {
-  if (code == 0) static_cast<float*>(p)[i] = v;
-  else if (code == 1) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
-  else static_cast<__half*>(p)[i] = __float2half(v);
-}
-
-__device__ inline float ex2(float x) {
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-  return r;
-}
 __device__ inline float softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
 struct Params {
@@ -202,11 +178,6 @@ __device__ void stage(const Params& p, const Pos& q, const Smem& s, int64_t t0, 
     const int64_t t = t0 + i;
     s.rs[i] = (p.seq && t > 0 && p.seq[q.b * p.L + t] != p.seq[q.b * p.L + t - 1]) ? 1 : 0;
   }
-}
-
-__device__ inline float lane_sum(float v, int Tn) {
-  for (int o = 1; o < Tn; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 __device__ inline void load8(const float* p, float* v) {
@@ -511,37 +482,6 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(Params p) {
     p.gDp[hb + q.d] = gDacc;
     p.gdbp[hb + q.d] = gdbacc;
   }
-}
-
-// out[i] = sum_{k < nparts} part[k * stride + i], in order; stored in dtype `code`.
-__global__ void sum_parts_kernel(const float* part, int64_t nparts, int64_t stride, int64_t n, void* out, int code) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  float v = 0.f;
-  for (int64_t k = 0; k < nparts; ++k) v += part[k * stride + i];
-  st_any(out, i, code, v);
-}
-
-template <typename T>
-struct DevT {
-  using type = T;
-};
-template <>
-struct DevT<bf16_t> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DevT<f16_t> {
-  using type = __half;
-};
-
-int dtype_code(DType t) { return t == DType::f32 ? 0 : t == DType::bf16 ? 1 : 2; }
-const void* ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
-const float* fptr(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
-
-int64_t env_int(const char* name, int64_t dflt) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::atoll(v) : dflt;
 }
 
 Params make_params(const ScanInputs& in, const ScanOptions& opt) {

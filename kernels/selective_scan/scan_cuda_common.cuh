@@ -1,0 +1,84 @@
+// Pieces both CUDA selective scans share (selective_scan_cuda.cu and its first version,
+// selective_scan_cuda_v1.cu): element loads and stores in the inputs' dtypes, the fast exp2, the lane sum
+// over a channel's lanes, the fixed-order partial sum, and the host-side dtype and pointer helpers.
+// Internal to those two files (an unnamed namespace: each gets its own copy, as kernels must).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "core/tensor.h"
+
+namespace ssm::kernels::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float ld(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
+__device__ __forceinline__ void st(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
+
+// B / C / their grads: dtype chosen at run time (code 0 f32, 1 bf16, 2 f16; staged off the per-state loop).
+__device__ __forceinline__ float ld_any(const void* p, int64_t i, int code) {
+  if (code == 0) return static_cast<const float*>(p)[i];
+  if (code == 1) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+  return __half2float(static_cast<const __half*>(p)[i]);
+}
+__device__ __forceinline__ void st_any(void* p, int64_t i, int code, float v) {
+  if (code == 0) static_cast<float*>(p)[i] = v;
+  else if (code == 1) static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16(v);
+  else static_cast<__half*>(p)[i] = __float2half(v);
+}
+
+// 2^x on the MUFU unit (decays are exp2(dt A log2 e)).
+__device__ __forceinline__ float ex2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+
+// Sum over the Tn adjacent lanes of one channel (xor shuffles).
+__device__ __forceinline__ float lane_sum(float v, int Tn) {
+  for (int o = 1; o < Tn; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// out[i] = sum_{k < nparts} part[k * stride + i], in order; stored in dtype `code`.
+__global__ void sum_parts_kernel(const float* part, int64_t nparts, int64_t stride, int64_t n, void* out, int code) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  float v = 0.f;
+  for (int64_t k = 0; k < nparts; ++k) v += part[k * stride + i];
+  st_any(out, i, code, v);
+}
+
+// The device element type of a host dtype tag.
+template <typename T>
+struct DevT {
+  using type = T;
+};
+template <>
+struct DevT<bf16_t> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct DevT<f16_t> {
+  using type = __half;
+};
+
+int dtype_code(DType t) { return t == DType::f32 ? 0 : t == DType::bf16 ? 1 : 2; }
+const void* ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+const float* fptr(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
+
+int64_t env_int(const char* name, int64_t dflt) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoll(v) : dflt;
+}
+
+}  // namespace
+}  // namespace ssm::kernels::cuda
