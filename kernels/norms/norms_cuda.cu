@@ -83,21 +83,8 @@ __global__ void norm_bwd_x_kernel(const Tx* __restrict__ gy, const Tx* __restric
 }
 
 template <typename T>
-struct DevType {
-  using type = T;
-};
-template <>
-struct DevType<bf16_t> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DevType<f16_t> {
-  using type = __half;
-};
-
-template <typename T>
 auto dptr(const Tensor& t) {
-  using D = typename DevType<T>::type;
+  using D = typename DevT<T>::type;
   return t.defined() ? static_cast<D*>(t.data_ptr()) : static_cast<D*>(nullptr);
 }
 

@@ -1,6 +1,6 @@
 // Pieces both CUDA selective scans share (selective_scan_cuda.cu and its first version,
 // selective_scan_cuda_v1.cu): element loads and stores in the inputs' dtypes, the fast exp2, the lane sum
-// over a channel's lanes, the fixed-order partial sum, and the host-side dtype and pointer helpers.
+// over a channel's lanes, the fixed-order partial sum, and the host-side dtype, pointer and environment helpers.
 // Internal to those two files (an unnamed namespace: each gets its own copy, as kernels must).
 #pragma once
 #include <cuda_bf16.h>
@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "core/tensor.h"
+#include "kernels/common/cuda_utils.cuh"
 
 namespace ssm::kernels::cuda {
 namespace {
@@ -56,20 +57,6 @@ __global__ void sum_parts_kernel(const float* part, int64_t nparts, int64_t stri
   for (int64_t k = 0; k < nparts; ++k) v += part[k * stride + i];
   st_any(out, i, code, v);
 }
-
-// The device element type of a host dtype tag.
-template <typename T>
-struct DevT {
-  using type = T;
-};
-template <>
-struct DevT<bf16_t> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DevT<f16_t> {
-  using type = __half;
-};
 
 int dtype_code(DType t) { return t == DType::f32 ? 0 : t == DType::bf16 ? 1 : 2; }
 const void* ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
