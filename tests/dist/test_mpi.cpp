@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "tests/dist/tiny_model.h"
+#include "tests/dist/worker_checks.h"
 #include "trainers/bucket_reducer.h"
 #include "trainers/comm.h"
 
@@ -178,12 +179,7 @@ TEST(MpiWorker, ReducerAveragesGradients) {
   WORKER_ONLY();
   auto c = worker_comm();
   const int r = c->rank();
-  std::vector<std::vector<std::vector<double>>> single;
-  for (int rr = 0; rr < 2; ++rr) {
-    Tiny m;
-    m.loss(testing_dist::input(rr, 0), /*use_extra=*/rr == 0).backward();
-    single.push_back(testing_dist::grads(m));
-  }
+  const auto single = testing_dist::single_runs(2, 1, [](int rr) { return rr == 0; });  // `extra`: rank 0 only
   Tiny m;
   BucketReducer red(c, m.named_parameters(), {64.0 / 1048576.0, DType::f32});  // several buckets
   EXPECT_GE(red.buckets().size(), 3u);
@@ -201,42 +197,21 @@ TEST(MpiWorker, ReducerWithAccumulation) {
   WORKER_ONLY();
   auto c = worker_comm();
   const int r = c->rank();
-  std::vector<std::vector<std::vector<double>>> single;
-  for (int rr = 0; rr < 2; ++rr)
-    for (int k = 0; k < 2; ++k) {
-      Tiny m;
-      m.loss(testing_dist::input(rr, k), true).backward();
-      single.push_back(testing_dist::grads(m));
-    }
+  const auto single = testing_dist::single_runs(2, 2);
   Tiny m;
   BucketReducer red(c, m.named_parameters(), {100.0 / 1048576.0, DType::f32});
-  for (int k = 0; k < 2; ++k) {
-    red.set_sync(k == 1);
-    ag::mul(m.loss(testing_dist::input(r, k), true), 0.5).backward();
+  for (int step = 0; step < 2; ++step) {  // the second step checks that the reducer's state was reset
+    m.zero_grad();
+    testing_dist::accumulate_two_and_reduce(m, red, r, Device::cpu());
+    testing_dist::expect_close(testing_dist::grads(m), testing_dist::mean_grads(single), 1e-6);
   }
-  auto params = m.named_parameters();
-  red.reduce(params);
-  testing_dist::expect_close(testing_dist::grads(m), testing_dist::mean_grads(single), 1e-6);
-  // A second step with the same reducer gives the same answer (state was reset).
-  m.zero_grad();
-  for (int k = 0; k < 2; ++k) {
-    red.set_sync(k == 1);
-    ag::mul(m.loss(testing_dist::input(r, k), true), 0.5).backward();
-  }
-  red.reduce(params);
-  testing_dist::expect_close(testing_dist::grads(m), testing_dist::mean_grads(single), 1e-6);
 }
 
 TEST(MpiWorker, ReducerInBf16) {
   WORKER_ONLY();
   auto c = worker_comm();
   const int r = c->rank();
-  std::vector<std::vector<std::vector<double>>> single;
-  for (int rr = 0; rr < 2; ++rr) {
-    Tiny m;
-    m.loss(testing_dist::input(rr, 0), true).backward();
-    single.push_back(testing_dist::grads(m));
-  }
+  const auto single = testing_dist::single_runs(2, 1);
   Tiny m;
   BucketReducer red(c, m.named_parameters(), {25.0, DType::bf16});
   m.loss(testing_dist::input(r, 0), true).backward();
@@ -254,23 +229,7 @@ TEST(MpiWorker, Timeout) {
     std::this_thread::sleep_for(std::chrono::seconds(60));  // hangs; mpirun stops it after rank 0 aborts
     return;
   }
-  Tensor t = Tensor::ones({4});
-  const double t0 = monotonic_seconds();
-  std::string msg;
-  try {
-    c->all_reduce(t, ReduceOp::Avg, "all-reduce of bucket 3");
-  } catch (const Error& e) {
-    msg = e.what();
-  }
-  const double took = monotonic_seconds() - t0;
-  EXPECT_NE(msg.find("rank 0: all-reduce of bucket 3 did not complete within 2 s: a peer died or hangs; aborting"),
-            std::string::npos)
-      << msg;
-  EXPECT_GE(took, 1.9);
-  EXPECT_LT(took, 6.0);
-  EXPECT_TRUE(c->aborted());
-  EXPECT_THROW(c->barrier(), Error);  // everything fails fast after the abort
-  std::cout << "SSM-TIMEOUT-OK after " << took << " s: " << msg << std::endl;
+  testing_dist::expect_timeout_on_rank0(*c, 2, 6.0);
 }
 
 // Rank 1 dies before the collective: the job must end (mpirun tears it down), not hang.

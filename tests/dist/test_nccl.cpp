@@ -21,6 +21,7 @@
 
 #include "core/error.h"
 #include "tests/dist/tiny_model.h"
+#include "tests/dist/worker_checks.h"
 #include "trainers/bucket_reducer.h"
 #include "trainers/comm.h"
 #include "trainers/launch.h"
@@ -145,12 +146,7 @@ TEST(NcclWorker, ReducerAveragesGradients) {
   NCCL_WORKER_ONLY();
   auto c = worker_comm();
   const int r = c->rank();
-  std::vector<std::vector<std::vector<double>>> single;
-  for (int rr = 0; rr < 2; ++rr) {
-    Tiny m;  // the CPU reference
-    m.loss(testing_dist::input(rr, 0), rr == 0).backward();
-    single.push_back(testing_dist::grads(m));
-  }
+  const auto single = testing_dist::single_runs(2, 1, [](int rr) { return rr == 0; });  // the CPU reference
   Tiny m(DType::f32, c->device());
   BucketReducer red(c, m.named_parameters(), {64.0 / 1048576.0, DType::f32});
   m.loss(testing_dist::input(r, 0, DType::f32, c->device()), r == 0).backward();
@@ -164,23 +160,12 @@ TEST(NcclWorker, ReducerWithAccumulationInBf16) {
   NCCL_WORKER_ONLY();
   auto c = worker_comm();
   const int r = c->rank();
-  std::vector<std::vector<std::vector<double>>> single;
-  for (int rr = 0; rr < 2; ++rr)
-    for (int k = 0; k < 2; ++k) {
-      Tiny m;
-      m.loss(testing_dist::input(rr, k), true).backward();
-      single.push_back(testing_dist::grads(m));
-    }
+  const auto single = testing_dist::single_runs(2, 2);
   Tiny m(DType::f32, c->device());
   BucketReducer red(c, m.named_parameters(), {100.0 / 1048576.0, DType::bf16});
   for (int step = 0; step < 2; ++step) {
     m.zero_grad();
-    for (int k = 0; k < 2; ++k) {
-      red.set_sync(k == 1);
-      ag::mul(m.loss(testing_dist::input(r, k, DType::f32, c->device()), true), 0.5).backward();
-    }
-    auto params = m.named_parameters();
-    red.reduce(params);
+    testing_dist::accumulate_two_and_reduce(m, red, r, c->device());
     testing_dist::expect_close(testing_dist::grads(m), testing_dist::mean_grads(single), 2e-2);
   }
 }
@@ -192,20 +177,5 @@ TEST(NcclWorker, Timeout) {
     std::this_thread::sleep_for(std::chrono::seconds(8));  // never joins; exits normally afterwards
     return;
   }
-  Tensor t = Tensor::ones({4}, DType::f32, c->device());
-  const double t0 = monotonic_seconds();
-  std::string msg;
-  try {
-    c->all_reduce(t, ReduceOp::Avg, "all-reduce of bucket 3");
-  } catch (const Error& e) {
-    msg = e.what();
-  }
-  const double took = monotonic_seconds() - t0;
-  EXPECT_NE(msg.find("rank 0: all-reduce of bucket 3 did not complete within 3 s: a peer died or hangs; aborting"),
-            std::string::npos)
-      << msg;
-  EXPECT_LT(took, 10.0);
-  EXPECT_TRUE(c->aborted());
-  EXPECT_THROW(c->barrier(), Error);
-  std::cout << "SSM-TIMEOUT-OK after " << took << " s: " << msg << std::endl;
+  testing_dist::expect_timeout_on_rank0(*c, 3, 10.0);
 }
