@@ -12,6 +12,8 @@
 # lm: `ssm bench` of the 130M Mamba LM (JSON), the KJV byte-level recipe (KJV_PG19: its PG19-layout
 #     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
+# profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step (scripts/profile_kernels.sh),
+#          into the log and $OUT/ncu-*.csv. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
 #       bit-exact resume, a killed rank) and scripts/scaling_bench.sh (1 vs N GPUs, network transport,
 #       ZeRO-1) into $OUT/scaling. Not in the default set.
@@ -33,7 +35,7 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(build tests bench train lm hf)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case "$p" in build|tests|bench|train|lm|hf|dist) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, dist)" >&2; exit 2 ;; esac
+  case "$p" in build|tests|bench|train|lm|hf|profile|dist) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist)" >&2; exit 2 ;; esac
 done
 
 declare -a S_NAME S_RESULT S_SECS
@@ -57,7 +59,7 @@ skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: s
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
 
-if want build || want tests || want bench || want train || want lm || want hf || want dist; then
+if want build || want tests || want bench || want train || want lm || want hf || want profile || want dist; then
   if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
     step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
@@ -122,6 +124,11 @@ fi
 
 if want hf; then
   step hf-check python3 scripts/check_hf_export.py --ssm "$BUILD/bin/ssm" --work "$BUILD/hf-check"
+fi
+
+if want profile; then
+  step profile-scan env OUT="$OUT" scripts/profile_kernels.sh scan "$BUILD"
+  step profile-step env OUT="$OUT" scripts/profile_kernels.sh step "$BUILD"
 fi
 
 if want dist; then
