@@ -716,8 +716,9 @@ int resident_blocks(K kernel, size_t smem) {
   return n;
 }
 
-// The main backward pass's thread layout: kBwdKS = 8 states per thread, pieces of kBwdP = 8 steps. At
-// N = 16 a piece's shared memory is 54 KB, so 4 blocks share an SM (then the register limit). Measured on
+// The main backward pass's thread layout: kBwdKS = 8 states per thread. Its pieces (p.P = kBwdP = 8 steps,
+// set by make_params) are also the checkpoint interval. At N = 16 a piece's shared memory is 54 KB, so 4
+// blocks share an SM (then the register limit). Measured on
 // the H100 before the pieces became fixed: forward+backward at (8, 2048, 2048) 4.63 ms with P = 8 against
 // 5.64 with 16, (2, 3072, 8192) 5.83 vs 7.63, (1, 2048, 65536) 15.25 vs 20.06; the 130M LM step 149.7 vs
 // 169.8 ms; 16 states per thread was slower than 8.
@@ -725,7 +726,6 @@ void set_bwd_layout(Params& p) {
   p.Tn = p.Np / kBwdKS;
   p.CB = kThreads / p.Tn;
   p.nj = int((p.Dg + p.CB - 1) / p.CB);
-  p.P = kBwdP;
 }
 
 // The forward tiles' copy units: 16- or 4-byte cp.async where every row (and row start) allows it.
@@ -814,6 +814,15 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   if (starts && p.nseg > 1) *starts = {E, p.Ks};
 }
 
+// Whether the forward's segment starts belong to these inputs' shape: (Bt, nseg, D, Np) with nseg segments
+// of seg_len steps (a multiple of 16, as set_segments makes them).
+bool fits(const SegmentStarts* s, const Params& p) {
+  if (!s || !s->states.defined() || s->states.dim() != 4 || s->seg_len <= 0 || s->seg_len % 16 != 0) return false;
+  const Tensor& e = s->states;
+  return e.size(0) == p.Bt && e.size(1) == (p.L + s->seg_len - 1) / s->seg_len && e.size(2) == p.D &&
+         e.size(3) == p.Np;
+}
+
 // The backward runs two segmentations, each fitted to its kernels' occupancy: the state passes (local +
 // checkpoints, forward layout) and the main pass (with the adjoint local pass that feeds its carries).
 template <typename H>
@@ -832,15 +841,12 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   const size_t main_smem = bwd_smem_floats(pb.Np) * sizeof(float);
   allow_smem(main_kernel, main_smem);
   set_segments(pb, "SSM_SCAN_BWD_SEGS", resident_blocks(main_kernel, main_smem));
-  p.P = pb.P;
   p.tf = std::min(p.tf, p.P);  // checkpoints are written at tile starts: P must be a multiple of tf
   p.nck = pb.nck = (L + p.P - 1) / p.P;
   // 1. Checkpoints (after the state's segment carries, or from the forward's segment starts).
   Params pc = p;
   Tensor E, S;
-  if (starts && starts->states.defined() && starts->states.dim() == 4 && starts->states.size(0) == Bt &&
-      starts->states.size(2) == D && starts->states.size(3) == p.Np && starts->seg_len > 0 &&
-      starts->states.size(1) == (L + starts->seg_len - 1) / starts->seg_len && starts->seg_len % 16 == 0) {
+  if (fits(starts, p)) {
     pc.nseg = starts->states.size(1);
     pc.Ks = starts->seg_len;
     pc.E = starts->states.data<float>();
