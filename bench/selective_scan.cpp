@@ -14,9 +14,10 @@
 // Printed: ms, the floors, (largest floor) / ms, and mamba_ssm's time on H100 (issue 4) beside ours.
 // Also one JSON line per measurement (prefix "JSON ").
 // Options: --sweep also times other layouts at N = 16 (env SSM_SCAN_FWD_KF: the forward passes' states per
-// thread; SSM_SCAN_ADJ_KF: the backward's adjoint pass's; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row);
-// --v1 / --v2 also time each implementation alone at N = 16 (env SSM_SCAN_IMPL=v1 / v2: selective_scan_cuda_v1.cu /
-// selective_scan_cuda.cu); --only I times shape I at N = 16 alone.
+// thread (v2); SSM_SCAN_ADJ_KF: the backward's adjoint pass's; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row;
+// --v1 / --v2 also time each earlier implementation alone at N = 16 (env SSM_SCAN_IMPL=v1 / v2: selective_scan_cuda_v1.cu /
+// selective_scan_cuda.cu; the default is the chunked forward, scan_chunked_cuda.cu); SSM_SCAN_CHUNK_SEGS: the
+// chunked forward's segments per row); --only I times shape I at N = 16 alone.
 // A summary table comes last.
 // Without a GPU the binary prints a message and exits 0.
 #include <algorithm>
@@ -95,10 +96,11 @@ void run_shape(const Shape4& s, int64_t N, const char* tag) {
   Tensor y = Tensor::empty({Bt, L, D}, DType::bf16, dev), h = Tensor::empty({Bt, D, N}, DType::f32, dev);
   Tensor g = rand_normal({Bt, L, D}, 8, 0, DType::bf16, dev);
   auto fwd = [&] { kernels::cuda::selective_scan_forward(in, opt, y, h); };
-  auto fb = [&] {
-    kernels::cuda::selective_scan_forward(in, opt, y, h);
+  auto fb = [&] {  // as the autograd op runs them: the backward starts from the forward's saved states
+    kernels::SegmentStarts st;
+    kernels::cuda::selective_scan_forward(in, opt, y, h, &st);
     kernels::ScanGrads gr;
-    kernels::cuda::selective_scan_backward(in, g, Tensor(), opt, gr);
+    kernels::cuda::selective_scan_backward(in, g, Tensor(), opt, gr, &st);
   };
   const double clk = 1.755e9, sms = double(cuda::sm_count()), bw = 2.97e12;
   const double states = double(Bt) * L * D * N;
@@ -174,7 +176,9 @@ int main(int argc, char** argv) {
             {"adjkf4", "SSM_SCAN_ADJ_KF=4"},
             {"adjkf16", "SSM_SCAN_ADJ_KF=16"},
             {"segs=2", "SSM_SCAN_FWD_SEGS=2", "SSM_SCAN_BWD_SEGS=2"},
-            {"segs=8", "SSM_SCAN_FWD_SEGS=8", "SSM_SCAN_BWD_SEGS=8"}};
+            {"segs=8", "SSM_SCAN_FWD_SEGS=8", "SSM_SCAN_BWD_SEGS=8"},
+            {"chunksegs=1", "SSM_SCAN_CHUNK_SEGS=1"},
+            {"chunksegs=4", "SSM_SCAN_CHUNK_SEGS=4"}};
         for (const auto& v : variants) {
           for (size_t i = 1; i < v.size(); ++i) {
             const size_t eq = v[i].find('=');

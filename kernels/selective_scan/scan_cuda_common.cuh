@@ -1,7 +1,7 @@
-// Pieces both CUDA selective scans share (selective_scan_cuda.cu and its first version,
-// selective_scan_cuda_v1.cu): element loads and stores in the inputs' dtypes, the fast exp2, the lane sum
+// Pieces the CUDA selective scans share (selective_scan_cuda.cu, its first version selective_scan_cuda_v1.cu
+// and the chunked forward scan_chunked_cuda.cu): element loads and stores in the inputs' dtypes, the fast exp2, softplus and sigmoid, the lane sum
 // over a channel's lanes, the fixed-order partial sum, and the host-side dtype, pointer and environment helpers.
-// Internal to those two files (an unnamed namespace: each gets its own copy, as kernels must).
+// Internal to those files (an unnamed namespace: each gets its own copy, as kernels must).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -42,6 +42,14 @@ __device__ __forceinline__ float ex2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 }
+
+// softplus(x) = log(1 + e^x); below -4 the series y - y^2/2 + y^3/3 (y = e^x < 0.019, rel. error < 2e-6).
+__device__ __forceinline__ float softplus_f(float x) {
+  if (x > 20.f) return x;
+  const float y = __expf(x);
+  return x < -4.f ? y * (1.f - y * (0.5f - y * (1.f / 3.f))) : __logf(1.f + y);
+}
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
 
 // Sum over the Tn adjacent lanes of one channel (xor shuffles).
 __device__ __forceinline__ float lane_sum(float v, int Tn) {

@@ -22,8 +22,8 @@
 // half of a double-buffered shared tile with cp.async (no registers held while in flight) while the current
 // tile is computed; B / C are converted to f32 once per tile for the block. (An earlier version held the
 // next tile in registers; ptxas let the loads stall the warps, 2x slower.)
-// Which implementation runs by default (v1 = selective_scan_cuda_v1.cu for the one-segment N <= 16 forward,
-// this file otherwise) and the env overrides: see use_v1 below.
+// The default forward and the backward's checkpoint pass are the chunked ones (scan_chunked_cuda.cu); this
+// file's forward passes serve its own backward (adjoint pass) and run when asked (see impl_for below).
 //
 // Backward (8 states per thread, pieces of P = 8 steps, set_bwd_layout; two segmentations, each fitted to
 // its kernels):
@@ -57,6 +57,7 @@
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/selective_scan/selective_scan_cuda.h"
 #include "kernels/selective_scan/selective_scan_cuda_v1.cuh"
+#include "kernels/selective_scan/scan_chunked_cuda.h"
 #include "kernels/selective_scan/scan_cuda_common.cuh"
 
 namespace ssm::kernels::cuda {
@@ -69,13 +70,6 @@ constexpr int kWarps = kThreads / 32;  // warps per block
 constexpr int kTF = 8;                 // forward: steps per register tile (tf = min(kTF, 512 / Np) at run time)
 constexpr float kLn2 = 0.6931471805599453f;
 
-// softplus(x) = log(1 + e^x); below -4 the series y - y^2/2 + y^3/3 (y = e^x < 0.019, rel. error < 2e-6).
-__device__ __forceinline__ float softplus_f(float x) {
-  if (x > 20.f) return x;
-  const float y = __expf(x);
-  return x < -4.f ? y * (1.f - y * (0.5f - y * (1.f / 3.f))) : __logf(1.f + y);
-}
-__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
 // 1 - exp(-x) for x >= 0, without the cancellation at small x (series below 0.125: rel. error < 3e-8).
 __device__ __forceinline__ float one_minus_exp_neg(float x) {
   if (x >= 0.125f) return 1.f - __expf(-x);
@@ -633,17 +627,20 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
 }
 
 // Which implementation runs: env SSM_SCAN_IMPL (both passes), SSM_SCAN_FWD_IMPL / SSM_SCAN_BWD_IMPL (one
-// pass; these win), each "v1" (selective_scan_cuda_v1.cu) or "v2" (this file). Defaults: the backward is v2;
-// the forward is v1 only where v2 would run one segment per row at N <= 16 (4 warps per SM, latency-bound:
-// measured 1.48 ms vs v1's 1.25 at (8, 2048, 2048) on an H200), else v2 (1.22 vs 1.82 at (2, 3072, 8192),
-// 3.17 vs 4.64 at (1, 2048, 65536), about 2.4x faster at N = 64).
-bool use_v1(const char* pass_env, bool dflt) {
+// pass; these win): "chunk" (scan_chunked_cuda.cu: the forward, and the backward's checkpoint pass, with the
+// rest of the backward from this file), "v1" (selective_scan_cuda_v1.cu) or "v2" (this file alone). The
+// default is "chunk". v1 and v2 stay selectable for comparison (bench_selective_scan --v1 / --v2) and are
+// tested; before the chunked forward, the default forward was v1 where v2 would run one segment per row at
+// N <= 16, else v2.
+enum class Impl { chunk, v1, v2 };
+Impl impl_for(const char* pass_env) {
   for (const char* name : {pass_env, "SSM_SCAN_IMPL"}) {
     const char* v = std::getenv(name);
-    if (v && std::strcmp(v, "v1") == 0) return true;
-    if (v && std::strcmp(v, "v2") == 0) return false;
+    if (v && std::strcmp(v, "v1") == 0) return Impl::v1;
+    if (v && std::strcmp(v, "v2") == 0) return Impl::v2;
+    if (v && std::strcmp(v, "chunk") == 0) return Impl::chunk;
   }
-  return dflt;
+  return Impl::chunk;
 }
 
 // The forward passes' thread layout: kf states per thread (4, 8 or 16; at least Np / 16 so that a channel's
@@ -803,9 +800,6 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   Params p = make_params(in, opt);
   set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
   set_segments(p, "SSM_SCAN_FWD_SEGS", state_pass_resident<T>(p));
-  // v1 where this file would run one segment per row at N <= 16 (see use_v1).
-  if (use_v1("SSM_SCAN_FWD_IMPL", p.nseg == 1 && p.Np == kS && p.kf == kS))
-    return selective_scan_forward_v1(in, opt, y, h_last);
   p.y = y.data_ptr();
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
   Tensor E, S;
@@ -843,22 +837,29 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   set_segments(pb, "SSM_SCAN_BWD_SEGS", resident_blocks(main_kernel, main_smem));
   p.tf = std::min(p.tf, p.P);  // checkpoints are written at tile starts: P must be a multiple of tf
   p.nck = pb.nck = (L + p.P - 1) / p.P;
-  // 1. Checkpoints (after the state's segment carries, or from the forward's segment starts).
-  Params pc = p;
-  Tensor E, S;
-  if (fits(starts, p)) {
-    pc.nseg = starts->states.size(1);
-    pc.Ks = starts->seg_len;
-    pc.E = starts->states.data<float>();
-  } else {
-    set_segments(pc, "SSM_SCAN_BWD_SEGS", state_pass_resident<T>(pc));
-    segment_starts<T>(pc, E, S, dev);
-  }
+  // 1. Checkpoints: the chunked pass (default; from the forward's starts when they fit), or this file's full
+  //    pass after the state's segment carries or from the forward's segment starts.
   Tensor ck = Tensor::empty({Bt, p.nck, D, p.Np}, DType::f32, dev);
-  p.ck = pc.ck = ck.data<float>();
-  pc.y = nullptr;
-  pc.h_last = nullptr;
-  launch_fwd<T, 1>(pc);
+  p.ck = ck.data<float>();
+  if (impl_for("SSM_SCAN_BWD_IMPL") == Impl::chunk) {
+    SSM_CHECK(p.P == kChunkCheckpointEvery, "selective_scan (CUDA): checkpoint interval ", p.P, " != ",
+              kChunkCheckpointEvery);
+    chunked_checkpoints(in, opt, starts, ck);
+  } else {
+    Params pc = p;
+    Tensor E, S;
+    if (fits(starts, p)) {
+      pc.nseg = starts->states.size(1);
+      pc.Ks = starts->seg_len;
+      pc.E = starts->states.data<float>();
+    } else {
+      set_segments(pc, "SSM_SCAN_BWD_SEGS", state_pass_resident<T>(pc));
+      segment_starts<T>(pc, E, S, dev);
+    }
+    pc.y = nullptr;
+    pc.h_last = nullptr;
+    launch_fwd<T, 1>(pc);
+  }
   // 2. Adjoint carries across the main pass's segments. 8 states per thread (env SSM_SCAN_ADJ_KF): the main
   //    pass's few segments left the 16-state layout at 1.5 blocks per SM (0.81 ms a layer of the 130M LM,
   //    more than a forward pass). Measured on the H100 (f+b at (8, 2048, 2048) / (2, 3072, 8192), LM
@@ -933,6 +934,9 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
 void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last,
                             SegmentStarts* starts) {
   if (starts) *starts = {};
+  const Impl impl = impl_for("SSM_SCAN_FWD_IMPL");
+  if (impl == Impl::chunk) return chunked_forward(in, opt, y, h_last, starts);
+  if (impl == Impl::v1) return selective_scan_forward_v1(in, opt, y, h_last);
   switch (in.u.dtype()) {
     case DType::f32: return forward_t<float>(in, opt, y, h_last, starts);
     case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last, starts);
@@ -943,7 +947,7 @@ void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor
 
 void selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last_in,
                              const ScanOptions& opt, ScanGrads& grads, const SegmentStarts* starts) {
-  if (use_v1("SSM_SCAN_BWD_IMPL", false)) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
+  if (impl_for("SSM_SCAN_BWD_IMPL") == Impl::v1) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
   const Tensor grad_h_last =
       grad_h_last_in.defined() ? grad_h_last_in.to(DType::f32).contiguous() : Tensor();
   SSM_CHECK(grad_y.dtype() == in.u.dtype(), "selective_scan (CUDA) backward: grad_y is ", dtype_name(grad_y.dtype()),

@@ -311,11 +311,12 @@ TEST(CudaSelectiveScan, ForwardLayouts) {
   }
 }
 
-// Both implementations explicitly, whichever is the default (SSM_SCAN_IMPL: v1 = selective_scan_cuda_v1.cu,
-// v2 = selective_scan_cuda.cu), on unaligned (D = 70, 45) and aligned (D = 96, 64) rows.
-TEST(CudaSelectiveScan, BothImplementations) {
+// Every implementation explicitly, whichever is the default (SSM_SCAN_IMPL: chunk = scan_chunked_cuda.cu's
+// forward and checkpoints, v1 = selective_scan_cuda_v1.cu, v2 = selective_scan_cuda.cu alone), on unaligned
+// (D = 70, 45) and aligned (D = 96, 64) rows.
+TEST(CudaSelectiveScan, AllImplementations) {
   SKIP_WITHOUT_CUDA();
-  for (const char* impl : {"v1", "v2"}) {
+  for (const char* impl : {"chunk", "v1", "v2"}) {
     SCOPED_TRACE(impl);
     Env env({{"SSM_SCAN_IMPL", impl}});
     check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
@@ -324,6 +325,25 @@ TEST(CudaSelectiveScan, BothImplementations) {
     check_case({2, 1000, 45, 3, 64, f32, f32, false, true, true, true, true, false, true});
     check_case({1, 2000, 6, 1, 16, f16, f16, true, true, true, true, true, true, true});
     check_case({2, 100, 33, 1, 3, bf16, bf16, true, true, true, true, true, true, true});
+  }
+}
+
+// The chunked forward's time split (SSM_SCAN_CHUNK_SEGS: segments of whole 128-step chunks per row; local
+// pass, carries, full pass), in the forward and in the backward's checkpoint pass, at lengths around the
+// chunk (1, 127, 128, 129, 1000), channel counts that leave a block of 16 part-empty, N from 1 to 256 (B / C
+// staged in tiles of 16 states), resets, groups and every dtype.
+TEST(CudaSelectiveScan, ChunkedSegments) {
+  SKIP_WITHOUT_CUDA();
+  for (const char* segs : {"1", "3"}) {
+    SCOPED_TRACE(std::string("segs ") + segs);
+    Env env({{"SSM_SCAN_IMPL", "chunk"}, {"SSM_SCAN_CHUNK_SEGS", segs}});
+    check_case({2, 1000, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
+    check_case({1, 129, 33, 1, 1, bf16, bf16, true, true, true, true, true, true, true});
+    check_case({2, 128, 40, 1, 64, f16, f16, true, true, false, true, true, true, true});
+    check_case({1, 400, 24, 3, 256, f32, f32, true, true, true, true, true, true, true});
+    check_case({3, 127, 17, 1, 3, bf16, f32, false, true, true, false, true, true, true});
+    check_case({2, 1, 20, 1, 16, f32, f32, true, true, true, true, true, false, true});
+    check_case({2, 777, 48, 1, 40, bf16, bf16, true, true, true, true, false, true, false});
   }
 }
 

@@ -1,0 +1,467 @@
+// Selective scan forward on CUDA, chunked in time inside a block: the default forward and the backward's
+// checkpoint pass (math in selective_scan.h).
+//
+// Layout. A block of 256 threads owns CB = 16 channels of one group g in one batch row b, as 16 channels x
+// TS = 16 time slices: warp w holds channels 2w and 2w + 1, lane = 16 (channel & 1) + slice. The block walks
+// its part of the row in chunks of TC = TS K = 128 steps; a thread owns K = 8 consecutive steps of one
+// channel (t = t0 + slice K + i). Per chunk:
+//   - the delta, u, z tiles (TC x CB) are staged in shared memory transposed to [channel][step], so a
+//     thread reads its K steps with one 16-byte load; it computes dt and dt u for them once.
+//   - for every state n (the outer loop, so any N; the group's B_t, C_t staged as f32 in tiles of 16 states):
+//       a_t = exp(dt_t A[d, n])  (0 where a packed document starts: the reset),   b_t = dt_t B_t[n] u_t
+//       the slice's composite map h_end = Aa h_start + Bb:  Aa = prod_i a_i,  Bb = sum_i (prod_{j>i} a_j) b_i;
+//       an inclusive scan of the composites over the 16 slices (4 width-16 shuffle levels; (A1, B1) then
+//       (A2, B2) composes to (A2 A1, A2 B1 + B2)), shifted by one lane, gives each slice's start state
+//       h_start = Ae h_in + Be from the chunk's carry-in h_in[d, n] (shared memory);
+//       apply: h_t = a_t h_{t-1} + b_t,  y_t += C_t[n] h_t;  the last slice's inclusive composite applied to
+//       h_in is the next chunk's carry-in.
+//     a_t stays in registers from the composite to the apply: one exp per state and step (the per-channel
+//     kernels' two-pass time split costs two), and the state never leaves the SM.
+//   - y_t = (y_t + D u_t) silu(z_t), written back through the shared tile so the global stores are whole rows.
+// Rows that Bt x D / 16 blocks cannot spread over the GPU (few channels, long L) are also cut into segments of
+// whole chunks: a local pass from a zero state gives each segment's end state E_s and its sum of dt S_s (NaN
+// when a reset falls inside: the carry multiplier is then 0), a carry kernel turns them into start states
+// (h <- exp(A S_s) h + E_s), and the full pass starts each segment from its own.
+// The full pass writes y (when asked), h_last, the state at the start of every `every`-th chunk (the
+// forward's SegmentStarts: the backward's checkpoint pass starts there instead of redoing the local pass),
+// and, for the backward, the state before every K-th step (its checkpoints) instead of y.
+// All offsets are 64-bit.
+#include "kernels/selective_scan/scan_chunked_cuda.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/common/cuda_utils.cuh"
+#include "kernels/selective_scan/scan_cuda_common.cuh"
+
+namespace ssm::kernels::cuda {
+namespace {
+
+constexpr int kK = kChunkCheckpointEvery;  // steps per thread in a chunk
+constexpr int kTS = 16;                    // time slices (lanes) per channel
+constexpr int kTC = kK * kTS;              // steps per chunk
+constexpr int kCB = 16;                    // channels per block
+constexpr int kThr = kCB * kTS;            // threads per block
+constexpr int kNT = 16;                    // states per staged B / C tile
+constexpr int kSliceStride = kK + 4;       // B / C tile: a slice's K steps, padded (conflict-free float4 reads)
+constexpr int kBCRow = kTS * kSliceStride + 4;  // floats per state row of the B / C tile
+static_assert(kK == 8, "the 16-byte tile loads below move 8 steps");
+
+struct ChunkParams {
+  const void *u, *delta, *z, *B, *C;
+  const float *A, *Dskip, *dbias, *h0;
+  const int32_t* seq;
+  int64_t Bt, L, D, G, N, Dg;
+  int Np, nj, bc;      // state stride of E / starts / ck rows; channel blocks per group; B / C dtype code
+  bool softplus;
+  int64_t nseg, cps;   // segments per row, chunks per segment
+  const float* Ein;    // (Bt, nseg, D, Np): each segment's start state (nullptr: h0 or zero)
+  float *E, *S;        // local pass: (Bt, nseg, D, Np) end states, (Bt, nseg, D) sums of dt
+  void* y;             // (Bt, L, D) or nullptr
+  float* h_last;       // (Bt, D, N) or nullptr
+  float* starts;       // (Bt, nsave, D, Np): the state entering every `every`-th chunk, or nullptr
+  int64_t every, nsave;
+  float* ck;           // (Bt, nck, D, Np): the state before every K-th step, or nullptr
+  int64_t nck;
+};
+
+// Eight consecutive elements (16-byte aligned) between shared memory and f32 registers.
+__device__ __forceinline__ void load8(const float* p, float* v) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* v) {
+  const uint4 r = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&r);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 f = __bfloat1622float2(h[k]);
+    v[2 * k] = f.x, v[2 * k + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void load8(const __half* p, float* v) {
+  const uint4 r = *reinterpret_cast<const uint4*>(p);
+  const __half2* h = reinterpret_cast<const __half2*>(&r);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 f = __half22float2(h[k]);
+    v[2 * k] = f.x, v[2 * k + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void store8(float* p, const float* v) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float* v) {
+  uint4 r;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&r);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+  *reinterpret_cast<uint4*>(p) = r;
+}
+__device__ __forceinline__ void store8(__half* p, const float* v) {
+  uint4 r;
+  __half2* h = reinterpret_cast<__half2*>(&r);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+  *reinterpret_cast<uint4*>(p) = r;
+}
+template <typename T>
+__device__ __forceinline__ T zero_of() {
+  return T(0.f);
+}
+
+// Elements per channel row of the transposed delta / u / z tiles (16 bytes of padding: rows stay 16-byte
+// aligned and consecutive channels start on different banks).
+template <typename T>
+constexpr int x_row() {
+  return kTC + 16 / int(sizeof(T));
+}
+// Shared memory (bytes): B / C tile [2][kNT][kBCRow] f32, x tiles [3][kCB][x_row] T, carry and A log2(e)
+// [kCB][N + 1] f32 each, reset flags [kTC].
+size_t chunk_smem(int tsz, int64_t N) {
+  return size_t(2) * kNT * kBCRow * 4 + size_t(3) * kCB * (kTC * tsz + 16) + size_t(2) * kCB * (N + 1) * 4 +
+         kTC * 4;
+}
+
+// LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
+template <typename T, bool LOCAL>
+__global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
+  extern __shared__ float4 smem4[];
+  constexpr int XR = x_row<T>();
+  char* base = reinterpret_cast<char*>(smem4);
+  float* bcs = reinterpret_cast<float*>(base);                        // [2][kNT][kBCRow]
+  T* xs = reinterpret_cast<T*>(base + size_t(2) * kNT * kBCRow * 4);  // [3][kCB][XR]
+  const int N = int(p.N), Nr = N + 1;
+  float* carry = reinterpret_cast<float*>(xs + 3 * kCB * XR);  // [kCB][Nr]
+  float* A2s = carry + kCB * Nr;                                // [kCB][Nr]
+  int* flags = reinterpret_cast<int*>(A2s + kCB * Nr);          // [kTC]
+
+  const int tid = threadIdx.x, lane = tid & 31, s = lane & (kTS - 1), c = (tid >> 5) * 2 + (lane >> 4);
+  const int64_t b = blockIdx.z, seg = blockIdx.x;
+  const int g = int(blockIdx.y) / p.nj, j = int(blockIdx.y) % p.nj;
+  const int64_t d0 = int64_t(g) * p.Dg + int64_t(j) * kCB;
+  const int nvalid = int(min(int64_t(kCB), p.Dg - int64_t(j) * kCB));
+  const bool valid = c < nvalid;
+  const int64_t d = d0 + (valid ? c : 0);
+  const int64_t nchunks = (p.L + kTC - 1) / kTC;
+  const int64_t ch0 = seg * p.cps, ch1 = min(nchunks, ch0 + p.cps);
+
+  for (int e = tid; e < kCB * N; e += kThr) {
+    const int cc = e / N, n = e - cc * N;
+    float h = 0.f, a = 0.f;
+    if (cc < nvalid) {
+      const int64_t dd = d0 + cc;
+      a = p.A[dd * N + n] * kLog2e;
+      if (!LOCAL) {
+        if (p.Ein) h = p.Ein[((b * p.nseg + seg) * p.D + dd) * p.Np + n];
+        else if (p.h0) h = p.h0[(b * p.D + dd) * N + n];
+      }
+    }
+    carry[cc * Nr + n] = h;
+    A2s[cc * Nr + n] = a;
+  }
+  const float bias = (p.dbias && valid) ? p.dbias[d] : 0.f;
+  const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
+  const bool wanty = !LOCAL && p.y != nullptr, hasz = wanty && p.z != nullptr;
+  const T* src[3] = {static_cast<const T*>(p.delta), static_cast<const T*>(p.u), static_cast<const T*>(p.z)};
+  T* xc[3] = {xs + c * XR + s * kK, xs + (kCB + c) * XR + s * kK, xs + (2 * kCB + c) * XR + s * kK};
+  float sumdt = 0.f;
+  bool reset = false;
+
+  for (int64_t ch = ch0; ch < ch1; ++ch) {
+    const int64_t t0 = ch * kTC;
+    __syncthreads();  // the previous chunk is done with the tiles; its carries are visible
+    for (int a = 0; a < (hasz ? 3 : 2); ++a) {
+      for (int e = tid; e < kTC * kCB; e += kThr) {
+        const int r = e / kCB, cc = e % kCB;
+        const int64_t t = t0 + r;
+        T v = zero_of<T>();
+        if (t < p.L && cc < nvalid) v = src[a][(b * p.L + t) * p.D + d0 + cc];
+        xs[(a * kCB + cc) * XR + r] = v;
+      }
+    }
+    if (tid < kTC) {
+      const int64_t t = t0 + tid;
+      flags[tid] = (p.seq && t > 0 && t < p.L && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1]) ? 1 : 0;
+    }
+    __syncthreads();
+    if (!LOCAL && p.starts && ch % p.every == 0 && valid) {  // this channel's carry-in, before its lanes move on
+      for (int n = s; n < N; n += kTS) p.starts[((b * p.nsave + ch / p.every) * p.D + d) * p.Np + n] = carry[c * Nr + n];
+      __syncwarp();
+    }
+    float dt[kK], du[kK], yv[kK];
+    unsigned rmask = 0;  // bit i: a document starts at this thread's step i (a_t = 0)
+    {
+      float xd[kK], xu[kK];
+      load8(xc[0], xd);
+      load8(xc[1], xu);
+#pragma unroll
+      for (int i = 0; i < kK; ++i) {
+        const bool in = t0 + s * kK + i < p.L;
+        const float x = xd[i] + bias;
+        dt[i] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
+        du[i] = dt[i] * xu[i];
+        const bool rs = flags[s * kK + i] != 0;
+        rmask |= rs ? 1u << i : 0u;
+        yv[i] = 0.f;
+        if (LOCAL) {
+          sumdt += dt[i];
+          reset = reset || rs;
+        }
+      }
+    }
+    for (int n0 = 0; n0 < N; n0 += kNT) {
+      const int nt = min(kNT, N - n0), nw = wanty ? 2 : 1;  // C only for y
+      if (n0 > 0) __syncthreads();                           // everyone is done with the previous tile
+      for (int e = tid; e < nw * kTC * nt; e += kThr) {
+        const int w = e / (kTC * nt), rem = e - w * kTC * nt, r = rem / nt, nn = rem - r * nt;
+        const int64_t t = t0 + r;
+        float v = 0.f;
+        if (t < p.L) v = ld_any(w ? p.C : p.B, ((b * p.L + t) * p.G + g) * p.N + n0 + nn, p.bc);
+        bcs[(w * kNT + nn) * kBCRow + (r / kK) * kSliceStride + r % kK] = v;
+      }
+      __syncthreads();
+      for (int nn = 0; nn < nt; ++nn) {
+        const int n = n0 + nn;
+        const float A2 = A2s[c * Nr + n];
+        float a[kK], bb[kK];
+        load8(bcs + nn * kBCRow + s * kSliceStride, bb);
+#pragma unroll
+        for (int i = 0; i < kK; ++i) {
+          a[i] = ex2(dt[i] * A2);
+          bb[i] *= du[i];
+        }
+        if (rmask) {
+#pragma unroll
+          for (int i = 0; i < kK; ++i) a[i] = (rmask >> i) & 1u ? 0.f : a[i];
+        }
+        float Aa = a[0], Bb = bb[0];
+#pragma unroll
+        for (int i = 1; i < kK; ++i) {
+          Bb = fmaf(a[i], Bb, bb[i]);
+          Aa *= a[i];
+        }
+#pragma unroll
+        for (int o = 1; o < kTS; o <<= 1) {
+          const float Ap = __shfl_up_sync(0xffffffffu, Aa, o, kTS), Bp = __shfl_up_sync(0xffffffffu, Bb, o, kTS);
+          if (s >= o) {
+            Bb = fmaf(Aa, Bp, Bb);
+            Aa *= Ap;
+          }
+        }
+        float Ae = __shfl_up_sync(0xffffffffu, Aa, 1, kTS), Be = __shfl_up_sync(0xffffffffu, Bb, 1, kTS);
+        if (s == 0) Ae = 1.f, Be = 0.f;
+        const float hin = carry[c * Nr + n];
+        float h = fmaf(Ae, hin, Be);
+        if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
+          p.ck[((b * p.nck + (t0 + s * kK) / kK) * p.D + d) * p.Np + n] = h;
+        if (wanty) {
+          float Cv[kK];
+          load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
+#pragma unroll
+          for (int i = 0; i < kK; ++i) {
+            h = fmaf(a[i], h, bb[i]);
+            yv[i] = fmaf(Cv[i], h, yv[i]);
+          }
+        }
+        __syncwarp();  // every lane of the channel has read h_in
+        if (s == kTS - 1) carry[c * Nr + n] = fmaf(Aa, hin, Bb);
+      }
+    }
+    if (wanty) {
+      float xu[kK], xz[kK];
+      load8(xc[1], xu);
+      if (hasz) load8(xc[2], xz);
+#pragma unroll
+      for (int i = 0; i < kK; ++i) {
+        float o = fmaf(Dv, xu[i], yv[i]);
+        if (hasz) o *= xz[i] * sigmoid_f(xz[i]);
+        yv[i] = o;
+      }
+      store8(xc[1], yv);  // in place: only this thread reads these u entries
+      __syncthreads();
+      T* y = static_cast<T*>(p.y);
+      for (int e = tid; e < kTC * kCB; e += kThr) {
+        const int r = e / kCB, cc = e % kCB;
+        const int64_t t = t0 + r;
+        if (t < p.L && cc < nvalid) y[(b * p.L + t) * p.D + d0 + cc] = xs[(kCB + cc) * XR + r];
+      }
+    }
+  }
+  __syncthreads();
+  if (LOCAL) {
+#pragma unroll
+    for (int o = 1; o < kTS; o <<= 1) sumdt += __shfl_xor_sync(0xffffffffu, sumdt, o);
+    const unsigned any = __ballot_sync(0xffffffffu, reset) & (0xffffu << (16 * (lane >> 4)));
+    if (valid && s == 0) p.S[(b * p.nseg + seg) * p.D + d] = any ? __int_as_float(0x7fc00000) : sumdt;
+    for (int e = tid; e < kCB * N; e += kThr) {
+      const int cc = e / N, n = e - cc * N;
+      if (cc < nvalid) p.E[((b * p.nseg + seg) * p.D + d0 + cc) * p.Np + n] = carry[cc * Nr + n];
+    }
+  } else if (p.h_last && seg == p.nseg - 1) {
+    for (int e = tid; e < kCB * N; e += kThr) {
+      const int cc = e / N, n = e - cc * N;
+      if (cc < nvalid) p.h_last[(b * p.D + d0 + cc) * N + n] = carry[cc * Nr + n];
+    }
+  }
+}
+
+// Segment start states from the local pass's end states, one thread per (b, d, n), sequential over segments:
+// E[s] <- h;  h <- exp(A S_s) h + E_s  (h from h0 or 0; the multiplier is 0 when S_s is NaN: a reset inside).
+__global__ void chunk_carry_kernel(ChunkParams p) {
+  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (idx >= p.Bt * p.D * p.N) return;
+  const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
+  const float A2 = p.A[d * p.N + n] * kLog2e;
+  float h = p.h0 ? p.h0[idx] : 0.f;
+  for (int64_t s = 0; s < p.nseg; ++s) {
+    const int64_t e = ((b * p.nseg + s) * p.D + d) * p.Np + n;
+    const float E = p.E[e], sd = p.S[(b * p.nseg + s) * p.D + d];
+    p.E[e] = h;
+    h = fmaf(isnan(sd) ? 0.f : exp2f(A2 * sd), h, E);
+  }
+}
+
+ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {
+  ChunkParams p{};
+  p.u = in.u.data_ptr();
+  p.delta = in.delta.data_ptr();
+  p.z = ptr(in.z);
+  p.B = in.B.data_ptr();
+  p.C = in.C.data_ptr();
+  p.A = in.A.data<float>();
+  p.Dskip = fptr(in.D_skip);
+  p.dbias = fptr(in.delta_bias);
+  p.h0 = fptr(in.h0);
+  p.seq = in.seq_idx.defined() ? in.seq_idx.data<int32_t>() : nullptr;
+  p.Bt = in.u.size(0);
+  p.L = in.u.size(1);
+  p.D = in.u.size(2);
+  p.G = in.B.size(2);
+  p.N = in.B.size(3);
+  p.Dg = p.D / p.G;
+  p.nj = int((p.Dg + kCB - 1) / kCB);
+  p.bc = dtype_code(in.B.dtype());
+  p.softplus = opt.delta_softplus;
+  int Np = 16;
+  while (Np < p.N) Np *= 2;
+  p.Np = Np;
+  p.nseg = 1;
+  p.cps = (p.L + kTC - 1) / kTC;
+  return p;
+}
+
+template <typename T, bool LOCAL>
+void launch_chunk(const ChunkParams& p) {
+  const auto kernel = chunk_kernel<T, LOCAL>;
+  const size_t smem = chunk_smem(int(sizeof(T)), p.N);
+  if (smem > 48 * 1024)
+    SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<dim3(unsigned(p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)), kThr, smem, stream()>>>(p);
+  SSM_CUDA_LAUNCH_CHECK();
+}
+
+// Segments per row. One when the blocks of whole rows give at least half a wave (the occupancy calculator's
+// resident blocks on every SM); else enough to fill one wave, at the price of the second (local) pass.
+// Segments are whole multiples of `align` chunks. Env SSM_SCAN_CHUNK_SEGS overrides the count.
+template <typename T>
+void set_chunk_segments(ChunkParams& p, int64_t align) {
+  const auto kernel = chunk_kernel<T, false>;
+  const size_t smem = chunk_smem(int(sizeof(T)), p.N);
+  if (smem > 48 * 1024)
+    SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int resident = 0;
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
+  const int64_t blocks = p.Bt * p.G * p.nj, slots = int64_t(std::max(1, resident)) * ::ssm::cuda::sm_count();
+  const int64_t nchunks = (p.L + kTC - 1) / kTC, units = (nchunks + align - 1) / align;
+  int64_t nseg = 2 * blocks >= slots ? 1 : slots / blocks;
+  nseg = std::max<int64_t>(1, std::min(env_int("SSM_SCAN_CHUNK_SEGS", nseg), units));
+  p.cps = (units + nseg - 1) / nseg * align;
+  p.nseg = (nchunks + p.cps - 1) / p.cps;
+}
+
+// Segment start states for p's segments (local pass + carry) when there are several; E, S allocated here.
+template <typename T>
+void chunk_segment_starts(ChunkParams& p, Tensor& E, Tensor& S, const Device& dev) {
+  if (p.nseg <= 1) return;
+  E = Tensor::empty({p.Bt, p.nseg, p.D, p.Np}, DType::f32, dev);
+  S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, dev);
+  p.E = E.data<float>();
+  p.S = S.data<float>();
+  launch_chunk<T, true>(p);
+  chunk_carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p);
+  SSM_CUDA_LAUNCH_CHECK();
+  p.Ein = p.E;
+}
+
+template <typename H>
+void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts) {
+  using T = typename DevT<H>::type;
+  ChunkParams p = make_chunk_params(in, opt);
+  // The forward keeps the state entering every `every`-th chunk for the backward: Bt L D N 4 / (128 every)
+  // bytes, i.e. 1/128 of an f32 state per step at N <= 16 and no more at larger N.
+  p.every = std::max(1, p.Np / 16);
+  p.nsave = ((p.L + kTC - 1) / kTC + p.every - 1) / p.every;
+  set_chunk_segments<T>(p, p.every);
+  Tensor E, S;
+  chunk_segment_starts<T>(p, E, S, in.u.device());
+  p.y = y.data_ptr();
+  p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
+  if (starts) {
+    Tensor st = Tensor::empty({p.Bt, p.nsave, p.D, p.Np}, DType::f32, in.u.device());
+    p.starts = st.data<float>();
+    *starts = {st, kTC * p.every};
+  }
+  launch_chunk<T, false>(p);
+}
+
+template <typename H>
+void checkpoints_t(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts, Tensor& ck) {
+  using T = typename DevT<H>::type;
+  ChunkParams p = make_chunk_params(in, opt);
+  p.Np = int(ck.size(3));
+  p.ck = ck.data<float>();
+  p.nck = ck.size(1);
+  SSM_CHECK(p.nck == (p.L + kK - 1) / kK && p.Np >= p.N, "selective_scan (CUDA): checkpoints ", shape_str(ck.shape()),
+            " do not match L = ", p.L, ", N = ", p.N);
+  const bool fit = starts && starts->states.defined() && starts->states.dim() == 4 && starts->seg_len > 0 &&
+                   starts->seg_len % kTC == 0 && starts->states.size(0) == p.Bt &&
+                   starts->states.size(1) == (p.L + starts->seg_len - 1) / starts->seg_len &&
+                   starts->states.size(2) == p.D && starts->states.size(3) == p.Np;
+  Tensor E, S;
+  if (fit) {
+    p.nseg = starts->states.size(1);
+    p.cps = starts->seg_len / kTC;
+    p.Ein = starts->states.data<float>();
+  } else {
+    set_chunk_segments<T>(p, 1);
+    chunk_segment_starts<T>(p, E, S, in.u.device());
+  }
+  launch_chunk<T, false>(p);
+}
+
+}  // namespace
+
+void chunked_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts) {
+  switch (in.u.dtype()) {
+    case DType::f32: return forward_t<float>(in, opt, y, h_last, starts);
+    case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last, starts);
+    case DType::f16: return forward_t<f16_t>(in, opt, y, h_last, starts);
+    default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
+  }
+}
+
+void chunked_checkpoints(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts, Tensor& ck) {
+  switch (in.u.dtype()) {
+    case DType::f32: return checkpoints_t<float>(in, opt, starts, ck);
+    case DType::bf16: return checkpoints_t<bf16_t>(in, opt, starts, ck);
+    case DType::f16: return checkpoints_t<f16_t>(in, opt, starts, ck);
+    default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
+  }
+}
+
+}  // namespace ssm::kernels::cuda
