@@ -33,6 +33,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/selective_scan/scan_cuda_common.cuh"
@@ -66,6 +68,13 @@ struct ChunkParams {
   int64_t every, nsave;
   float* ck;           // (Bt, nck, D, Np): the state before every K-th step, or nullptr
   int64_t nck;
+  // The backward's (chunk_bwd_kernel).
+  const void* gy;      // (Bt, L, D) dLoss/dy
+  const float* gh;     // (Bt, D, N) dLoss/dh_last, or nullptr
+  const float* Hs;     // (Bt, nchunks, D, Np): the state entering every chunk
+  void *gu, *gdelta, *gz;
+  float *gB, *gC;      // (Bt, L, G, N) f32 accumulators (zeroed)
+  float *gAp, *gDp, *gdbp, *gh0;  // per batch row: (Bt, D, N), (Bt, D), (Bt, D); gh0 (Bt, D, N) or nullptr
 };
 
 // Eight consecutive elements (16-byte aligned) between shared memory and f32 registers.
@@ -310,6 +319,270 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
   }
 }
 
+// The backward (default mode), one block per (b, 16 channels) as in the forward, walking the row's chunks from
+// last to first with the adjoint carried between them (math in selective_scan.h; dh_t = C_t gy_t + X_t,
+// X_t = a_{t+1} dh_{t+1} the adjoint arriving from step t + 1, X_{L-1} = grad h_last). Per chunk and state n:
+//   recompute a_t, b_t and h (from the forward's state entering the chunk, Hs) exactly as the forward does,
+//   keeping h_{t-1} of the thread's K steps in registers;
+//   the adjoint's slice composite in reverse, X_out = Pa X_in + Q (Pa = prod a_i, Q <- a_i (C_i gy_i + Q) for
+//   i = K-1 .. 0), a suffix scan over the 16 slices (width-16 shuffles down), the chunk's adjoint carry X_c
+//   (shared memory) giving each slice's X_in; then in reverse over the thread's steps:
+//     dh = C gy + X;  w = dh a h_{t-1};  gA += dt w;  sum_n A w, sum_n dh B (for gdt and gu);  X <- a dh;
+//     gB_t += dh dt u and gC_t += gy h_t: summed over the warp's two channels by one shuffle, over the block's
+//     eight warps by shared-memory float atomics, and into f32 (Bt, L, G, N) accumulators by global atomics
+//     once per tile of 16 states (so this backward is not bit-reproducible: the deterministic mode runs
+//     selective_scan_cuda.cu's).
+//   gu = dt sum_n dh B + D gy,  gdt = ln2 sum_n A2 w + u sum_n dh B,  gz = g silu'(z) (sum_n C h + D u),
+//   written back through the shared tiles; gA, gD, gdelta_bias per batch row, summed afterwards.
+// One exp per state and step (the forward's recompute; the adjoint reuses the same a_t), against 2 to 3 in
+// selective_scan_cuda.cu's backward (checkpoint pass, adjoint pass, main pass).
+constexpr int kRedRow = kTS * (kK + 1) + 1;  // floats per state row of the gB / gC block sums (odd: no conflicts)
+size_t chunk_bwd_smem(int tsz, int64_t N) {
+  return size_t(2) * kNT * kBCRow * 4 + size_t(4) * kCB * (kTC * tsz + 16) + size_t(2) * kNT * kRedRow * 4 +
+         size_t(4) * kCB * (N + 1) * 4 + kTC * 4;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
+  extern __shared__ float4 smem4[];
+  constexpr int XR = x_row<T>();
+  char* base = reinterpret_cast<char*>(smem4);
+  float* bcs = reinterpret_cast<float*>(base);                        // [2][kNT][kBCRow]
+  T* xs = reinterpret_cast<T*>(base + size_t(2) * kNT * kBCRow * 4);  // [4][kCB][XR]: delta, u, z, g
+  float* red = reinterpret_cast<float*>(xs + 4 * kCB * XR);           // [2][kNT][kRedRow]: gB, gC sums
+  const int N = int(p.N), Nr = N + 1;
+  float* Hc = red + 2 * kNT * kRedRow;  // [kCB][Nr] the forward's state entering the chunk
+  float* Xc = Hc + kCB * Nr;            // [kCB][Nr] the adjoint arriving from the next chunk
+  float* A2s = Xc + kCB * Nr;           // [kCB][Nr]
+  float* gAc = A2s + kCB * Nr;          // [kCB][Nr]
+  int* flags = reinterpret_cast<int*>(gAc + kCB * Nr);  // [kTC]
+
+  const int tid = threadIdx.x, lane = tid & 31, s = lane & (kTS - 1), c = (tid >> 5) * 2 + (lane >> 4);
+  const bool odd = (c & 1) != 0;
+  const int64_t b = blockIdx.z;
+  const int g = int(blockIdx.y) / p.nj, j = int(blockIdx.y) % p.nj;
+  const int64_t d0 = int64_t(g) * p.Dg + int64_t(j) * kCB;
+  const int nvalid = int(min(int64_t(kCB), p.Dg - int64_t(j) * kCB));
+  const bool valid = c < nvalid;
+  const int64_t d = d0 + (valid ? c : 0);
+  const int64_t nchunks = (p.L + kTC - 1) / kTC;
+
+  for (int e = tid; e < kCB * N; e += kThr) {
+    const int cc = e / N, n = e - cc * N;
+    float a = 0.f, x = 0.f;
+    if (cc < nvalid) {
+      const int64_t dd = d0 + cc;
+      a = p.A[dd * N + n] * kLog2e;
+      if (p.gh) x = p.gh[(b * p.D + dd) * N + n];
+    }
+    A2s[cc * Nr + n] = a;
+    Xc[cc * Nr + n] = x;
+    gAc[cc * Nr + n] = 0.f;
+  }
+  for (int e = tid; e < 2 * kNT * kRedRow; e += kThr) red[e] = 0.f;
+  const float bias = (p.dbias && valid) ? p.dbias[d] : 0.f;
+  const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
+  const bool hasz = p.z != nullptr;
+  const T* src[4] = {static_cast<const T*>(p.delta), static_cast<const T*>(p.u), static_cast<const T*>(p.z),
+                     static_cast<const T*>(p.gy)};
+  T* xc[4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) xc[a] = xs + (a * kCB + c) * XR + s * kK;
+  float* redw = red + (odd ? kNT * kRedRow : 0) + s * (kK + 1);  // this lane's gB (even channel) or gC (odd) sums
+  float gDacc = 0.f, gdbacc = 0.f;
+
+  for (int64_t ch = nchunks - 1; ch >= 0; --ch) {
+    const int64_t t0 = ch * kTC;
+    __syncthreads();  // the previous chunk is done with the tiles
+    for (int a = 0; a < 4; ++a) {
+      if (a == 2 && !hasz) continue;
+      for (int e = tid; e < kTC * kCB; e += kThr) {
+        const int r = e / kCB, cc = e % kCB;
+        const int64_t t = t0 + r;
+        T v = zero_of<T>();
+        if (t < p.L && cc < nvalid) v = src[a][(b * p.L + t) * p.D + d0 + cc];
+        xs[(a * kCB + cc) * XR + r] = v;
+      }
+    }
+    if (tid < kTC) {
+      const int64_t t = t0 + tid;
+      flags[tid] = (p.seq && t > 0 && t < p.L && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1]) ? 1 : 0;
+    }
+    for (int e = tid; e < kCB * N; e += kThr) {
+      const int cc = e / N, n = e - cc * N;
+      Hc[cc * Nr + n] = cc < nvalid ? p.Hs[((b * nchunks + ch) * p.D + d0 + cc) * p.Np + n] : 0.f;
+    }
+    __syncthreads();
+    float dt[kK], du[kK], gy[kK], sB[kK], sA[kK], ypre[kK];
+    unsigned rmask = 0;
+    {
+      float xd[kK], xu[kK], xz[kK], xg[kK];
+      load8(xc[0], xd);
+      load8(xc[1], xu);
+      load8(xc[3], xg);
+      if (hasz) load8(xc[2], xz);
+#pragma unroll
+      for (int i = 0; i < kK; ++i) {
+        const bool in = t0 + s * kK + i < p.L;
+        const float x = xd[i] + bias;
+        dt[i] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
+        du[i] = dt[i] * xu[i];
+        gy[i] = hasz ? xg[i] * xz[i] * sigmoid_f(xz[i]) : xg[i];
+        rmask |= flags[s * kK + i] ? 1u << i : 0u;
+        sB[i] = sA[i] = ypre[i] = 0.f;
+      }
+    }
+    for (int n0 = 0; n0 < N; n0 += kNT) {
+      const int nt = min(kNT, N - n0);
+      if (n0 > 0) __syncthreads();  // everyone is done with the previous tile
+      for (int e = tid; e < 2 * kTC * nt; e += kThr) {
+        const int w = e / (kTC * nt), rem = e - w * kTC * nt, r = rem / nt, nn = rem - r * nt;
+        const int64_t t = t0 + r;
+        float v = 0.f;
+        if (t < p.L) v = ld_any(w ? p.C : p.B, ((b * p.L + t) * p.G + g) * p.N + n0 + nn, p.bc);
+        bcs[(w * kNT + nn) * kBCRow + (r / kK) * kSliceStride + r % kK] = v;
+      }
+      __syncthreads();
+#pragma unroll 1
+      for (int nn = 0; nn < nt; ++nn) {
+        const int n = n0 + nn;
+        const float A2 = A2s[c * Nr + n];
+        float a[kK], Bv[kK], Cv[kK], hp[kK];
+        load8(bcs + nn * kBCRow + s * kSliceStride, Bv);
+        load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
+#pragma unroll
+        for (int i = 0; i < kK; ++i) a[i] = ex2(dt[i] * A2);
+        if (rmask) {
+#pragma unroll
+          for (int i = 0; i < kK; ++i) a[i] = (rmask >> i) & 1u ? 0.f : a[i];
+        }
+        // The forward: slice composites, their scan, then h over the thread's steps (h_{t-1} kept).
+        float Aa = a[0], Bb = du[0] * Bv[0];
+#pragma unroll
+        for (int i = 1; i < kK; ++i) {
+          Bb = fmaf(a[i], Bb, du[i] * Bv[i]);
+          Aa *= a[i];
+        }
+#pragma unroll
+        for (int o = 1; o < kTS; o <<= 1) {
+          const float Ap = __shfl_up_sync(0xffffffffu, Aa, o, kTS), Bp = __shfl_up_sync(0xffffffffu, Bb, o, kTS);
+          if (s >= o) {
+            Bb = fmaf(Aa, Bp, Bb);
+            Aa *= Ap;
+          }
+        }
+        float Ae = __shfl_up_sync(0xffffffffu, Aa, 1, kTS), Be = __shfl_up_sync(0xffffffffu, Bb, 1, kTS);
+        if (s == 0) Ae = 1.f, Be = 0.f;
+        float h = fmaf(Ae, Hc[c * Nr + n], Be);
+#pragma unroll
+        for (int i = 0; i < kK; ++i) {
+          hp[i] = h;
+          h = fmaf(a[i], h, du[i] * Bv[i]);
+          ypre[i] = fmaf(Cv[i], h, ypre[i]);
+        }
+        // The adjoint: slice composites in reverse, their suffix scan, then the steps in reverse.
+        float Pa = 1.f, Q = 0.f;
+#pragma unroll
+        for (int i = kK - 1; i >= 0; --i) {
+          Q = a[i] * fmaf(Cv[i], gy[i], Q);
+          Pa *= a[i];
+        }
+#pragma unroll
+        for (int o = 1; o < kTS; o <<= 1) {
+          const float Pp = __shfl_down_sync(0xffffffffu, Pa, o, kTS), Qp = __shfl_down_sync(0xffffffffu, Q, o, kTS);
+          if (s + o < kTS) {
+            Q = fmaf(Pa, Qp, Q);
+            Pa *= Pp;
+          }
+        }
+        float Pe = __shfl_down_sync(0xffffffffu, Pa, 1, kTS), Qe = __shfl_down_sync(0xffffffffu, Q, 1, kTS);
+        if (s == kTS - 1) Pe = 1.f, Qe = 0.f;
+        const float xin = Xc[c * Nr + n];
+        float X = fmaf(Pe, xin, Qe), gAv = 0.f;
+#pragma unroll
+        for (int i = kK - 1; i >= 0; --i) {
+          const float dh = fmaf(Cv[i], gy[i], X);
+          const float w = dh * (a[i] * hp[i]);
+          gAv = fmaf(w, dt[i], gAv);
+          sA[i] = fmaf(A2, w, sA[i]);
+          sB[i] = fmaf(dh, Bv[i], sB[i]);
+          const float vB = dh * du[i], vC = gy[i] * (i == kK - 1 ? h : hp[i + 1]);
+          // even channel keeps the pair's gB sum, odd the gC sum
+          float keep = odd ? vC : vB;
+          keep += __shfl_xor_sync(0xffffffffu, odd ? vB : vC, 16);
+          atomicAdd(redw + nn * kRedRow + i, keep);
+          X = a[i] * dh;
+        }
+#pragma unroll
+        for (int o = 1; o < kTS; o <<= 1) gAv += __shfl_xor_sync(0xffffffffu, gAv, o);
+        __syncwarp();  // every lane of the channel has read X_c
+        if (s == 0) {
+          Xc[c * Nr + n] = fmaf(Pa, xin, Q);
+          gAc[c * Nr + n] += gAv;
+        }
+      }
+      __syncthreads();
+      // The tile's block sums of gB / gC into the global accumulators; the sums start again from zero.
+      for (int e = tid; e < 2 * kTC * nt; e += kThr) {
+        const int w = e / (kTC * nt), rem = e - w * kTC * nt, r = rem / nt, nn = rem - r * nt;
+        const int64_t t = t0 + r;
+        float* cell = red + (w * kNT + nn) * kRedRow + (r / kK) * (kK + 1) + r % kK;
+        if (t < p.L) atomicAdd((w ? p.gC : p.gB) + ((b * p.L + t) * p.G + g) * p.N + n0 + nn, *cell);
+        *cell = 0.f;
+      }
+    }
+    {  // Per-step gradients, back through the tiles (each thread overwrites only its own entries).
+      float xu[kK], xz[kK], xg[kK], gu[kK], gd[kK], gz[kK];
+      asm volatile("" ::: "memory");  // reload the tiles here rather than keep the prologue's values live
+      load8(xc[1], xu);
+      load8(xc[3], xg);
+      if (hasz) load8(xc[2], xz);
+#pragma unroll
+      for (int i = 0; i < kK; ++i) {
+        const bool in = t0 + s * kK + i < p.L;
+        gu[i] = fmaf(dt[i], sB[i], Dv * gy[i]);
+        const float gdt = fmaf(sA[i], kLn2, xu[i] * sB[i]);
+        gd[i] = p.softplus ? gdt * one_minus_exp_neg(dt[i]) : gdt;
+        if (hasz) {
+          const float sg = sigmoid_f(xz[i]);
+          gz[i] = xg[i] * sg * (1.f + xz[i] * (1.f - sg)) * fmaf(Dv, xu[i], ypre[i]);
+        }
+        gDacc = fmaf(gy[i], xu[i], gDacc);
+        gdbacc += in ? gd[i] : 0.f;
+      }
+      store8(xc[0], gd);
+      store8(xc[1], gu);
+      if (hasz) store8(xc[2], gz);
+      __syncthreads();
+      T* outs[3] = {static_cast<T*>(p.gdelta), static_cast<T*>(p.gu), static_cast<T*>(p.gz)};
+      for (int a = 0; a < (hasz ? 3 : 2); ++a) {
+        for (int e = tid; e < kTC * kCB; e += kThr) {
+          const int r = e / kCB, cc = e % kCB;
+          const int64_t t = t0 + r;
+          if (t < p.L && cc < nvalid) outs[a][(b * p.L + t) * p.D + d0 + cc] = xs[(a * kCB + cc) * XR + r];
+        }
+      }
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int o = 1; o < kTS; o <<= 1) {
+    gDacc += __shfl_xor_sync(0xffffffffu, gDacc, o);
+    gdbacc += __shfl_xor_sync(0xffffffffu, gdbacc, o);
+  }
+  if (valid && s == 0) {
+    p.gDp[b * p.D + d] = gDacc;
+    p.gdbp[b * p.D + d] = gdbacc;
+  }
+  for (int e = tid; e < kCB * N; e += kThr) {
+    const int cc = e / N, n = e - cc * N;
+    if (cc >= nvalid) continue;
+    const int64_t o = (b * p.D + d0 + cc) * N + n;
+    p.gAp[o] = gAc[cc * Nr + n];
+    if (p.gh0) p.gh0[o] = Xc[cc * Nr + n];
+  }
+}
+
 // Segment start states from the local pass's end states, one thread per (b, d, n), sequential over segments:
 // E[s] <- h;  h <- exp(A S_s) h + E_s  (h from h0 or 0; the multiplier is 0 when S_s is NaN: a reset inside).
 __global__ void chunk_carry_kernel(ChunkParams p) {
@@ -444,6 +717,100 @@ void checkpoints_t(const ScanInputs& in, const ScanOptions& opt, const SegmentSt
   launch_chunk<T, false>(p);
 }
 
+// The state entering every chunk, (Bt, nchunks, D, Np): the forward's starts when it kept one per chunk (N <= 16),
+// else a full pass without y that writes them (from the forward's coarser starts when they fit).
+template <typename T>
+Tensor chunk_states(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts) {
+  ChunkParams p = make_chunk_params(in, opt);
+  const int64_t nchunks = (p.L + kTC - 1) / kTC;
+  auto fits = [&](int64_t seg_len) {
+    return starts && starts->states.defined() && starts->states.dim() == 4 && starts->seg_len == seg_len &&
+           starts->states.size(0) == p.Bt && starts->states.size(1) == (p.L + seg_len - 1) / seg_len &&
+           starts->states.size(2) == p.D && starts->states.size(3) == p.Np;
+  };
+  if (fits(kTC)) return starts->states;
+  Tensor out = Tensor::empty({p.Bt, nchunks, p.D, p.Np}, DType::f32, in.u.device());
+  p.starts = out.data<float>();
+  p.every = 1;
+  p.nsave = nchunks;
+  Tensor E, S;
+  if (starts && starts->seg_len > 0 && starts->seg_len % kTC == 0 && fits(starts->seg_len)) {
+    p.nseg = starts->states.size(1);
+    p.cps = starts->seg_len / kTC;
+    p.Ein = starts->states.data<float>();
+  } else {
+    set_chunk_segments<T>(p, 1);
+    chunk_segment_starts<T>(p, E, S, in.u.device());
+  }
+  launch_chunk<T, false>(p);
+  return out;
+}
+
+template <typename H>
+bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,
+                ScanGrads& gr, const SegmentStarts* starts) {
+  using T = typename DevT<H>::type;
+  ChunkParams p = make_chunk_params(in, opt);
+  const auto kernel = chunk_bwd_kernel<T>;
+  const size_t smem = chunk_bwd_smem(int(sizeof(T)), p.N);
+  if (smem > 48 * 1024)
+    SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  // Whole rows only: with fewer blocks than half a wave the other backward (which cuts rows in time) is faster.
+  const char* mode = std::getenv("SSM_SCAN_CHUNK_BWD");  // "always" / "never" override the rule (tests, benches)
+  if (mode && std::strcmp(mode, "never") == 0) return false;
+  if (!(mode && std::strcmp(mode, "always") == 0)) {
+    int resident = 0;
+    SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
+    const int64_t slots = int64_t(std::max(1, resident)) * ::ssm::cuda::sm_count();
+    if (2 * p.Bt * p.G * p.nj < slots) return false;
+  }
+  const Device dev = in.u.device();
+  const Tensor hs = chunk_states<T>(in, opt, starts);
+  p.Hs = hs.data<float>();
+  p.gy = grad_y.data_ptr();
+  p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
+  const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
+  gr.u = Tensor::empty(in.u.shape(), in.u.dtype(), dev);
+  gr.delta = Tensor::empty(in.delta.shape(), in.delta.dtype(), dev);
+  gr.A = Tensor::empty(in.A.shape(), DType::f32, dev);
+  gr.B = Tensor::empty(in.B.shape(), in.B.dtype(), dev);
+  gr.C = Tensor::empty(in.C.shape(), in.C.dtype(), dev);
+  if (in.z.defined()) gr.z = Tensor::empty(in.z.shape(), in.z.dtype(), dev);
+  if (in.D_skip.defined()) gr.D_skip = Tensor::empty(in.D_skip.shape(), DType::f32, dev);
+  if (in.delta_bias.defined()) gr.delta_bias = Tensor::empty(in.delta_bias.shape(), DType::f32, dev);
+  if (in.h0.defined()) gr.h0 = Tensor::empty(in.h0.shape(), DType::f32, dev);
+  p.gu = gr.u.data_ptr();
+  p.gdelta = gr.delta.data_ptr();
+  p.gz = gr.z.defined() ? gr.z.data_ptr() : nullptr;
+  p.gh0 = gr.h0.defined() ? gr.h0.data<float>() : nullptr;
+  Tensor gB = Tensor::zeros({Bt, L, G, N}, DType::f32, dev), gC = Tensor::zeros({Bt, L, G, N}, DType::f32, dev);
+  Tensor gAp = Tensor::empty({Bt, D, N}, DType::f32, dev);
+  Tensor gDp = Tensor::empty({Bt, D}, DType::f32, dev), gdbp = Tensor::empty({Bt, D}, DType::f32, dev);
+  p.gB = gB.data<float>();
+  p.gC = gC.data<float>();
+  p.gAp = gAp.data<float>();
+  p.gDp = gDp.data<float>();
+  p.gdbp = gdbp.data<float>();
+  kernel<<<dim3(1u, unsigned(G * p.nj), unsigned(Bt)), kThr, smem, stream()>>>(p);
+  SSM_CUDA_LAUNCH_CHECK();
+  const int64_t bc = Bt * L * G * N;
+  sum_parts_kernel<<<blocks_for(bc, 256), 256, 0, stream()>>>(p.gB, 1, bc, bc, gr.B.data_ptr(), p.bc);
+  SSM_CUDA_LAUNCH_CHECK();
+  sum_parts_kernel<<<blocks_for(bc, 256), 256, 0, stream()>>>(p.gC, 1, bc, bc, gr.C.data_ptr(), p.bc);
+  SSM_CUDA_LAUNCH_CHECK();
+  sum_parts_kernel<<<blocks_for(D * N, 256), 256, 0, stream()>>>(p.gAp, Bt, D * N, D * N, gr.A.data_ptr(), 0);
+  SSM_CUDA_LAUNCH_CHECK();
+  if (gr.D_skip.defined()) {
+    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gDp, Bt, D, D, gr.D_skip.data_ptr(), 0);
+    SSM_CUDA_LAUNCH_CHECK();
+  }
+  if (gr.delta_bias.defined()) {
+    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gdbp, Bt, D, D, gr.delta_bias.data_ptr(), 0);
+    SSM_CUDA_LAUNCH_CHECK();
+  }
+  return true;
+}
+
 }  // namespace
 
 void chunked_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts) {
@@ -462,6 +829,18 @@ void chunked_checkpoints(const ScanInputs& in, const ScanOptions& opt, const Seg
     case DType::f16: return checkpoints_t<f16_t>(in, opt, starts, ck);
     default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
   }
+}
+
+bool chunked_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,
+                      ScanGrads& grads, const SegmentStarts* starts) {
+  if (opt.deterministic) return false;
+  switch (in.u.dtype()) {
+    case DType::f32: return backward_t<float>(in, grad_y, grad_h_last, opt, grads, starts);
+    case DType::bf16: return backward_t<bf16_t>(in, grad_y, grad_h_last, opt, grads, starts);
+    case DType::f16: return backward_t<f16_t>(in, grad_y, grad_h_last, opt, grads, starts);
+    default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
+  }
+  return false;
 }
 
 }  // namespace ssm::kernels::cuda

@@ -16,6 +16,7 @@ namespace ssm::kernels::cuda {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 
 __device__ __forceinline__ float ld(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float ld(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
@@ -50,6 +51,11 @@ __device__ __forceinline__ float softplus_f(float x) {
   return x < -4.f ? y * (1.f - y * (0.5f - y * (1.f / 3.f))) : __logf(1.f + y);
 }
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
+// 1 - exp(-x) for x >= 0, without the cancellation at small x (series below 0.125: rel. error < 3e-8).
+__device__ __forceinline__ float one_minus_exp_neg(float x) {
+  if (x >= 0.125f) return 1.f - __expf(-x);
+  return x * (1.f - x * (0.5f - x * (1.f / 6.f - x * (1.f / 24.f - x * (1.f / 120.f)))));
+}
 
 // Sum over the Tn adjacent lanes of one channel (xor shuffles).
 __device__ __forceinline__ float lane_sum(float v, int Tn) {

@@ -68,13 +68,7 @@ constexpr int kDefaultFwdKF = 16;      // forward passes: states per thread (set
 constexpr int kThreads = 128;          // threads per block
 constexpr int kWarps = kThreads / 32;  // warps per block
 constexpr int kTF = 8;                 // forward: steps per register tile (tf = min(kTF, 512 / Np) at run time)
-constexpr float kLn2 = 0.6931471805599453f;
 
-// 1 - exp(-x) for x >= 0, without the cancellation at small x (series below 0.125: rel. error < 3e-8).
-__device__ __forceinline__ float one_minus_exp_neg(float x) {
-  if (x >= 0.125f) return 1.f - __expf(-x);
-  return x * (1.f - x * (0.5f - x * (1.f / 6.f - x * (1.f / 24.f - x * (1.f / 120.f)))));
-}
 
 struct Params {
   const void *u, *delta, *z, *B, *C, *gy;
@@ -952,6 +946,8 @@ void selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const T
       grad_h_last_in.defined() ? grad_h_last_in.to(DType::f32).contiguous() : Tensor();
   SSM_CHECK(grad_y.dtype() == in.u.dtype(), "selective_scan (CUDA) backward: grad_y is ", dtype_name(grad_y.dtype()),
             " but y is ", dtype_name(in.u.dtype()));
+  if (impl_for("SSM_SCAN_BWD_IMPL") == Impl::chunk && chunked_backward(in, grad_y, grad_h_last, opt, grads, starts))
+    return;
   switch (in.u.dtype()) {
     case DType::f32: return backward_t<float>(in, grad_y, grad_h_last, opt, grads, starts);
     case DType::bf16: return backward_t<bf16_t>(in, grad_y, grad_h_last, opt, grads, starts);
