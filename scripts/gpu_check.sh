@@ -12,6 +12,9 @@
 # lm: `ssm bench` of the 130M Mamba LM (JSON), the KJV byte-level recipe (KJV_PG19: its PG19-layout
 #     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
+# scan: the selective-scan GPU tests and its benchmark against the earlier implementation (bench_selective_scan
+#       --v2), a quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda bench_selective_scan ssm").
+#       Not in the default set (tests and bench cover it).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step (scripts/profile_kernels.sh),
 #          into the log and $OUT/ncu-*.csv. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
@@ -35,7 +38,7 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(build tests bench train lm hf)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case "$p" in build|tests|bench|train|lm|hf|profile|dist) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist)" >&2; exit 2 ;; esac
+  case "$p" in build|tests|bench|train|lm|hf|profile|dist|scan) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist, scan)" >&2; exit 2 ;; esac
 done
 
 declare -a S_NAME S_RESULT S_SECS
@@ -59,7 +62,7 @@ skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: s
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
 
-if want build || want tests || want bench || want train || want lm || want hf || want profile || want dist; then
+if want build || want tests || want bench || want train || want lm || want hf || want profile || want dist || want scan; then
   if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
     step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
@@ -94,6 +97,11 @@ if want bench; then
     S_NAME+=("$n"); S_SECS+=($((SECONDS - t0)))
     if [ $rc -eq 0 ]; then S_RESULT+=("ok"); else S_RESULT+=("FAILED (exit $rc)"); failed=1; fi
   done
+fi
+
+if want scan; then
+  step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" --gtest_filter='CudaSelectiveScan*'
+  step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --v2 | tee '$OUT/bench_selective_scan.txt'"
 fi
 
 # train: the quickstart recipe on the GPU with the 784-step sequence (issue: >= 90% in < 3 minutes).

@@ -138,7 +138,7 @@ size_t chunk_smem(int tsz, int64_t N) {
 
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
 template <typename T, bool LOCAL>
-__global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
+__global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
   extern __shared__ float4 smem4[];
   constexpr int XR = x_row<T>();
   char* base = reinterpret_cast<char*>(smem4);
@@ -198,8 +198,10 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
       flags[tid] = (p.seq && t > 0 && t < p.L && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1]) ? 1 : 0;
     }
     __syncthreads();
-    if (!LOCAL && p.starts && ch % p.every == 0 && valid) {  // this channel's carry-in, before its lanes move on
-      for (int n = s; n < N; n += kTS) p.starts[((b * p.nsave + ch / p.every) * p.D + d) * p.Np + n] = carry[c * Nr + n];
+    if (!LOCAL && p.starts && ch % p.every == 0) {  // this channel's carry-in, before its lanes move on
+      if (valid)
+        for (int n = s; n < N; n += kTS)
+          p.starts[((b * p.nsave + ch / p.every) * p.D + d) * p.Np + n] = carry[c * Nr + n];
       __syncwarp();
     }
     float dt[kK], du[kK], yv[kK];
