@@ -621,20 +621,22 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
 }
 
 // Which implementation runs: env SSM_SCAN_IMPL (both passes), SSM_SCAN_FWD_IMPL / SSM_SCAN_BWD_IMPL (one
-// pass; these win): "chunk" (scan_chunked_cuda.cu: the forward, and the backward's checkpoint pass, with the
-// rest of the backward from this file), "v1" (selective_scan_cuda_v1.cu) or "v2" (this file alone). The
-// default is "chunk". v1 and v2 stay selectable for comparison (bench_selective_scan --v1 / --v2) and are
-// tested; before the chunked forward, the default forward was v1 where v2 would run one segment per row at
-// N <= 16, else v2.
-enum class Impl { chunk, v1, v2 };
+// pass; these win): "chunk" (scan_chunked_cuda.cu: the forward, the backward where it applies, and the other
+// backward's checkpoint pass), "v1" (selective_scan_cuda_v1.cu), "v2" (this file alone) or "legacy" (this
+// file, with v1's forward where this file would run one segment per row at N <= 16: the default before the
+// chunked scan). The default is kDefaultImpl; the others stay selectable for comparison (bench_selective_scan
+// --v1 / --v2) and are tested.
+enum class Impl { chunk, v1, v2, legacy };
+constexpr Impl kDefaultImpl = Impl::chunk;
 Impl impl_for(const char* pass_env) {
   for (const char* name : {pass_env, "SSM_SCAN_IMPL"}) {
     const char* v = std::getenv(name);
     if (v && std::strcmp(v, "v1") == 0) return Impl::v1;
     if (v && std::strcmp(v, "v2") == 0) return Impl::v2;
     if (v && std::strcmp(v, "chunk") == 0) return Impl::chunk;
+    if (v && std::strcmp(v, "legacy") == 0) return Impl::legacy;
   }
-  return Impl::chunk;
+  return kDefaultImpl;
 }
 
 // The forward passes' thread layout: kf states per thread (4, 8 or 16; at least Np / 16 so that a channel's
@@ -794,6 +796,8 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   Params p = make_params(in, opt);
   set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
   set_segments(p, "SSM_SCAN_FWD_SEGS", state_pass_resident<T>(p));
+  if (impl_for("SSM_SCAN_FWD_IMPL") == Impl::legacy && p.nseg == 1 && p.Np == kS && p.kf == kS)
+    return selective_scan_forward_v1(in, opt, y, h_last);
   p.y = y.data_ptr();
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
   Tensor E, S;

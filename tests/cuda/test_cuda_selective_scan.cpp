@@ -312,11 +312,12 @@ TEST(CudaSelectiveScan, ForwardLayouts) {
 }
 
 // Every implementation explicitly, whichever is the default (SSM_SCAN_IMPL: chunk = scan_chunked_cuda.cu's
-// forward and checkpoints, v1 = selective_scan_cuda_v1.cu, v2 = selective_scan_cuda.cu alone), on unaligned
+// forward and backward, v1 = selective_scan_cuda_v1.cu, v2 = selective_scan_cuda.cu alone, legacy = v2 with
+// v1 forwards where v2 would run one segment per row at N <= 16), on unaligned
 // (D = 70, 45) and aligned (D = 96, 64) rows.
 TEST(CudaSelectiveScan, AllImplementations) {
   SKIP_WITHOUT_CUDA();
-  for (const char* impl : {"chunk", "v1", "v2"}) {
+  for (const char* impl : {"chunk", "v1", "v2", "legacy"}) {
     SCOPED_TRACE(impl);
     Env env({{"SSM_SCAN_IMPL", impl}});
     check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
