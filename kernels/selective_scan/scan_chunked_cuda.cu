@@ -136,6 +136,43 @@ size_t chunk_smem(int tsz, int64_t N) {
          kTC * 4;
 }
 
+// a_t = exp2(dt_t A2) for the thread's K steps (A2 = A log2 e), 0 where a document starts (bit i of rmask).
+__device__ __forceinline__ void decays(const float (&dt)[kK], float A2, unsigned rmask, float (&a)[kK]) {
+#pragma unroll
+  for (int i = 0; i < kK; ++i) a[i] = ex2(dt[i] * A2);
+  if (rmask) {
+#pragma unroll
+    for (int i = 0; i < kK; ++i) a[i] = (rmask >> i) & 1u ? 0.f : a[i];
+  }
+}
+
+// The thread's K steps h <- a_i h + b(i) as one affine map h -> Aa h + Bb, then the scan of these maps over
+// the channel's 16 lanes ((A1, B1) then (A2, B2) composes to (A2 A1, A2 B1 + B2)): lane s ends with (Aa, Bb)
+// = slices 0..s composed and (Ae, Be) = slices 0..s-1 (the identity at s = 0), so the state entering the
+// slice is Ae h_in + Be and the chunk's end state is lane 15's Aa h_in + Bb.
+template <typename FB>
+__device__ __forceinline__ void scan_slices(const float (&a)[kK], FB b, int s, float& Aa, float& Bb, float& Ae,
+                                            float& Be) {
+  Aa = a[0];
+  Bb = b(0);
+#pragma unroll
+  for (int i = 1; i < kK; ++i) {
+    Bb = fmaf(a[i], Bb, b(i));
+    Aa *= a[i];
+  }
+#pragma unroll
+  for (int o = 1; o < kTS; o <<= 1) {
+    const float Ap = __shfl_up_sync(0xffffffffu, Aa, o, kTS), Bp = __shfl_up_sync(0xffffffffu, Bb, o, kTS);
+    if (s >= o) {
+      Bb = fmaf(Aa, Bp, Bb);
+      Aa *= Ap;
+    }
+  }
+  Ae = __shfl_up_sync(0xffffffffu, Aa, 1, kTS);
+  Be = __shfl_up_sync(0xffffffffu, Bb, 1, kTS);
+  if (s == 0) Ae = 1.f, Be = 0.f;
+}
+
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
 template <typename T, bool LOCAL>
 __global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
@@ -239,33 +276,12 @@ __global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], bb[kK];
+        float a[kK], bb[kK], Aa, Bb, Ae, Be;
         load8(bcs + nn * kBCRow + s * kSliceStride, bb);
 #pragma unroll
-        for (int i = 0; i < kK; ++i) {
-          a[i] = ex2(dt[i] * A2);
-          bb[i] *= du[i];
-        }
-        if (rmask) {
-#pragma unroll
-          for (int i = 0; i < kK; ++i) a[i] = (rmask >> i) & 1u ? 0.f : a[i];
-        }
-        float Aa = a[0], Bb = bb[0];
-#pragma unroll
-        for (int i = 1; i < kK; ++i) {
-          Bb = fmaf(a[i], Bb, bb[i]);
-          Aa *= a[i];
-        }
-#pragma unroll
-        for (int o = 1; o < kTS; o <<= 1) {
-          const float Ap = __shfl_up_sync(0xffffffffu, Aa, o, kTS), Bp = __shfl_up_sync(0xffffffffu, Bb, o, kTS);
-          if (s >= o) {
-            Bb = fmaf(Aa, Bp, Bb);
-            Aa *= Ap;
-          }
-        }
-        float Ae = __shfl_up_sync(0xffffffffu, Aa, 1, kTS), Be = __shfl_up_sync(0xffffffffu, Bb, 1, kTS);
-        if (s == 0) Ae = 1.f, Be = 0.f;
+        for (int i = 0; i < kK; ++i) bb[i] *= du[i];
+        decays(dt, A2, rmask, a);
+        scan_slices(a, [&](int i) { return bb[i]; }, s, Aa, Bb, Ae, Be);
         const float hin = carry[c * Nr + n];
         float h = fmaf(Ae, hin, Be);
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
@@ -449,32 +465,12 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], Bv[kK], Cv[kK], hp[kK];
+        float a[kK], Bv[kK], Cv[kK], hp[kK], Aa, Bb, Ae, Be;
         load8(bcs + nn * kBCRow + s * kSliceStride, Bv);
         load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
-#pragma unroll
-        for (int i = 0; i < kK; ++i) a[i] = ex2(dt[i] * A2);
-        if (rmask) {
-#pragma unroll
-          for (int i = 0; i < kK; ++i) a[i] = (rmask >> i) & 1u ? 0.f : a[i];
-        }
-        // The forward: slice composites, their scan, then h over the thread's steps (h_{t-1} kept).
-        float Aa = a[0], Bb = du[0] * Bv[0];
-#pragma unroll
-        for (int i = 1; i < kK; ++i) {
-          Bb = fmaf(a[i], Bb, du[i] * Bv[i]);
-          Aa *= a[i];
-        }
-#pragma unroll
-        for (int o = 1; o < kTS; o <<= 1) {
-          const float Ap = __shfl_up_sync(0xffffffffu, Aa, o, kTS), Bp = __shfl_up_sync(0xffffffffu, Bb, o, kTS);
-          if (s >= o) {
-            Bb = fmaf(Aa, Bp, Bb);
-            Aa *= Ap;
-          }
-        }
-        float Ae = __shfl_up_sync(0xffffffffu, Aa, 1, kTS), Be = __shfl_up_sync(0xffffffffu, Bb, 1, kTS);
-        if (s == 0) Ae = 1.f, Be = 0.f;
+        decays(dt, A2, rmask, a);
+        // The forward: slice maps, their scan, then h over the thread's steps (h_{t-1} kept).
+        scan_slices(a, [&](int i) { return du[i] * Bv[i]; }, s, Aa, Bb, Ae, Be);
         float h = fmaf(Ae, Hc[c * Nr + n], Be);
 #pragma unroll
         for (int i = 0; i < kK; ++i) {
@@ -603,22 +599,7 @@ __global__ void chunk_carry_kernel(ChunkParams p) {
 
 ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {
   ChunkParams p{};
-  p.u = in.u.data_ptr();
-  p.delta = in.delta.data_ptr();
-  p.z = ptr(in.z);
-  p.B = in.B.data_ptr();
-  p.C = in.C.data_ptr();
-  p.A = in.A.data<float>();
-  p.Dskip = fptr(in.D_skip);
-  p.dbias = fptr(in.delta_bias);
-  p.h0 = fptr(in.h0);
-  p.seq = in.seq_idx.defined() ? in.seq_idx.data<int32_t>() : nullptr;
-  p.Bt = in.u.size(0);
-  p.L = in.u.size(1);
-  p.D = in.u.size(2);
-  p.G = in.B.size(2);
-  p.N = in.B.size(3);
-  p.Dg = p.D / p.G;
+  set_scan_inputs(p, in);
   p.nj = int((p.Dg + kCB - 1) / kCB);
   p.bc = dtype_code(in.B.dtype());
   p.softplus = opt.delta_softplus;

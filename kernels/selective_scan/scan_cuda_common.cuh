@@ -1,6 +1,6 @@
 // Pieces the CUDA selective scans share (selective_scan_cuda.cu, its first version selective_scan_cuda_v1.cu
 // and the chunked forward scan_chunked_cuda.cu): element loads and stores in the inputs' dtypes, the fast exp2, softplus and sigmoid, the lane sum
-// over a channel's lanes, the fixed-order partial sum, and the host-side dtype, pointer and environment helpers.
+// over a channel's lanes, the fixed-order partial sum, and the host-side dtype, pointer, environment and input-filling helpers.
 // Internal to those files (an unnamed namespace: each gets its own copy, as kernels must).
 #pragma once
 #include <cuda_bf16.h>
@@ -10,6 +10,7 @@
 #include <cstdlib>
 
 #include "core/tensor.h"
+#include "kernels/selective_scan/selective_scan.h"
 #include "kernels/common/cuda_utils.cuh"
 
 namespace ssm::kernels::cuda {
@@ -79,6 +80,27 @@ const float* fptr(const Tensor& t) { return t.defined() ? t.data<float>() : null
 int64_t env_int(const char* name, int64_t dflt) {
   const char* v = std::getenv(name);
   return v && *v ? std::atoll(v) : dflt;
+}
+
+// The inputs' pointers and sizes into a scan's kernel parameters (each file's struct has these fields).
+template <typename P>
+void set_scan_inputs(P& p, const ScanInputs& in) {
+  p.u = in.u.data_ptr();
+  p.delta = in.delta.data_ptr();
+  p.z = ptr(in.z);
+  p.B = in.B.data_ptr();
+  p.C = in.C.data_ptr();
+  p.A = in.A.data<float>();
+  p.Dskip = fptr(in.D_skip);
+  p.dbias = fptr(in.delta_bias);
+  p.h0 = fptr(in.h0);
+  p.seq = in.seq_idx.defined() ? in.seq_idx.data<int32_t>() : nullptr;
+  p.Bt = in.u.size(0);
+  p.L = in.u.size(1);
+  p.D = in.u.size(2);
+  p.G = in.B.size(2);
+  p.N = in.B.size(3);
+  p.Dg = p.D / p.G;
 }
 
 }  // namespace

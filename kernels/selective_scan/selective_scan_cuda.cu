@@ -654,22 +654,7 @@ void set_fwd_layout(Params& p, int kf) {
 
 Params make_params(const ScanInputs& in, const ScanOptions& opt) {
   Params p{};
-  p.u = in.u.data_ptr();
-  p.delta = in.delta.data_ptr();
-  p.z = ptr(in.z);
-  p.B = in.B.data_ptr();
-  p.C = in.C.data_ptr();
-  p.A = in.A.data<float>();
-  p.Dskip = fptr(in.D_skip);
-  p.dbias = fptr(in.delta_bias);
-  p.h0 = fptr(in.h0);
-  p.seq = in.seq_idx.defined() ? in.seq_idx.data<int32_t>() : nullptr;
-  p.Bt = in.u.size(0);
-  p.L = in.u.size(1);
-  p.D = in.u.size(2);
-  p.G = in.B.size(2);
-  p.N = in.B.size(3);
-  p.Dg = p.D / p.G;
+  set_scan_inputs(p, in);
   int Np = kS;
   while (Np < p.N) Np *= 2;
   p.Np = Np;
