@@ -15,9 +15,9 @@
 // Also one JSON line per measurement (prefix "JSON ").
 // Options: --sweep also times other layouts at N = 16 (env SSM_SCAN_FWD_KF: the forward passes' states per
 // thread (v2); SSM_SCAN_ADJ_KF: the backward's adjoint pass's; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row;
-// --v1 / --v2 also time each earlier implementation alone at N = 16 (env SSM_SCAN_IMPL=v1 / v2: selective_scan_cuda_v1.cu /
-// selective_scan_cuda.cu; the default is the chunked forward, scan_chunked_cuda.cu); SSM_SCAN_CHUNK_SEGS: the
-// chunked forward's segments per row); --only I times shape I at N = 16 alone.
+// --v1 / --v2 also time each of those implementations alone at N = 16 (env SSM_SCAN_IMPL=v1 / v2: selective_scan_cuda_v1.cu /
+// selective_scan_cuda.cu), --chunk the chunked scan (scan_chunked_cuda.cu, env SSM_SCAN_IMPL=chunk) at N = 16 and
+// 64; SSM_SCAN_CHUNK_SEGS: the chunked forward's segments per row); --only I times shape I at N = 16 alone.
 // A summary table comes last.
 // Without a GPU the binary prints a message and exits 0.
 #include <algorithm>
@@ -141,12 +141,13 @@ int main(int argc, char** argv) {
     std::printf("bench_selective_scan: no CUDA device, nothing to do\n");
     return 0;
   }
-  bool sweep = false, v1 = false, v2 = false;
+  bool sweep = false, v1 = false, v2 = false, chunk = false;
   int only = -1;  // --only I: shape I (0..3) at N = 16 alone (for profilers)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--sweep")) sweep = true;
     if (!std::strcmp(argv[i], "--v1")) v1 = true;
     if (!std::strcmp(argv[i], "--v2")) v2 = true;
+    if (!std::strcmp(argv[i], "--chunk")) chunk = true;
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = std::atoi(argv[++i]);
   }
   const std::vector<Shape4> shapes = {{8, 2048, 2048, 0.594, 3.228},
@@ -160,8 +161,9 @@ int main(int argc, char** argv) {
   for (int64_t N : {16, 64})
     for (const auto& s : shapes) {
       run_shape(s, N, "default");
-      for (const char* impl : {"v1", "v2"}) {
-        if ((impl[1] == '1' ? v1 : v2) && N == 16) {
+      for (const char* impl : {"v1", "v2", "chunk"}) {
+        const bool want = impl[0] == 'c' ? chunk : impl[1] == '1' ? v1 : v2;
+        if (want && (N == 16 || impl[0] == 'c')) {
           setenv("SSM_SCAN_IMPL", impl, 1);
           run_shape(s, N, impl);
           unsetenv("SSM_SCAN_IMPL");
@@ -177,8 +179,9 @@ int main(int argc, char** argv) {
             {"adjkf16", "SSM_SCAN_ADJ_KF=16"},
             {"segs=2", "SSM_SCAN_FWD_SEGS=2", "SSM_SCAN_BWD_SEGS=2"},
             {"segs=8", "SSM_SCAN_FWD_SEGS=8", "SSM_SCAN_BWD_SEGS=8"},
-            {"chunksegs=1", "SSM_SCAN_CHUNK_SEGS=1"},
-            {"chunksegs=4", "SSM_SCAN_CHUNK_SEGS=4"}};
+            {"chunk,segs=1", "SSM_SCAN_IMPL=chunk", "SSM_SCAN_CHUNK_SEGS=1"},
+            {"chunk,segs=4", "SSM_SCAN_IMPL=chunk", "SSM_SCAN_CHUNK_SEGS=4"},
+            {"chunk,bwd=never", "SSM_SCAN_IMPL=chunk", "SSM_SCAN_CHUNK_BWD=never"}};
         for (const auto& v : variants) {
           for (size_t i = 1; i < v.size(); ++i) {
             const size_t eq = v[i].find('=');

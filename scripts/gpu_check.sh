@@ -12,9 +12,10 @@
 # lm: `ssm bench` of the 130M Mamba LM (JSON), the KJV byte-level recipe (KJV_PG19: its PG19-layout
 #     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
-# scan: the selective-scan GPU tests and its benchmark against the earlier implementation (bench_selective_scan
-#       --v2), a quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda bench_selective_scan ssm").
-#       Not in the default set (tests and bench cover it).
+# scan: the selective-scan GPU tests, its benchmark with the chunked implementation beside the default
+#       (bench_selective_scan --chunk) and the 130M LM's `ssm bench` with each (SSM_SCAN_IMPL=legacy / chunk): a
+#       quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda bench_selective_scan ssm").
+#       Not in the default set (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step (scripts/profile_kernels.sh),
 #          into the log and $OUT/ncu-*.csv. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
@@ -101,7 +102,10 @@ fi
 
 if want scan; then
   step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" --gtest_filter='CudaSelectiveScan*'
-  step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --v2 | tee '$OUT/bench_selective_scan.txt'"
+  step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk | tee '$OUT/bench_selective_scan.txt'"
+  for impl in legacy chunk; do
+    step "lm-130m-$impl" sh -c "SSM_SCAN_IMPL=$impl timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 | tee '$OUT/ssm_bench_130m_$impl.json'"
+  done
 fi
 
 # train: the quickstart recipe on the GPU with the 784-step sequence (issue: >= 90% in < 3 minutes).
