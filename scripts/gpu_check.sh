@@ -19,7 +19,7 @@
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step (scripts/profile_kernels.sh),
 #          into the log and $OUT/ncu-*.csv. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
-#       bit-exact resume, a killed rank) and scripts/scaling_bench.sh (1 vs N GPUs, network transport,
+#       bit-exact resume, a killed rank) and scripts/scaling_bench.sh (1 vs 2, 4, 8 GPUs as there are, network transport,
 #       ZeRO-1) into $OUT/scaling. Not in the default set.
 # SSM_BUILD_TARGETS: build only these targets (e.g. "ssm test_dist test_cli"), to save time.
 # Every step runs even when an earlier one failed; the script exits non-zero if any step failed, after
@@ -150,7 +150,11 @@ if want dist; then
     --gtest_filter='NcclDist.*:-*Hang*'
   step launch-2gpu-tests timeout -k 10 500 "$BUILD/bin/test_cli" --gtest_filter='CliDistGpu.*'
   if [ -z "${SSM_SKIP_SCALING:-}" ]; then
-    step scaling env OUT="$OUT/scaling" scripts/scaling_bench.sh "$BUILD/bin/ssm" 2
+    # 2, 4, 8 processes, as many as there are GPUs (SCALING_NPROCS overrides; SCALING_LAUNCHER picks
+    # ssm launch, torchrun or mpirun).
+    ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+    nprocs=${SCALING_NPROCS:-$(for n in 2 4 8; do [ "$n" -le "$ngpu" ] && printf '%s ' "$n"; done)}
+    step scaling env OUT="$OUT/scaling" scripts/scaling_bench.sh "$BUILD/bin/ssm" "${nprocs:-2}"
   fi
 fi
 

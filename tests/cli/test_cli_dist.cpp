@@ -176,5 +176,27 @@ TEST_F(CliDist, KilledRankEndsTheJob) {
   EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-}  // namespace
+// scripts/scaling_bench.sh (the scaling runs of issues 5 and 6 on 2, 4, 8 GPUs) exercised on the CPU with its
+// mpirun launcher and a tiny model: one line per run with processes, tokens/s and peak memory, and an
+// efficiency line per multi-process run; a wrong launcher or run name is refused before anything runs.
+TEST_F(CliDist, ScalingScriptRunsOneLinePerRun) {
+  const std::string script = std::string(SSM_SOURCE_DIR) + "/scripts/scaling_bench.sh";
+  const std::string env =
+      "OUT=scaling SCALING_LAUNCHER=mpirun SCALING_RUNS='dp zero1' SCALING_STEPS=6 SCALING_RUN_TIMEOUT=120 "
+      "SCALING_OVERRIDES='++trainer.device=cpu ++trainer.precision=f32 ++model.preset=none ++model.d_model=16 "
+      "++model.n_layer=2 ++model.vocab_size=64 ++data.vocab_size=64 ++data.context=32 ++data.batch_size=2 "
+      "++data.rows=64' ";
+  Result r = sh(env + script + " " + kSsm + " 2", dir_);
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* want : {"p1 1 ", "p2-dp 2 ", "p2-zero1 2 ", "efficiency p2-dp: ", "efficiency p2-zero1: "})
+    EXPECT_NE(r.out.find(want), std::string::npos) << want << " missing in:\n" << r.out;
+  EXPECT_EQ(r.out.find("error"), std::string::npos) << r.out;
+  Result bad = sh("SCALING_LAUNCHER=srun " + script + " " + kSsm + " 2", dir_);
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("SCALING_LAUNCHER"), std::string::npos) << bad.out;
+  Result badrun = sh("SCALING_RUNS=fast " + script + " " + kSsm + " 2", dir_);
+  EXPECT_EQ(badrun.code, 2) << badrun.out;
+  EXPECT_NE(badrun.out.find("unknown run 'fast'"), std::string::npos) << badrun.out;
+}
 
+}  // namespace
