@@ -136,6 +136,50 @@ size_t chunk_smem(int tsz, int64_t N) {
          kTC * 4;
 }
 
+// Steps t0 .. t0 + kTC of the block's channels d0 .. d0 + nvalid of x (Bt, L, D) into the shared tile
+// [kCB][x_row], transposed (a thread's steps of a channel are then one 16-byte load); 0 past L and past the
+// group's channels.
+template <typename T>
+__device__ __forceinline__ void stage_x(T* tile, const T* x, const ChunkParams& p, int64_t b, int64_t t0, int64_t d0,
+                                        int nvalid) {
+  for (int e = threadIdx.x; e < kTC * kCB; e += kThr) {
+    const int r = e / kCB, cc = e % kCB;
+    const int64_t t = t0 + r;
+    T v = zero_of<T>();
+    if (t < p.L && cc < nvalid) v = x[(b * p.L + t) * p.D + d0 + cc];
+    tile[cc * x_row<T>() + r] = v;
+  }
+}
+// The reverse: the tile's rows below L back to x as whole rows.
+template <typename T>
+__device__ __forceinline__ void unstage_x(const T* tile, T* x, const ChunkParams& p, int64_t b, int64_t t0, int64_t d0,
+                                          int nvalid) {
+  for (int e = threadIdx.x; e < kTC * kCB; e += kThr) {
+    const int r = e / kCB, cc = e % kCB;
+    const int64_t t = t0 + r;
+    if (t < p.L && cc < nvalid) x[(b * p.L + t) * p.D + d0 + cc] = tile[cc * x_row<T>() + r];
+  }
+}
+// flags[r] = 1 where a packed document starts at step t0 + r.
+__device__ __forceinline__ void stage_resets(int* flags, const ChunkParams& p, int64_t b, int64_t t0) {
+  if (threadIdx.x < kTC) {
+    const int64_t t = t0 + threadIdx.x;
+    flags[threadIdx.x] = (p.seq && t > 0 && t < p.L && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1]) ? 1 : 0;
+  }
+}
+// B (and C when nw = 2) of group g, steps t0 .. t0 + kTC, states n0 .. n0 + nt, as f32 into the tile
+// [2][kNT][kBCRow] (a slice's kK steps padded to kSliceStride); 0 past L.
+__device__ __forceinline__ void stage_bc(float* bcs, const ChunkParams& p, int64_t b, int g, int64_t t0, int n0, int nt,
+                                         int nw) {
+  for (int e = threadIdx.x; e < nw * kTC * nt; e += kThr) {
+    const int w = e / (kTC * nt), rem = e - w * kTC * nt, r = rem / nt, nn = rem - r * nt;
+    const int64_t t = t0 + r;
+    float v = 0.f;
+    if (t < p.L) v = ld_any(w ? p.C : p.B, ((b * p.L + t) * p.G + g) * p.N + n0 + nn, p.bc);
+    bcs[(w * kNT + nn) * kBCRow + (r / kK) * kSliceStride + r % kK] = v;
+  }
+}
+
 // a_t = exp2(dt_t A2) for the thread's K steps (A2 = A log2 e), 0 where a document starts (bit i of rmask).
 __device__ __forceinline__ void decays(const float (&dt)[kK], float A2, unsigned rmask, float (&a)[kK]) {
 #pragma unroll
@@ -221,19 +265,8 @@ __global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
   for (int64_t ch = ch0; ch < ch1; ++ch) {
     const int64_t t0 = ch * kTC;
     __syncthreads();  // the previous chunk is done with the tiles; its carries are visible
-    for (int a = 0; a < (hasz ? 3 : 2); ++a) {
-      for (int e = tid; e < kTC * kCB; e += kThr) {
-        const int r = e / kCB, cc = e % kCB;
-        const int64_t t = t0 + r;
-        T v = zero_of<T>();
-        if (t < p.L && cc < nvalid) v = src[a][(b * p.L + t) * p.D + d0 + cc];
-        xs[(a * kCB + cc) * XR + r] = v;
-      }
-    }
-    if (tid < kTC) {
-      const int64_t t = t0 + tid;
-      flags[tid] = (p.seq && t > 0 && t < p.L && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1]) ? 1 : 0;
-    }
+    for (int a = 0; a < (hasz ? 3 : 2); ++a) stage_x(xs + a * kCB * XR, src[a], p, b, t0, d0, nvalid);
+    stage_resets(flags, p, b, t0);
     __syncthreads();
     if (!LOCAL && p.starts && ch % p.every == 0) {  // this channel's carry-in, before its lanes move on
       if (valid)
@@ -265,13 +298,7 @@ __global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
     for (int n0 = 0; n0 < N; n0 += kNT) {
       const int nt = min(kNT, N - n0), nw = wanty ? 2 : 1;  // C only for y
       if (n0 > 0) __syncthreads();                           // everyone is done with the previous tile
-      for (int e = tid; e < nw * kTC * nt; e += kThr) {
-        const int w = e / (kTC * nt), rem = e - w * kTC * nt, r = rem / nt, nn = rem - r * nt;
-        const int64_t t = t0 + r;
-        float v = 0.f;
-        if (t < p.L) v = ld_any(w ? p.C : p.B, ((b * p.L + t) * p.G + g) * p.N + n0 + nn, p.bc);
-        bcs[(w * kNT + nn) * kBCRow + (r / kK) * kSliceStride + r % kK] = v;
-      }
+      stage_bc(bcs, p, b, g, t0, n0, nt, nw);
       __syncthreads();
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
@@ -311,12 +338,7 @@ __global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
       }
       store8(xc[1], yv);  // in place: only this thread reads these u entries
       __syncthreads();
-      T* y = static_cast<T*>(p.y);
-      for (int e = tid; e < kTC * kCB; e += kThr) {
-        const int r = e / kCB, cc = e % kCB;
-        const int64_t t = t0 + r;
-        if (t < p.L && cc < nvalid) y[(b * p.L + t) * p.D + d0 + cc] = xs[(kCB + cc) * XR + r];
-      }
+      unstage_x(xs + kCB * XR, static_cast<T*>(p.y), p, b, t0, d0, nvalid);
     }
   }
   __syncthreads();
@@ -412,20 +434,9 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
   for (int64_t ch = nchunks - 1; ch >= 0; --ch) {
     const int64_t t0 = ch * kTC;
     __syncthreads();  // the previous chunk is done with the tiles
-    for (int a = 0; a < 4; ++a) {
-      if (a == 2 && !hasz) continue;
-      for (int e = tid; e < kTC * kCB; e += kThr) {
-        const int r = e / kCB, cc = e % kCB;
-        const int64_t t = t0 + r;
-        T v = zero_of<T>();
-        if (t < p.L && cc < nvalid) v = src[a][(b * p.L + t) * p.D + d0 + cc];
-        xs[(a * kCB + cc) * XR + r] = v;
-      }
-    }
-    if (tid < kTC) {
-      const int64_t t = t0 + tid;
-      flags[tid] = (p.seq && t > 0 && t < p.L && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1]) ? 1 : 0;
-    }
+    for (int a = 0; a < 4; ++a)
+      if (a != 2 || hasz) stage_x(xs + a * kCB * XR, src[a], p, b, t0, d0, nvalid);
+    stage_resets(flags, p, b, t0);
     for (int e = tid; e < kCB * N; e += kThr) {
       const int cc = e / N, n = e - cc * N;
       Hc[cc * Nr + n] = cc < nvalid ? p.Hs[((b * nchunks + ch) * p.D + d0 + cc) * p.Np + n] : 0.f;
@@ -453,13 +464,7 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
     for (int n0 = 0; n0 < N; n0 += kNT) {
       const int nt = min(kNT, N - n0);
       if (n0 > 0) __syncthreads();  // everyone is done with the previous tile
-      for (int e = tid; e < 2 * kTC * nt; e += kThr) {
-        const int w = e / (kTC * nt), rem = e - w * kTC * nt, r = rem / nt, nn = rem - r * nt;
-        const int64_t t = t0 + r;
-        float v = 0.f;
-        if (t < p.L) v = ld_any(w ? p.C : p.B, ((b * p.L + t) * p.G + g) * p.N + n0 + nn, p.bc);
-        bcs[(w * kNT + nn) * kBCRow + (r / kK) * kSliceStride + r % kK] = v;
-      }
+      stage_bc(bcs, p, b, g, t0, n0, nt, 2);
       __syncthreads();
 #pragma unroll 1
       for (int nn = 0; nn < nt; ++nn) {
@@ -553,13 +558,7 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
       if (hasz) store8(xc[2], gz);
       __syncthreads();
       T* outs[3] = {static_cast<T*>(p.gdelta), static_cast<T*>(p.gu), static_cast<T*>(p.gz)};
-      for (int a = 0; a < (hasz ? 3 : 2); ++a) {
-        for (int e = tid; e < kTC * kCB; e += kThr) {
-          const int r = e / kCB, cc = e % kCB;
-          const int64_t t = t0 + r;
-          if (t < p.L && cc < nvalid) outs[a][(b * p.L + t) * p.D + d0 + cc] = xs[(a * kCB + cc) * XR + r];
-        }
-      }
+      for (int a = 0; a < (hasz ? 3 : 2); ++a) unstage_x(xs + a * kCB * XR, outs[a], p, b, t0, d0, nvalid);
     }
   }
   __syncthreads();
@@ -675,6 +674,29 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   launch_chunk<T, false>(p);
 }
 
+// Whether the forward's starts belong to these inputs, at segments of whole chunks.
+bool starts_fit(const SegmentStarts* st, const ChunkParams& p) {
+  return st && st->states.defined() && st->states.dim() == 4 && st->seg_len > 0 && st->seg_len % kTC == 0 &&
+         st->states.size(0) == p.Bt && st->states.size(1) == (p.L + st->seg_len - 1) / st->seg_len &&
+         st->states.size(2) == p.D && st->states.size(3) == p.Np;
+}
+
+// The full pass with the outputs p names, each segment starting from the forward's saved state when those fit,
+// else from its own local pass and carries.
+template <typename T>
+void full_pass_from(ChunkParams& p, const SegmentStarts* starts, const Device& dev) {
+  Tensor E, S;
+  if (starts_fit(starts, p)) {
+    p.nseg = starts->states.size(1);
+    p.cps = starts->seg_len / kTC;
+    p.Ein = starts->states.data<float>();
+  } else {
+    set_chunk_segments<T>(p, 1);
+    chunk_segment_starts<T>(p, E, S, dev);
+  }
+  launch_chunk<T, false>(p);
+}
+
 template <typename H>
 void checkpoints_t(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts, Tensor& ck) {
   using T = typename DevT<H>::type;
@@ -684,20 +706,7 @@ void checkpoints_t(const ScanInputs& in, const ScanOptions& opt, const SegmentSt
   p.nck = ck.size(1);
   SSM_CHECK(p.nck == (p.L + kK - 1) / kK && p.Np >= p.N, "selective_scan (CUDA): checkpoints ", shape_str(ck.shape()),
             " do not match L = ", p.L, ", N = ", p.N);
-  const bool fit = starts && starts->states.defined() && starts->states.dim() == 4 && starts->seg_len > 0 &&
-                   starts->seg_len % kTC == 0 && starts->states.size(0) == p.Bt &&
-                   starts->states.size(1) == (p.L + starts->seg_len - 1) / starts->seg_len &&
-                   starts->states.size(2) == p.D && starts->states.size(3) == p.Np;
-  Tensor E, S;
-  if (fit) {
-    p.nseg = starts->states.size(1);
-    p.cps = starts->seg_len / kTC;
-    p.Ein = starts->states.data<float>();
-  } else {
-    set_chunk_segments<T>(p, 1);
-    chunk_segment_starts<T>(p, E, S, in.u.device());
-  }
-  launch_chunk<T, false>(p);
+  full_pass_from<T>(p, starts, in.u.device());
 }
 
 // The state entering every chunk, (Bt, nchunks, D, Np): the forward's starts when it kept one per chunk (N <= 16),
@@ -705,27 +714,13 @@ void checkpoints_t(const ScanInputs& in, const ScanOptions& opt, const SegmentSt
 template <typename T>
 Tensor chunk_states(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts) {
   ChunkParams p = make_chunk_params(in, opt);
+  if (starts_fit(starts, p) && starts->seg_len == kTC) return starts->states;
   const int64_t nchunks = (p.L + kTC - 1) / kTC;
-  auto fits = [&](int64_t seg_len) {
-    return starts && starts->states.defined() && starts->states.dim() == 4 && starts->seg_len == seg_len &&
-           starts->states.size(0) == p.Bt && starts->states.size(1) == (p.L + seg_len - 1) / seg_len &&
-           starts->states.size(2) == p.D && starts->states.size(3) == p.Np;
-  };
-  if (fits(kTC)) return starts->states;
   Tensor out = Tensor::empty({p.Bt, nchunks, p.D, p.Np}, DType::f32, in.u.device());
   p.starts = out.data<float>();
   p.every = 1;
   p.nsave = nchunks;
-  Tensor E, S;
-  if (starts && starts->seg_len > 0 && starts->seg_len % kTC == 0 && fits(starts->seg_len)) {
-    p.nseg = starts->states.size(1);
-    p.cps = starts->seg_len / kTC;
-    p.Ein = starts->states.data<float>();
-  } else {
-    set_chunk_segments<T>(p, 1);
-    chunk_segment_starts<T>(p, E, S, in.u.device());
-  }
-  launch_chunk<T, false>(p);
+  full_pass_from<T>(p, starts, in.u.device());
   return out;
 }
 
@@ -753,19 +748,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gy = grad_y.data_ptr();
   p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
   const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
-  gr.u = Tensor::empty(in.u.shape(), in.u.dtype(), dev);
-  gr.delta = Tensor::empty(in.delta.shape(), in.delta.dtype(), dev);
-  gr.A = Tensor::empty(in.A.shape(), DType::f32, dev);
-  gr.B = Tensor::empty(in.B.shape(), in.B.dtype(), dev);
-  gr.C = Tensor::empty(in.C.shape(), in.C.dtype(), dev);
-  if (in.z.defined()) gr.z = Tensor::empty(in.z.shape(), in.z.dtype(), dev);
-  if (in.D_skip.defined()) gr.D_skip = Tensor::empty(in.D_skip.shape(), DType::f32, dev);
-  if (in.delta_bias.defined()) gr.delta_bias = Tensor::empty(in.delta_bias.shape(), DType::f32, dev);
-  if (in.h0.defined()) gr.h0 = Tensor::empty(in.h0.shape(), DType::f32, dev);
-  p.gu = gr.u.data_ptr();
-  p.gdelta = gr.delta.data_ptr();
-  p.gz = gr.z.defined() ? gr.z.data_ptr() : nullptr;
-  p.gh0 = gr.h0.defined() ? gr.h0.data<float>() : nullptr;
+  alloc_scan_grads(p, in, gr);
   Tensor gB = Tensor::zeros({Bt, L, G, N}, DType::f32, dev), gC = Tensor::zeros({Bt, L, G, N}, DType::f32, dev);
   Tensor gAp = Tensor::empty({Bt, D, N}, DType::f32, dev);
   Tensor gDp = Tensor::empty({Bt, D}, DType::f32, dev), gdbp = Tensor::empty({Bt, D}, DType::f32, dev);
@@ -776,21 +759,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gdbp = gdbp.data<float>();
   kernel<<<dim3(1u, unsigned(G * p.nj), unsigned(Bt)), kThr, smem, stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
-  const int64_t bc = Bt * L * G * N;
-  sum_parts_kernel<<<blocks_for(bc, 256), 256, 0, stream()>>>(p.gB, 1, bc, bc, gr.B.data_ptr(), p.bc);
-  SSM_CUDA_LAUNCH_CHECK();
-  sum_parts_kernel<<<blocks_for(bc, 256), 256, 0, stream()>>>(p.gC, 1, bc, bc, gr.C.data_ptr(), p.bc);
-  SSM_CUDA_LAUNCH_CHECK();
-  sum_parts_kernel<<<blocks_for(D * N, 256), 256, 0, stream()>>>(p.gAp, Bt, D * N, D * N, gr.A.data_ptr(), 0);
-  SSM_CUDA_LAUNCH_CHECK();
-  if (gr.D_skip.defined()) {
-    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gDp, Bt, D, D, gr.D_skip.data_ptr(), 0);
-    SSM_CUDA_LAUNCH_CHECK();
-  }
-  if (gr.delta_bias.defined()) {
-    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gdbp, Bt, D, D, gr.delta_bias.data_ptr(), 0);
-    SSM_CUDA_LAUNCH_CHECK();
-  }
+  sum_scan_grads(gr, p.gB, p.gC, 1, p.gAp, p.gDp, p.gdbp, Bt, p.bc);
   return true;
 }
 

@@ -1,6 +1,6 @@
 // Pieces the CUDA selective scans share (selective_scan_cuda.cu, its first version selective_scan_cuda_v1.cu
 // and the chunked forward scan_chunked_cuda.cu): element loads and stores in the inputs' dtypes, the fast exp2, softplus and sigmoid, the lane sum
-// over a channel's lanes, the fixed-order partial sum, and the host-side dtype, pointer, environment and input-filling helpers.
+// over a channel's lanes, the fixed-order partial sum, and the host-side dtype, pointer, environment, input and gradient helpers.
 // Internal to those files (an unnamed namespace: each gets its own copy, as kernels must).
 #pragma once
 #include <cuda_bf16.h>
@@ -101,6 +101,47 @@ void set_scan_inputs(P& p, const ScanInputs& in) {
   p.G = in.B.size(2);
   p.N = in.B.size(3);
   p.Dg = p.D / p.G;
+}
+
+// Every gradient of a present input, in its input's dtype (A, D_skip, delta_bias, h0 in f32), and the kernels'
+// pointers to the per-step ones and grad h0 (each file's parameter struct has these fields).
+template <typename P>
+void alloc_scan_grads(P& p, const ScanInputs& in, ScanGrads& gr) {
+  const Device dev = in.u.device();
+  gr.u = Tensor::empty(in.u.shape(), in.u.dtype(), dev);
+  gr.delta = Tensor::empty(in.delta.shape(), in.delta.dtype(), dev);
+  gr.A = Tensor::empty(in.A.shape(), DType::f32, dev);
+  gr.B = Tensor::empty(in.B.shape(), in.B.dtype(), dev);
+  gr.C = Tensor::empty(in.C.shape(), in.C.dtype(), dev);
+  if (in.z.defined()) gr.z = Tensor::empty(in.z.shape(), in.z.dtype(), dev);
+  if (in.D_skip.defined()) gr.D_skip = Tensor::empty(in.D_skip.shape(), DType::f32, dev);
+  if (in.delta_bias.defined()) gr.delta_bias = Tensor::empty(in.delta_bias.shape(), DType::f32, dev);
+  if (in.h0.defined()) gr.h0 = Tensor::empty(in.h0.shape(), DType::f32, dev);
+  p.gu = gr.u.data_ptr();
+  p.gdelta = gr.delta.data_ptr();
+  p.gz = gr.z.defined() ? gr.z.data_ptr() : nullptr;
+  p.gh0 = gr.h0.defined() ? gr.h0.data<float>() : nullptr;
+}
+
+// The backward's last step: gB, gC from nbc f32 parts of (Bt, L, G, N) each (in B's dtype, `bc` its code), and
+// gA, gD, gdelta_bias from nparam parts of (D, N) / (D) each, summed in fixed order into `gr`.
+void sum_scan_grads(ScanGrads& gr, const float* gB, const float* gC, int64_t nbc, const float* gA, const float* gD,
+                    const float* gdb, int64_t nparam, int bc) {
+  const int64_t nb = gr.B.numel(), na = gr.A.numel(), D = gr.A.size(0);
+  sum_parts_kernel<<<blocks_for(nb, 256), 256, 0, stream()>>>(gB, nbc, nb, nb, gr.B.data_ptr(), bc);
+  SSM_CUDA_LAUNCH_CHECK();
+  sum_parts_kernel<<<blocks_for(nb, 256), 256, 0, stream()>>>(gC, nbc, nb, nb, gr.C.data_ptr(), bc);
+  SSM_CUDA_LAUNCH_CHECK();
+  sum_parts_kernel<<<blocks_for(na, 256), 256, 0, stream()>>>(gA, nparam, na, na, gr.A.data_ptr(), 0);
+  SSM_CUDA_LAUNCH_CHECK();
+  if (gr.D_skip.defined()) {
+    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(gD, nparam, D, D, gr.D_skip.data_ptr(), 0);
+    SSM_CUDA_LAUNCH_CHECK();
+  }
+  if (gr.delta_bias.defined()) {
+    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(gdb, nparam, D, D, gr.delta_bias.data_ptr(), 0);
+    SSM_CUDA_LAUNCH_CHECK();
+  }
 }
 
 }  // namespace

@@ -866,20 +866,8 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     SSM_CUDA_LAUNCH_CHECK();
   }
   // 3. Main pass.
-  gr.u = Tensor::empty(in.u.shape(), in.u.dtype(), dev);
-  gr.delta = Tensor::empty(in.delta.shape(), in.delta.dtype(), dev);
-  gr.A = Tensor::empty(in.A.shape(), DType::f32, dev);
-  gr.B = Tensor::empty(in.B.shape(), in.B.dtype(), dev);
-  gr.C = Tensor::empty(in.C.shape(), in.C.dtype(), dev);
-  if (in.z.defined()) gr.z = Tensor::empty(in.z.shape(), in.z.dtype(), dev);
-  if (in.D_skip.defined()) gr.D_skip = Tensor::empty(in.D_skip.shape(), DType::f32, dev);
-  if (in.delta_bias.defined()) gr.delta_bias = Tensor::empty(in.delta_bias.shape(), DType::f32, dev);
-  if (in.h0.defined()) gr.h0 = Tensor::empty(in.h0.shape(), DType::f32, dev);
-  p.gu = gr.u.data_ptr();
-  p.gdelta = gr.delta.data_ptr();
-  p.gz = gr.z.defined() ? gr.z.data_ptr() : nullptr;
-  p.gh0 = gr.h0.defined() ? gr.h0.data<float>() : nullptr;
-  const int64_t nparts = p.det ? pb.nj : 1, bc_elems = Bt * L * G * N;
+  alloc_scan_grads(p, in, gr);
+  const int64_t nparts = p.det ? pb.nj : 1;
   Tensor gBp = p.det ? Tensor::empty({nparts, Bt, L, G, N}, DType::f32, dev) : Tensor::zeros({Bt, L, G, N}, DType::f32, dev);
   Tensor gCp = p.det ? Tensor::empty({nparts, Bt, L, G, N}, DType::f32, dev) : Tensor::zeros({Bt, L, G, N}, DType::f32, dev);
   const int64_t nbs = Bt * p.nseg;
@@ -898,20 +886,7 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     main_kernel<<<grid_of(q), kThreads, main_smem, stream()>>>(q);
     SSM_CUDA_LAUNCH_CHECK();
   }
-  sum_parts_kernel<<<blocks_for(bc_elems, 256), 256, 0, stream()>>>(p.gBp, nparts, bc_elems, bc_elems, gr.B.data_ptr(), p.bc);
-  SSM_CUDA_LAUNCH_CHECK();
-  sum_parts_kernel<<<blocks_for(bc_elems, 256), 256, 0, stream()>>>(p.gCp, nparts, bc_elems, bc_elems, gr.C.data_ptr(), p.bc);
-  SSM_CUDA_LAUNCH_CHECK();
-  sum_parts_kernel<<<blocks_for(D * N, 256), 256, 0, stream()>>>(p.gAp, nbs, D * N, D * N, gr.A.data_ptr(), 0);
-  SSM_CUDA_LAUNCH_CHECK();
-  if (gr.D_skip.defined()) {
-    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gDp, nbs, D, D, gr.D_skip.data_ptr(), 0);
-    SSM_CUDA_LAUNCH_CHECK();
-  }
-  if (gr.delta_bias.defined()) {
-    sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(p.gdbp, nbs, D, D, gr.delta_bias.data_ptr(), 0);
-    SSM_CUDA_LAUNCH_CHECK();
-  }
+  sum_scan_grads(gr, p.gBp, p.gCp, nparts, p.gAp, p.gDp, p.gdbp, nbs, p.bc);
 }
 
 }  // namespace
