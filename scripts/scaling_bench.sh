@@ -20,7 +20,6 @@ RUNS=${SCALING_RUNS:-dp net net-bf16 zero1}
 case "$LAUNCHER" in ssm|torchrun|mpirun) ;; *) echo "scaling_bench.sh: SCALING_LAUNCHER must be ssm, torchrun or mpirun, not '$LAUNCHER'" >&2; exit 2 ;; esac
 OUT=${OUT:-$PWD/scaling-out}
 STEPS=${SCALING_STEPS:-40}
-mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 
 median_tps() {  # metrics.jsonl -> median tokens_per_second of the windows after the first
@@ -66,6 +65,7 @@ spec_of() {
   esac
 }
 for kind in $RUNS; do spec_of "$kind" >/dev/null || exit 2; done
+mkdir -p "$OUT"
 
 one=$(run p1 1 "")
 echo "$one"

@@ -181,8 +181,8 @@ TEST_F(CliDist, KilledRankEndsTheJob) {
 // efficiency line per multi-process run; a wrong launcher or run name is refused before anything runs.
 TEST_F(CliDist, ScalingScriptRunsOneLinePerRun) {
   const std::string script = std::string(SSM_SOURCE_DIR) + "/scripts/scaling_bench.sh";
-  const std::string env =
-      "OUT=scaling SCALING_LAUNCHER=mpirun SCALING_RUNS='dp zero1' SCALING_STEPS=6 SCALING_RUN_TIMEOUT=120 "
+  const std::string env =  // OUT absolute: the script runs from the repository root
+      "OUT='" + (dir_ / "scaling").string() + "' SCALING_LAUNCHER=mpirun SCALING_RUNS='dp zero1' SCALING_STEPS=6 SCALING_RUN_TIMEOUT=120 "
       "SCALING_OVERRIDES='++trainer.device=cpu ++trainer.precision=f32 ++model.preset=none ++model.d_model=16 "
       "++model.n_layer=2 ++model.vocab_size=64 ++data.vocab_size=64 ++data.context=32 ++data.batch_size=2 "
       "++data.rows=64' ";
