@@ -1,5 +1,6 @@
-// Selective scan forward on CUDA, chunked in time inside a block: the default forward and the backward's
-// checkpoint pass (math in selective_scan.h).
+// Selective scan on CUDA, chunked in time inside a block: forward, backward, and the checkpoint pass of
+// selective_scan_cuda.cu's backward (math in selective_scan.h). Chosen with SSM_SCAN_IMPL=chunk (see impl_for in
+// selective_scan_cuda.cu); not the default until it has run on a GPU.
 //
 // Layout. A block of 256 threads owns CB = 16 channels of one group g in one batch row b, as 16 channels x
 // TS = 16 time slices: warp w holds channels 2w and 2w + 1, lane = 16 (channel & 1) + slice. The block walks
@@ -359,7 +360,7 @@ __global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
   }
 }
 
-// The backward (default mode), one block per (b, 16 channels) as in the forward, walking the row's chunks from
+// The backward (non-deterministic mode), one block per (b, 16 channels) as in the forward, walking the row's chunks from
 // last to first with the adjoint carried between them (math in selective_scan.h; dh_t = C_t gy_t + X_t,
 // X_t = a_{t+1} dh_{t+1} the adjoint arriving from step t + 1, X_{L-1} = grad h_last). Per chunk and state n:
 //   recompute a_t, b_t and h (from the forward's state entering the chunk, Hs) exactly as the forward does,

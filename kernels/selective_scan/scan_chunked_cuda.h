@@ -1,5 +1,6 @@
-// The chunked selective scan on CUDA (scan_chunked_cuda.cu): the default forward, the default backward where
-// it applies, and the other backward's checkpoint pass. Internal to kernels/selective_scan (selective_scan_cuda.cu dispatches to it).
+// The chunked selective scan on CUDA (scan_chunked_cuda.cu): forward, backward where it applies, and the
+// checkpoint pass of selective_scan_cuda.cu's backward; selective_scan_cuda.cu calls these when
+// SSM_SCAN_IMPL=chunk. Internal to kernels/selective_scan (selective_scan_cuda.cu dispatches to it).
 #pragma once
 #ifdef SSM_WITH_CUDA
 #include "kernels/selective_scan/selective_scan.h"
@@ -17,7 +18,7 @@ void chunked_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Te
 // Starts its segments from `starts` (the forward's) when they fit these inputs, else finds its own.
 void chunked_checkpoints(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts, Tensor& ck);
 
-// The chunked backward (default mode only: it sums gB / gC with float atomics). Returns false, doing nothing,
+// The chunked backward (non-deterministic mode only: it sums gB / gC with float atomics). Returns false, doing nothing,
 // when it does not apply: deterministic mode, or rows too few to fill half the GPU (env SSM_SCAN_CHUNK_BWD
 // "always" / "never" overrides the latter); the caller then runs selective_scan_cuda.cu's backward.
 bool chunked_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,

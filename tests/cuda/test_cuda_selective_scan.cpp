@@ -332,8 +332,9 @@ TEST(CudaSelectiveScan, AllImplementations) {
 // The chunked forward's time split (SSM_SCAN_CHUNK_SEGS: segments of whole 128-step chunks per row; local
 // pass, carries, full pass), in the forward and in the backward's checkpoint pass, at lengths around the
 // chunk (1, 127, 128, 129, 1000), channel counts that leave a block of 16 part-empty, N from 1 to 256 (B / C
-// staged in tiles of 16 states), resets, groups and every dtype; with the chunked backward forced on (at these
-// sizes its rule would leave it to selective_scan_cuda.cu's, which the other tests cover).
+// staged in tiles of 16 states), resets, groups and every dtype. The chunked backward is forced on (at these
+// sizes its rule would leave it to selective_scan_cuda.cu's); check_case's deterministic mode runs
+// selective_scan_cuda.cu's backward with the chunked checkpoint pass.
 TEST(CudaSelectiveScan, ChunkedSegments) {
   SKIP_WITHOUT_CUDA();
   for (const char* segs : {"1", "3"}) {
