@@ -78,50 +78,27 @@ struct ChunkParams {
   float *gAp, *gDp, *gdbp, *gh0;  // per batch row: (Bt, D, N), (Bt, D), (Bt, D); gh0 (Bt, D, N) or nullptr
 };
 
-// Eight consecutive elements (16-byte aligned) between shared memory and f32 registers.
-__device__ __forceinline__ void load8(const float* p, float* v) {
-  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-}
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* v) {
-  const uint4 r = *reinterpret_cast<const uint4*>(p);
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&r);
+// Eight consecutive elements (16-byte aligned) between shared memory and f32 registers, in 16-byte moves.
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float* v) {
+  constexpr int kPer = 16 / int(sizeof(T));
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 f = __bfloat1622float2(h[k]);
-    v[2 * k] = f.x, v[2 * k + 1] = f.y;
+  for (int j = 0; j < 8 / kPer; ++j) {
+    const uint4 r = reinterpret_cast<const uint4*>(p)[j];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) v[j * kPer + k] = ld(reinterpret_cast<const T*>(&r), k);
   }
-}
-__device__ __forceinline__ void load8(const __half* p, float* v) {
-  const uint4 r = *reinterpret_cast<const uint4*>(p);
-  const __half2* h = reinterpret_cast<const __half2*>(&r);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 f = __half22float2(h[k]);
-    v[2 * k] = f.x, v[2 * k + 1] = f.y;
-  }
-}
-__device__ __forceinline__ void store8(float* p, const float* v) {
-  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-}
-__device__ __forceinline__ void store8(__nv_bfloat16* p, const float* v) {
-  uint4 r;
-  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&r);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
-  *reinterpret_cast<uint4*>(p) = r;
-}
-__device__ __forceinline__ void store8(__half* p, const float* v) {
-  uint4 r;
-  __half2* h = reinterpret_cast<__half2*>(&r);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
-  *reinterpret_cast<uint4*>(p) = r;
 }
 template <typename T>
-__device__ __forceinline__ T zero_of() {
-  return T(0.f);
+__device__ __forceinline__ void store8(T* p, const float* v) {
+  constexpr int kPer = 16 / int(sizeof(T));
+#pragma unroll
+  for (int j = 0; j < 8 / kPer; ++j) {
+    uint4 r;
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) st(reinterpret_cast<T*>(&r), k, v[j * kPer + k]);
+    reinterpret_cast<uint4*>(p)[j] = r;
+  }
 }
 
 // Elements per channel row of the transposed delta / u / z tiles (16 bytes of padding: rows stay 16-byte
@@ -146,7 +123,7 @@ __device__ __forceinline__ void stage_x(T* tile, const T* x, const ChunkParams& 
   for (int e = threadIdx.x; e < kTC * kCB; e += kThr) {
     const int r = e / kCB, cc = e % kCB;
     const int64_t t = t0 + r;
-    T v = zero_of<T>();
+    T v = T(0.f);
     if (t < p.L && cc < nvalid) v = x[(b * p.L + t) * p.D + d0 + cc];
     tile[cc * x_row<T>() + r] = v;
   }
@@ -179,6 +156,27 @@ __device__ __forceinline__ void stage_bc(float* bcs, const ChunkParams& p, int64
     if (t < p.L) v = ld_any(w ? p.C : p.B, ((b * p.L + t) * p.G + g) * p.N + n0 + nn, p.bc);
     bcs[(w * kNT + nn) * kBCRow + (r / kK) * kSliceStride + r % kK] = v;
   }
+}
+
+// Where this thread sits: batch row b, channel c of the block's 16 (global d0 + c) in group g, time slice s.
+struct ChunkPos {
+  int64_t b, d0, d;
+  int g, c, s, lane, nvalid;
+  bool valid;  // c is one of the group's channels (a last block may hold fewer than 16)
+};
+__device__ __forceinline__ ChunkPos chunk_position(const ChunkParams& p) {
+  ChunkPos q;
+  q.lane = threadIdx.x & 31;
+  q.s = q.lane & (kTS - 1);
+  q.c = (threadIdx.x >> 5) * 2 + (q.lane >> 4);
+  q.b = blockIdx.z;
+  q.g = int(blockIdx.y) / p.nj;
+  const int j = int(blockIdx.y) % p.nj;
+  q.d0 = int64_t(q.g) * p.Dg + int64_t(j) * kCB;
+  q.nvalid = int(min(int64_t(kCB), p.Dg - int64_t(j) * kCB));
+  q.valid = q.c < q.nvalid;
+  q.d = q.d0 + (q.valid ? q.c : 0);
+  return q;
 }
 
 // a_t = exp2(dt_t A2) for the thread's K steps (A2 = A log2 e), 0 where a document starts (bit i of rmask).
@@ -231,13 +229,10 @@ __global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
   float* A2s = carry + kCB * Nr;                                // [kCB][Nr]
   int* flags = reinterpret_cast<int*>(A2s + kCB * Nr);          // [kTC]
 
-  const int tid = threadIdx.x, lane = tid & 31, s = lane & (kTS - 1), c = (tid >> 5) * 2 + (lane >> 4);
-  const int64_t b = blockIdx.z, seg = blockIdx.x;
-  const int g = int(blockIdx.y) / p.nj, j = int(blockIdx.y) % p.nj;
-  const int64_t d0 = int64_t(g) * p.Dg + int64_t(j) * kCB;
-  const int nvalid = int(min(int64_t(kCB), p.Dg - int64_t(j) * kCB));
-  const bool valid = c < nvalid;
-  const int64_t d = d0 + (valid ? c : 0);
+  const ChunkPos q = chunk_position(p);
+  const int tid = threadIdx.x, lane = q.lane, s = q.s, c = q.c, g = q.g, nvalid = q.nvalid;
+  const int64_t b = q.b, d0 = q.d0, d = q.d, seg = blockIdx.x;
+  const bool valid = q.valid;
   const int64_t nchunks = (p.L + kTC - 1) / kTC;
   const int64_t ch0 = seg * p.cps, ch1 = min(nchunks, ch0 + p.cps);
 
@@ -398,14 +393,10 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
   float* gAc = A2s + kCB * Nr;          // [kCB][Nr]
   int* flags = reinterpret_cast<int*>(gAc + kCB * Nr);  // [kTC]
 
-  const int tid = threadIdx.x, lane = tid & 31, s = lane & (kTS - 1), c = (tid >> 5) * 2 + (lane >> 4);
-  const bool odd = (c & 1) != 0;
-  const int64_t b = blockIdx.z;
-  const int g = int(blockIdx.y) / p.nj, j = int(blockIdx.y) % p.nj;
-  const int64_t d0 = int64_t(g) * p.Dg + int64_t(j) * kCB;
-  const int nvalid = int(min(int64_t(kCB), p.Dg - int64_t(j) * kCB));
-  const bool valid = c < nvalid;
-  const int64_t d = d0 + (valid ? c : 0);
+  const ChunkPos q = chunk_position(p);
+  const int tid = threadIdx.x, s = q.s, c = q.c, g = q.g, nvalid = q.nvalid;
+  const int64_t b = q.b, d0 = q.d0, d = q.d;
+  const bool valid = q.valid, odd = (c & 1) != 0;
   const int64_t nchunks = (p.L + kTC - 1) / kTC;
 
   for (int e = tid; e < kCB * N; e += kThr) {
@@ -581,20 +572,13 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
   }
 }
 
-// Segment start states from the local pass's end states, one thread per (b, d, n), sequential over segments:
-// E[s] <- h;  h <- exp(A S_s) h + E_s  (h from h0 or 0; the multiplier is 0 when S_s is NaN: a reset inside).
+// Segment start states from the local pass's end states, one thread per (b, d, n) (carry_through).
 __global__ void chunk_carry_kernel(ChunkParams p) {
   const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (idx >= p.Bt * p.D * p.N) return;
   const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
-  const float A2 = p.A[d * p.N + n] * kLog2e;
-  float h = p.h0 ? p.h0[idx] : 0.f;
-  for (int64_t s = 0; s < p.nseg; ++s) {
-    const int64_t e = ((b * p.nseg + s) * p.D + d) * p.Np + n;
-    const float E = p.E[e], sd = p.S[(b * p.nseg + s) * p.D + d];
-    p.E[e] = h;
-    h = fmaf(isnan(sd) ? 0.f : exp2f(A2 * sd), h, E);
-  }
+  carry_through(p.E + (b * p.nseg * p.D + d) * p.Np + n, p.D * p.Np, p.S + b * p.nseg * p.D + d, p.D, p.nseg,
+                p.A[d * p.N + n] * kLog2e, p.h0 ? p.h0[idx] : 0.f, false);
 }
 
 ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {

@@ -1,5 +1,5 @@
 // Pieces the CUDA selective scans share (selective_scan_cuda.cu, its first version selective_scan_cuda_v1.cu
-// and the chunked forward scan_chunked_cuda.cu): element loads and stores in the inputs' dtypes, the fast exp2, softplus and sigmoid, the lane sum
+// and the chunked forward scan_chunked_cuda.cu): element loads and stores in the inputs' dtypes, the fast exp2, softplus and sigmoid, the segment carry, the lane sum
 // over a channel's lanes, the fixed-order partial sum, and the host-side dtype, pointer, environment, input and gradient helpers.
 // Internal to those files (an unnamed namespace: each gets its own copy, as kernels must).
 #pragma once
@@ -56,6 +56,21 @@ __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf
 __device__ __forceinline__ float one_minus_exp_neg(float x) {
   if (x >= 0.125f) return 1.f - __expf(-x);
   return x * (1.f - x * (0.5f - x * (1.f / 6.f - x * (1.f / 24.f - x * (1.f / 120.f)))));
+}
+
+// A carry through a row's segments for one (b, d, n): segment s multiplies by exp2(A2 S_s) (0 where S_s is
+// NaN: a document starts inside it) and adds X_s, and X_s is replaced by the value entering the segment; X_s at
+// X[s xstride], S_s at S[s sstride]. In time order (the state), or reversed (the adjoint). Returns the value
+// leaving the row.
+__device__ __forceinline__ float carry_through(float* X, int64_t xstride, const float* S, int64_t sstride, int64_t nseg,
+                                               float A2, float h, bool reverse) {
+  for (int64_t k = 0; k < nseg; ++k) {
+    const int64_t s = reverse ? nseg - 1 - k : k;
+    const float x = X[s * xstride], sd = S[s * sstride];
+    X[s * xstride] = h;
+    h = fmaf(isnan(sd) ? 0.f : exp2f(A2 * sd), h, x);
+  }
+  return h;
 }
 
 // Sum over the Tn adjacent lanes of one channel (xor shuffles).

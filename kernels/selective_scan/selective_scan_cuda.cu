@@ -366,29 +366,12 @@ __global__ void carry_kernel(Params p, bool fwd, bool bwd) {
   if (idx >= p.Bt * p.D * p.N) return;
   const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
   const float A2 = p.A[d * p.N + n] * kLog2e;
-  auto decay = [&](int64_t s) {
-    const float sd = p.S[(b * p.nseg + s) * p.D + d];
-    return isnan(sd) ? 0.f : exp2f(A2 * sd);
-  };
+  const int64_t e0 = (b * p.nseg * p.D + d) * p.Np + n, s0 = b * p.nseg * p.D + d;
   if (fwd) {
-    float h = p.h0 ? p.h0[idx] : 0.f;
-    for (int64_t s = 0; s < p.nseg; ++s) {
-      const int64_t e = ((b * p.nseg + s) * p.D + d) * p.Np + n;
-      const float E = p.E[e];
-      p.E[e] = h;
-      h = fmaf(decay(s), h, E);
-    }
+    const float h = carry_through(p.E + e0, p.D * p.Np, p.S + s0, p.D, p.nseg, A2, p.h0 ? p.h0[idx] : 0.f, false);
     if (p.h_last) p.h_last[idx] = h;
   }
-  if (bwd) {
-    float x = p.gh ? p.gh[idx] : 0.f;
-    for (int64_t s = p.nseg - 1; s >= 0; --s) {
-      const int64_t e = ((b * p.nseg + s) * p.D + d) * p.Np + n;
-      const float F = p.F[e];
-      p.F[e] = x;
-      x = fmaf(decay(s), x, F);
-    }
-  }
+  if (bwd) carry_through(p.F + e0, p.D * p.Np, p.S + s0, p.D, p.nseg, A2, p.gh ? p.gh[idx] : 0.f, true);
 }
 
 // The main backward pass: kBwdKS states per thread (Tn = Np / kBwdKS lanes per channel), pieces of kBwdP
@@ -777,13 +760,15 @@ void segment_starts(Params& p, Tensor& E, Tensor& S, const Device& dev) {
   p.h_last = nullptr;  // written by the carry kernel
 }
 
+// This file's forward (impl v2 or legacy: legacy hands the one-segment N <= 16 rows to v1).
 template <typename H>
-void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts) {
+void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts,
+               Impl impl) {
   using T = typename DevT<H>::type;
   Params p = make_params(in, opt);
   set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
   set_segments(p, "SSM_SCAN_FWD_SEGS", state_pass_resident<T>(p));
-  if (impl_for("SSM_SCAN_FWD_IMPL") == Impl::legacy && p.nseg == 1 && p.Np == kS && p.kf == kS)
+  if (impl == Impl::legacy && p.nseg == 1 && p.Np == kS && p.kf == kS)
     return selective_scan_forward_v1(in, opt, y, h_last);
   p.y = y.data_ptr();
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
@@ -806,7 +791,7 @@ bool fits(const SegmentStarts* s, const Params& p) {
 // checkpoints, forward layout) and the main pass (with the adjoint local pass that feeds its carries).
 template <typename H>
 void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,
-                ScanGrads& gr, const SegmentStarts* starts) {
+                ScanGrads& gr, const SegmentStarts* starts, Impl impl) {
   using T = typename DevT<H>::type;
   const Device dev = in.u.device();
   Params p = make_params(in, opt);
@@ -826,7 +811,7 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   //    pass after the state's segment carries or from the forward's segment starts.
   Tensor ck = Tensor::empty({Bt, p.nck, D, p.Np}, DType::f32, dev);
   p.ck = ck.data<float>();
-  if (impl_for("SSM_SCAN_BWD_IMPL") == Impl::chunk) {
+  if (impl == Impl::chunk) {
     SSM_CHECK(p.P == kChunkCheckpointEvery, "selective_scan (CUDA): checkpoint interval ", p.P, " != ",
               kChunkCheckpointEvery);
     chunked_checkpoints(in, opt, starts, ck);
@@ -898,26 +883,27 @@ void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor
   if (impl == Impl::chunk) return chunked_forward(in, opt, y, h_last, starts);
   if (impl == Impl::v1) return selective_scan_forward_v1(in, opt, y, h_last);
   switch (in.u.dtype()) {
-    case DType::f32: return forward_t<float>(in, opt, y, h_last, starts);
-    case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last, starts);
-    case DType::f16: return forward_t<f16_t>(in, opt, y, h_last, starts);
+    case DType::f32: return forward_t<float>(in, opt, y, h_last, starts, impl);
+    case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last, starts, impl);
+    case DType::f16: return forward_t<f16_t>(in, opt, y, h_last, starts, impl);
     default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
   }
 }
 
 void selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last_in,
                              const ScanOptions& opt, ScanGrads& grads, const SegmentStarts* starts) {
-  if (impl_for("SSM_SCAN_BWD_IMPL") == Impl::v1) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
+  const Impl impl = impl_for("SSM_SCAN_BWD_IMPL");
+  if (impl == Impl::v1) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
   const Tensor grad_h_last =
       grad_h_last_in.defined() ? grad_h_last_in.to(DType::f32).contiguous() : Tensor();
   SSM_CHECK(grad_y.dtype() == in.u.dtype(), "selective_scan (CUDA) backward: grad_y is ", dtype_name(grad_y.dtype()),
             " but y is ", dtype_name(in.u.dtype()));
-  if (impl_for("SSM_SCAN_BWD_IMPL") == Impl::chunk && chunked_backward(in, grad_y, grad_h_last, opt, grads, starts))
+  if (impl == Impl::chunk && chunked_backward(in, grad_y, grad_h_last, opt, grads, starts))
     return;
   switch (in.u.dtype()) {
-    case DType::f32: return backward_t<float>(in, grad_y, grad_h_last, opt, grads, starts);
-    case DType::bf16: return backward_t<bf16_t>(in, grad_y, grad_h_last, opt, grads, starts);
-    case DType::f16: return backward_t<f16_t>(in, grad_y, grad_h_last, opt, grads, starts);
+    case DType::f32: return backward_t<float>(in, grad_y, grad_h_last, opt, grads, starts, impl);
+    case DType::bf16: return backward_t<bf16_t>(in, grad_y, grad_h_last, opt, grads, starts, impl);
+    case DType::f16: return backward_t<f16_t>(in, grad_y, grad_h_last, opt, grads, starts, impl);
     default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
   }
 }

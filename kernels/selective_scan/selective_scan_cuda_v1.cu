@@ -319,28 +319,13 @@ __global__ void scan_carry_kernel(Params p, bool fwd, bool bwd) {
   if (idx >= p.Bt * p.D * p.N) return;
   const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
   const float A2 = p.A[d * p.N + n] * kLog2e;
-  auto decay = [&](int64_t c) {
-    const float sd = p.S[(b * p.nck + c) * p.D + d];
-    return isnan(sd) ? 0.f : exp2f(A2 * sd);
-  };
+  const int64_t e0 = (b * p.nck * p.D + d) * p.N + n, s0 = b * p.nck * p.D + d;
   if (fwd) {
-    float h = p.h0 ? p.h0[idx] : 0.f;
-    for (int64_t c = 0; c < p.nck; ++c) {
-      const int64_t e = ((b * p.nck + c) * p.D + d) * p.N + n;
-      const float E = p.E[e];
-      p.E[e] = h;
-      h = fmaf(decay(c), h, E);
-    }
+    const float h = carry_through(p.E + e0, p.D * p.N, p.S + s0, p.D, p.nck, A2, p.h0 ? p.h0[idx] : 0.f, false);
     if (p.h_last) p.h_last[idx] = h;
   }
   if (bwd) {
-    float x = p.gh ? p.gh[idx] : 0.f;
-    for (int64_t c = p.nck - 1; c >= 0; --c) {
-      const int64_t e = ((b * p.nck + c) * p.D + d) * p.N + n;
-      const float F = p.F[e];
-      p.F[e] = x;
-      x = fmaf(decay(c), x, F);
-    }
+    const float x = carry_through(p.F + e0, p.D * p.N, p.S + s0, p.D, p.nck, A2, p.gh ? p.gh[idx] : 0.f, true);
     if (p.gh0) p.gh0[idx] = x;
   }
 }
