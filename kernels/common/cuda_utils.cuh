@@ -1,5 +1,5 @@
-// Small helpers shared by the kernels/*/*.cu files: the stream the kernels run on, launch-size
-// arithmetic and the device type of a dtype tag. Error checks (SSM_CUDA_CHECK, SSM_CUFFT_CHECK, SSM_CUDA_LAUNCH_CHECK) come from
+// Small helpers shared by the kernels/*/*.cu files: the stream the kernels run on, the dynamic shared memory,
+// and (cuda_types.cuh) launch-size arithmetic and the device type of a dtype tag. Error checks (SSM_CUDA_CHECK, SSM_CUFFT_CHECK, SSM_CUDA_LAUNCH_CHECK) come from
 // core/cuda/check.h. CUDA-only (include from .cu files).
 #pragma once
 #include <cuda_bf16.h>
@@ -11,6 +11,7 @@
 #include "core/cuda/check.h"
 #include "core/cuda/stream.h"
 #include "core/dtype.h"
+#include "kernels/common/cuda_types.cuh"
 
 namespace ssm::kernels::cuda {
 
@@ -18,24 +19,12 @@ namespace ssm::kernels::cuda {
 // one device stays ordered and the caching allocator may recycle temporaries without a sync.
 inline cudaStream_t stream() { return ::ssm::cuda::current_stream(); }
 
-inline unsigned blocks_for(int64_t n, int threads) {
-  int64_t b = (n + threads - 1) / threads;
-  return unsigned(b < 1 ? 1 : (b > 0x7fffffff ? 0x7fffffff : b));
-}
-
-// The device element type of a host dtype tag: DevT<bf16_t>::type is __nv_bfloat16, DevT<f16_t>::type
-// __half, anything else itself.
+// The block's dynamic shared memory (the launch's third argument), 16-byte aligned. One declaration for all
+// kernels, so tests/emu's emulator can stand in for it.
 template <typename T>
-struct DevT {
-  using type = T;
-};
-template <>
-struct DevT<bf16_t> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DevT<f16_t> {
-  using type = __half;
-};
+__device__ __forceinline__ T* dynamic_smem() {
+  extern __shared__ float4 ssm_dynamic_smem[];
+  return reinterpret_cast<T*>(ssm_dynamic_smem);
+}
 
 }  // namespace ssm::kernels::cuda

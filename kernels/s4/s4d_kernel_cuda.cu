@@ -63,8 +63,7 @@ __device__ inline ModeQ<T> mode(const T* log_dt, const T* lar, const T* aim, con
 template <typename T>
 __global__ void s4d_forward_kernel(T* __restrict__ K, const T* __restrict__ log_dt, const T* __restrict__ lar,
                                    const T* __restrict__ aim, const T* __restrict__ C, int64_t M, int64_t L) {
-  extern __shared__ unsigned char smem_raw[];
-  T* s = reinterpret_cast<T*>(smem_raw);  // [4 M]: dtA.re, dtA.im, 2 Ct.re, 2 Ct.im
+  T* s = dynamic_smem<T>();  // [4 M]: dtA.re, dtA.im, 2 Ct.re, 2 Ct.im
   const int64_t h = blockIdx.y;
   for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
     const ModeQ<T> q = mode(log_dt, lar, aim, C, h, M, m);
@@ -96,8 +95,7 @@ __global__ void s4d_backward_kernel(const T* __restrict__ G, const T* __restrict
                                     const T* __restrict__ aim, const T* __restrict__ C, T* __restrict__ g_log_dt,
                                     T* __restrict__ g_lar, T* __restrict__ g_aim, T* __restrict__ g_C, int64_t M,
                                     int64_t L) {
-  extern __shared__ unsigned char smem_raw[];
-  T* gdt_part = reinterpret_cast<T*>(smem_raw);  // [M]
+  T* gdt_part = dynamic_smem<T>();  // [M]
   const int64_t h = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   const T* Gh = G + h * L;

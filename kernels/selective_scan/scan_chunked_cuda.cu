@@ -219,7 +219,7 @@ __device__ __forceinline__ void scan_slices(const float (&a)[kK], FB b, int s, f
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
 template <typename T, bool LOCAL>
 __global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
-  extern __shared__ float4 smem4[];
+  float4* const smem4 = dynamic_smem<float4>();
   constexpr int XR = x_row<T>();
   char* base = reinterpret_cast<char*>(smem4);
   float* bcs = reinterpret_cast<float*>(base);                        // [2][kNT][kBCRow]

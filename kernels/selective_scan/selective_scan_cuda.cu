@@ -189,7 +189,7 @@ __host__ __device__ inline size_t fwd_smem_bytes(int CB, int tsz, int tf, int N,
 // A reset at step t is folded into the decay: exp2(dt A2 + (-inf)) = 0.
 template <typename T, int MODE, int KF>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(Params p) {
-  extern __shared__ float4 sm4[];
+  float4* const sm4 = dynamic_smem<float4>();
   const int Np = p.Np, tf = p.tf, tid = threadIdx.x, CB = p.CB;
   char* base = reinterpret_cast<char*>(sm4);
   T* raw = reinterpret_cast<T*>(base);                                          // [2][3][kTF][CB]
@@ -418,7 +418,7 @@ __host__ __device__ inline size_t bwd_smem_floats(int Np) {
 // At most 128 registers, so that 4 blocks share an SM (the shared memory's limit at N = 16).
 template <typename T, int TN>
 __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
-  extern __shared__ float4 sm4[];
+  float4* const sm4 = dynamic_smem<float4>();
   constexpr int KS = kBwdKS, P = kBwdP, KV = KS / 4;
   const int Tn = TN ? TN : p.Tn, Np = TN ? TN * KS : p.Np;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, bcw = 2 * Np;

@@ -188,7 +188,7 @@ __device__ inline void load8(const float* p, float* v) {
 // mode 0: chunk pass (local end state E and S from a zero start); mode 1: full pass (y, h_last).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(Params p, int mode) {
-  extern __shared__ float4 sm4[];
+  float4* const sm4 = dynamic_smem<float4>();
   const Pos q = position(p);
   const Smem s = carve(reinterpret_cast<float*>(sm4), p, false);
   const int64_t t0 = q.c * p.Kc, t1 = min(p.L, t0 + p.Kc);
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(Params p, int mode) 
 // adjoint from a zero carry (dh_t = C_t gy_t + m_{t+1} dh_{t+1}).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) scan_bwd_local_kernel(Params p) {
-  extern __shared__ float4 sm4[];
+  float4* const sm4 = dynamic_smem<float4>();
   const Pos q = position(p);
   const Smem s = carve(reinterpret_cast<float*>(sm4), p, true);
   const int64_t t0 = q.c * p.Kc;
@@ -334,7 +334,7 @@ __global__ void scan_carry_kernel(Params p, bool fwd, bool bwd) {
 // ck[TT / kR][kS][kThreads] and the gB / gC transpose buffer red[kR][2 Np][CB + 1].
 template <typename T>
 __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(Params p) {
-  extern __shared__ float4 sm4[];
+  float4* const sm4 = dynamic_smem<float4>();
   float* sm = reinterpret_cast<float*>(sm4);
   const Pos q = position(p);
   const Smem s = carve(sm, p, true);
