@@ -1,13 +1,6 @@
 // CUDA selective scan (kernels/selective_scan/selective_scan_cuda.cu) against the CPU reference
 // (selective_scan_reference_forward / _backward, computed in f64 on the very same, already rounded,
-// inputs). Random realistic inputs: u, B, C, z, grad_y ~ N(0, 1); delta ~ U(-4, -1) before softplus
-// (dt in [1e-3, 0.1] without it); A = -(1..N) with a little noise; D_skip, delta_bias small.
-//
-// Tolerances (|gpu - ref| <= atol + rtol |ref| elementwise), those of mamba_ssm's own tests:
-//   outputs y, h_last:   f32 rtol 6e-4 atol 2e-3; bf16 rtol 3e-2 atol 5e-2; f16 rtol 3e-3 atol 5e-3.
-//   gradients: as mamba_ssm's test_selective_scan: grad u x2 (rtol and atol), grad delta rtol x5 atol x10,
-//   the others (A, B, C, D, z, delta_bias, h0) x2. The extra room covers the rounding of each gradient to
-//   the input dtype plus f32 sums over many (b, t) or channels (gA, gD, gB, gC).
+// inputs). The problems and tolerances: scan_problem.h.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -30,6 +23,7 @@
 #include "kernels/selective_scan/selective_scan_cuda.h"
 #endif
 #include "cuda_test_util.h"
+#include "scan_problem.h"
 
 using namespace ssm;
 using kernels::ScanGrads;
@@ -39,58 +33,12 @@ using kernels::ScanOutputs;
 
 namespace {
 
-struct Case {
-  int64_t Bt, L, D, G, N;
-  DType dt, bdt;  // u / delta / z dtype, B / C dtype
-  bool z, Dskip, bias, softplus, h0, seq, gh;
-};
-
-std::string describe(const Case& c) {
-  return cat("Bt=", c.Bt, " L=", c.L, " D=", c.D, " G=", c.G, " N=", c.N, " ", dtype_name(c.dt), "/",
-             dtype_name(c.bdt), c.z ? " z" : "", c.Dskip ? " D" : "", c.bias ? " bias" : "",
-             c.softplus ? " softplus" : "", c.h0 ? " h0" : "", c.seq ? " seq" : "", c.gh ? " gh" : "");
-}
-
-Tensor normal_cpu(const Shape& s, uint32_t seed, double scale = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> nd(0.0, scale);
-  std::vector<double> v(size_t(shape_numel(s)));
-  for (double& x : v) x = nd(gen);
-  return Tensor::from_vector(v, s);
-}
-
-struct Tol {
-  double rtol, atol;
-};
-Tol out_tol(DType dt) {
-  if (dt == DType::bf16) return {3e-2, 5e-2};
-  if (dt == DType::f16) return {3e-3, 5e-3};
-  return {6e-4, 2e-3};
-}
-
-::testing::AssertionResult near(const char* what, const Tensor& gpu, const Tensor& ref, Tol t) {
-  if (!gpu.defined() || !ref.defined()) return ::testing::AssertionFailure() << what << ": undefined result";
-  if (gpu.shape() != ref.shape())
-    return ::testing::AssertionFailure() << what << ": shape " << shape_str(gpu.shape()) << " vs "
-                                         << shape_str(ref.shape());
-  const std::vector<double> g = gpu.to_double_vector(), r = ref.to_double_vector();
-  int64_t bad = 0, first = -1;
-  double worst = 0, rn = 0, en = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double e = std::abs(g[i] - r[i]);
-    rn += r[i] * r[i];
-    en += e * e;
-    if (!(e <= t.atol + t.rtol * std::abs(r[i]))) {  // NaN fails
-      if (first < 0) first = int64_t(i);
-      ++bad;
-      worst = std::max(worst, e);
-    }
-  }
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": " << bad << " of " << g.size() << " elements off; first at "
-                                       << first << ": GPU " << g[size_t(first)] << " vs ref " << r[size_t(first)]
-                                       << "; worst |diff| " << worst << "; rel l2 err " << std::sqrt(en / (rn + 1e-300));
-}
+using test::as_f64;
+using test::Case;
+using test::describe;
+using test::near;
+using test::out_tol;
+using Tol = test::Tol;
 
 // Inputs on the CPU in their storage dtypes (the oracle upcasts them), with a GPU copy.
 struct Problem {
@@ -99,55 +47,18 @@ struct Problem {
 };
 
 Problem make_problem(const Case& c, uint32_t seed) {
+  test::ScanProblem sp = test::make_scan_problem(c, seed);
   Problem P;
-  const int64_t Bt = c.Bt, L = c.L, D = c.D, G = c.G, N = c.N;
-  ScanInputs& in = P.cpu;
-  in.u = normal_cpu({Bt, L, D}, seed + 1).to(c.dt);
-  in.delta = c.softplus ? test::rand_cpu({Bt, L, D}, c.dt, -4.0, -1.0, seed + 2)
-                        : test::rand_cpu({Bt, L, D}, c.dt, 1e-3, 0.1, seed + 2);
-  {
-    std::vector<double> a(size_t(D * N));
-    std::mt19937 gen(seed + 3);
-    std::uniform_real_distribution<double> un(0.9, 1.1);
-    for (int64_t d = 0; d < D; ++d)
-      for (int64_t n = 0; n < N; ++n) a[size_t(d * N + n)] = -double(n + 1) * un(gen);
-    in.A = Tensor::from_vector(a, {D, N}).to(DType::f32);
-  }
-  in.B = normal_cpu({Bt, L, G, N}, seed + 4).to(c.bdt);
-  in.C = normal_cpu({Bt, L, G, N}, seed + 5).to(c.bdt);
-  if (c.Dskip) in.D_skip = normal_cpu({D}, seed + 6).to(DType::f32);
-  if (c.z) in.z = normal_cpu({Bt, L, D}, seed + 7).to(c.dt);
-  if (c.bias) in.delta_bias = test::rand_cpu({D}, DType::f32, -0.5, 0.5, seed + 8);
-  if (c.h0) in.h0 = normal_cpu({Bt, D, N}, seed + 9).to(DType::f32);
-  if (c.seq) {  // documents of random lengths 1 .. L/3+1 packed into each row
-    std::vector<int32_t> s(size_t(Bt * L));
-    std::mt19937 gen(seed + 10);
-    std::uniform_int_distribution<int64_t> len(1, std::max<int64_t>(1, L / 3) + 1);
-    for (int64_t b = 0; b < Bt; ++b) {
-      int32_t id = 0;
-      for (int64_t t = 0; t < L;) {
-        const int64_t n = len(gen);
-        for (int64_t k = 0; k < n && t < L; ++k, ++t) s[size_t(b * L + t)] = id;
-        ++id;
-      }
-    }
-    in.seq_idx = Tensor::from_vector(s, {Bt, L});
-  }
-  P.g_cpu = normal_cpu({Bt, L, D}, seed + 11).to(c.dt);
-  if (c.gh) P.gh_cpu = normal_cpu({Bt, D, N}, seed + 12).to(DType::f32);
+  P.cpu = sp.in;
+  P.g_cpu = sp.g;
+  P.gh_cpu = sp.gh;
+  const ScanInputs& in = P.cpu;
   auto up = [](const Tensor& t) { return t.defined() ? test::gpu(t) : Tensor(); };
   P.gpu = {up(in.u), up(in.delta), up(in.A), up(in.B), up(in.C), up(in.D_skip), up(in.z), up(in.delta_bias),
            up(in.h0), up(in.seq_idx)};
   P.g_gpu = up(P.g_cpu);
   P.gh_gpu = up(P.gh_cpu);
   return P;
-}
-
-// The oracle's inputs: every floating tensor upcast to f64 (seq_idx stays i32).
-ScanInputs as_f64(const ScanInputs& in) {
-  auto f = [](const Tensor& t) { return t.defined() ? t.to(DType::f64) : Tensor(); };
-  return {f(in.u), f(in.delta), f(in.A), f(in.B), f(in.C), f(in.D_skip), f(in.z), f(in.delta_bias), f(in.h0),
-          in.seq_idx};
 }
 
 #ifdef SSM_WITH_CUDA

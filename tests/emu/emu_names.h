@@ -1,0 +1,8 @@
+// The emulated kernel files' entry points get their own names (emu_*), so test_emu can hold them beside the real
+// ones that libssm_kernels links in. Included first by every emulated source and by the tests that call them.
+#pragma once
+#define chunked_forward emu_chunked_forward
+#define chunked_checkpoints emu_chunked_checkpoints
+#define chunked_backward emu_chunked_backward
+#define causal_conv1d_forward emu_causal_conv1d_forward
+#define causal_conv1d_backward emu_causal_conv1d_backward

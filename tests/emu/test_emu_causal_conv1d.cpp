@@ -1,0 +1,91 @@
+// The causal conv1d's CUDA kernels (kernels/conv1d/causal_conv1d_cuda.cu), run by the CUDA emulator
+// (cuda_emu.h) on the CPU, against the CPU reference in f32: every vector width (D = 37: 1 channel per thread,
+// 38: 2, 12 and 64: 4), W = 2..4, every flag, lengths across the kernels' time tiles (1, 3, 70, 300), f32 and
+// bf16. Tolerances as tests/cuda/test_cuda_causal_conv1d.cpp's.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "core/tensor.h"
+#include "kernels/conv1d/causal_conv1d.h"
+#include "tests/cuda/cuda_test_util.h"
+#include "tests/emu/emu_names.h"
+// (after emu_names.h: declares the emulated entry points)
+#include "kernels/conv1d/causal_conv1d_cuda.h"
+
+using namespace ssm;
+using test::rand_cpu;
+using test::Tol;
+
+namespace {
+
+Tol act_tol(DType dt) { return dt == DType::bf16 ? Tol{1e-2, 1e-3} : Tol{1e-5, 1e-5}; }
+Tol sum_tol(int64_t n) { return {1e-4, 1e-6 * double(n) + 1e-5}; }
+
+::testing::AssertionResult near(const Tensor& got, const Tensor& want, Tol t) {
+  const std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
+  if (g.size() != w.size()) return ::testing::AssertionFailure() << "sizes " << g.size() << " vs " << w.size();
+  for (size_t i = 0; i < g.size(); ++i)
+    if (!(std::abs(g[i] - w[i]) <= t.atol + t.rtol * std::abs(w[i])))
+      return ::testing::AssertionFailure() << "element " << i << ": " << g[i] << " vs " << w[i];
+  return ::testing::AssertionSuccess();
+}
+
+Tensor documents(int64_t Bt, int64_t L, uint32_t seed) {  // a boundary about every 20 steps, and at t = 2
+  std::mt19937 g(seed);
+  std::vector<int32_t> v(size_t(Bt * L));
+  for (int64_t b = 0; b < Bt; ++b) {
+    int32_t id = 0;
+    for (int64_t t = 0; t < L; ++t) {
+      if (t > 0 && (g() % 20 == 0 || t == 2)) ++id;
+      v[size_t(b * L + t)] = id;
+    }
+  }
+  return Tensor::from_vector(v, {Bt, L});
+}
+
+void run_case(DType dt, int64_t Bt, int64_t L, int64_t D, int64_t W, bool bias, bool silu, bool init, bool seq,
+              uint32_t seed) {
+  SCOPED_TRACE(cat(dtype_name(dt), " (", Bt, ", ", L, ", ", D, ") W=", W, " bias=", bias, " silu=", silu,
+                   " x_init=", init, " seq_idx=", seq));
+  const Tensor x = rand_cpu({Bt, L, D}, dt, -2, 2, seed), w = rand_cpu({D, W}, DType::f32, -1, 1, seed + 1);
+  const Tensor b = bias ? rand_cpu({D}, DType::f32, -1, 1, seed + 2) : Tensor();
+  const Tensor xi = init ? rand_cpu({Bt, W - 1, D}, dt, -2, 2, seed + 3) : Tensor();
+  const Tensor sq = seq ? documents(Bt, L, seed + 4) : Tensor();
+  const Tensor g = rand_cpu({Bt, L, D}, dt, -1, 1, seed + 5);
+  auto f32 = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : t; };
+  const kernels::Conv1dInputs ref_in{f32(x), w, b, f32(xi), sq};
+  const Tensor y_ref = kernels::causal_conv1d_reference_forward(ref_in, silu);
+  const kernels::Conv1dGrads g_ref = kernels::causal_conv1d_reference_backward(ref_in, f32(g), silu);
+
+  Tensor y = Tensor::full(x.shape(), std::nan(""), dt);
+  kernels::cuda::causal_conv1d_forward(x, w, b, xi, sq, silu, y);
+  EXPECT_TRUE(near(y, y_ref, act_tol(dt))) << "y";
+  Tensor gx = Tensor::full(x.shape(), std::nan(""), dt), gw = Tensor::full({D, W}, std::nan(""), DType::f32);
+  Tensor gb = bias ? Tensor::full({D}, std::nan(""), DType::f32) : Tensor();
+  Tensor gxi = init ? Tensor::full(xi.shape(), std::nan(""), dt) : Tensor();
+  kernels::cuda::causal_conv1d_backward(x, w, b, xi, sq, g, silu, &gx, init ? &gxi : nullptr, &gw, bias ? &gb : nullptr);
+  EXPECT_TRUE(near(gx, g_ref.x, act_tol(dt))) << "grad x";
+  EXPECT_TRUE(near(gw, g_ref.w, sum_tol(Bt * L))) << "grad w";
+  if (bias) { EXPECT_TRUE(near(gb, g_ref.bias, sum_tol(Bt * L))) << "grad bias"; }
+  if (init) { EXPECT_TRUE(near(gxi, g_ref.x_init, act_tol(dt))) << "grad x_init"; }
+}
+
+TEST(EmuCausalConv1d, MatchesCpu) {
+  const std::vector<std::array<int64_t, 3>> shapes = {{2, 1, 37}, {3, 3, 12}, {1, 70, 38}, {2, 300, 64}};
+  uint32_t seed = 100;
+  for (DType dt : {DType::f32, DType::bf16})
+    for (size_t si = 0; si < shapes.size(); ++si)
+      for (int64_t W = 2; W <= 4; ++W) {
+        const auto [Bt, L, D] = shapes[si];
+        for (int combo : {0, 15, int((si * 3 + size_t(W)) % 16)}) {
+          run_case(dt, Bt, L, D, W, combo & 1, combo & 2, combo & 4, combo & 8, seed);
+          seed += 10;
+        }
+      }
+}
+
+}  // namespace

@@ -1,0 +1,124 @@
+// The chunked selective scan's CUDA kernels (kernels/selective_scan/scan_chunked_cuda.cu), run by the CUDA
+// emulator (cuda_emu.h) on the CPU, against the f64 CPU reference: the forward (y, h_last, the saved chunk
+// starts), the checkpoint pass, and the backward from its own states and from the forward's. Its host code
+// runs as on the GPU, segments included (the emulated machine has an H100's 132 SMs, so these small shapes cut
+// their rows as small shapes do there). Problems and tolerances: tests/cuda/scan_problem.h. The emulator is slow
+// (every barrier switches 256 fibers), so the shapes are small but odd: lengths around the 128-step chunk,
+// channel counts that leave a block of 16 part-empty, N across the 16-state tiles, resets, groups, every dtype.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "core/tensor.h"
+#include "kernels/selective_scan/selective_scan.h"
+#include "tests/cuda/scan_problem.h"
+#include "tests/emu/emu_names.h"
+// (after emu_names.h: declares the emulated entry points)
+#include "kernels/selective_scan/scan_chunked_cuda.h"
+
+using namespace ssm;
+using kernels::ScanGrads;
+using kernels::ScanInputs;
+using kernels::ScanOptions;
+using kernels::ScanOutputs;
+using kernels::SegmentStarts;
+using test::Case;
+
+namespace {
+
+constexpr DType f32 = DType::f32, bf16 = DType::bf16, f16 = DType::f16;
+
+// SSM_SCAN_CHUNK_SEGS for one scope (the host code reads it at every call).
+struct SegsEnv {
+  explicit SegsEnv(const char* n) {
+    if (n) setenv("SSM_SCAN_CHUNK_SEGS", n, 1);
+  }
+  ~SegsEnv() { unsetenv("SSM_SCAN_CHUNK_SEGS"); }
+};
+
+void check_case(const Case& c, const char* segs = nullptr, uint32_t seed = 100) {
+  SCOPED_TRACE(test::describe(c) + (segs ? std::string(" segs ") + segs : std::string()));
+  SegsEnv env(segs);
+  const test::ScanProblem P = test::make_scan_problem(c, seed);
+  ScanOptions opt;
+  opt.delta_softplus = c.softplus;
+  const ScanInputs ref_in = test::as_f64(P.in);
+  const ScanOutputs ref = kernels::selective_scan_reference_forward(ref_in, opt);
+  const test::Tol to = test::out_tol(c.dt);
+
+  Tensor y = Tensor::full(P.in.u.shape(), std::nan(""), c.dt);  // poisoned
+  Tensor h_last = Tensor::full({c.Bt, c.D, c.N}, std::nan(""), DType::f32);
+  SegmentStarts starts;
+  kernels::cuda::chunked_forward(P.in, opt, y, h_last, &starts);
+  EXPECT_TRUE(test::near("y", y, ref.y, to));
+  EXPECT_TRUE(test::near("h_last", h_last, ref.h_last, to));
+
+  // The checkpoint pass: the state before every 8th step; step t's is the h_last of the first t steps.
+  const int64_t every = kernels::cuda::kChunkCheckpointEvery, nck = (c.L + every - 1) / every;
+  int64_t Np = 16;
+  while (Np < c.N) Np *= 2;
+  Tensor ck = Tensor::full({c.Bt, nck, c.D, Np}, std::nan(""), DType::f32);
+  kernels::cuda::chunked_checkpoints(P.in, opt, &starts, ck);
+  for (int64_t k : {int64_t(1), nck / 2, nck - 1}) {
+    if (k < 1 || k >= nck) continue;
+    SCOPED_TRACE("checkpoint " + std::to_string(k));
+    const int64_t t = k * every;
+    ScanInputs pre = ref_in;
+    for (Tensor* x : {&pre.u, &pre.delta, &pre.z}) {
+      if (x->defined()) *x = x->narrow(1, 0, t).contiguous();
+    }
+    for (Tensor* x : {&pre.B, &pre.C}) *x = x->narrow(1, 0, t).contiguous();
+    if (pre.seq_idx.defined()) pre.seq_idx = pre.seq_idx.narrow(1, 0, t).contiguous();
+    const Tensor want = kernels::selective_scan_reference_forward(pre, opt).h_last;
+    const Tensor got = ck.narrow(1, k, 1).narrow(3, 0, c.N).contiguous().reshape({c.Bt, c.D, c.N});
+    EXPECT_TRUE(test::near("checkpoint", got, want, to));
+  }
+
+  const Tensor g64 = P.g.to(DType::f64), gh64 = P.gh.defined() ? P.gh.to(DType::f64) : Tensor();
+  const ScanGrads rg = kernels::selective_scan_reference_backward(ref_in, g64, gh64, opt);
+  setenv("SSM_SCAN_CHUNK_BWD", "always", 1);  // at these sizes its rule would leave the backward to the other kernels
+  for (bool saved : {false, true}) {
+    SCOPED_TRACE(saved ? "backward from the forward's starts" : "backward from its own states");
+    ScanGrads gg;
+    ASSERT_TRUE(kernels::cuda::chunked_backward(P.in, P.g, P.gh, opt, gg, saved ? &starts : nullptr));
+    const test::Tol t2{to.rtol * 2, to.atol * 2}, td{to.rtol * 5, to.atol * 10};
+    EXPECT_TRUE(test::near("grad u", gg.u, rg.u, t2));
+    EXPECT_TRUE(test::near("grad delta", gg.delta, rg.delta, td));
+    EXPECT_TRUE(test::near("grad A", gg.A, rg.A, t2));
+    EXPECT_TRUE(test::near("grad B", gg.B, rg.B, t2));
+    EXPECT_TRUE(test::near("grad C", gg.C, rg.C, t2));
+    if (c.Dskip) { EXPECT_TRUE(test::near("grad D", gg.D_skip, rg.D_skip, t2)); }
+    if (c.z) { EXPECT_TRUE(test::near("grad z", gg.z, rg.z, t2)); }
+    if (c.bias) { EXPECT_TRUE(test::near("grad delta_bias", gg.delta_bias, rg.delta_bias, t2)); }
+    if (c.h0) { EXPECT_TRUE(test::near("grad h0", gg.h0, rg.h0, t2)); }
+  }
+  unsetenv("SSM_SCAN_CHUNK_BWD");
+  // The deterministic mode is not the chunked backward's.
+  opt.deterministic = true;
+  ScanGrads unused;
+  EXPECT_FALSE(kernels::cuda::chunked_backward(P.in, P.g, P.gh, opt, unused, nullptr));
+}
+
+// Case fields: Bt, L, D, G, N, dtype, B/C dtype, z, D_skip, delta_bias, softplus, h0, seq_idx, grad h_last.
+TEST(EmuScanChunked, F32EverythingWithGroups) {
+  check_case({2, 257, 20, 2, 16, f32, f32, true, true, true, true, true, true, true});
+}
+TEST(EmuScanChunked, OneStepAndChunkEdges) {
+  check_case({2, 1, 17, 1, 16, f32, f32, true, true, true, true, true, false, true});
+  check_case({1, 127, 16, 1, 3, bf16, f32, false, true, true, false, true, true, true});
+  check_case({1, 128, 18, 1, 1, f16, f16, true, false, true, true, false, true, false});
+  check_case({1, 129, 33, 1, 16, bf16, bf16, true, true, true, true, true, true, true});
+}
+TEST(EmuScanChunked, StateTiles) {  // N over several 16-state tiles of B / C, and a last partial tile
+  check_case({1, 200, 16, 1, 40, bf16, bf16, true, true, true, true, true, true, false});
+  check_case({1, 130, 8, 1, 64, f32, f32, true, true, true, true, true, true, true});
+}
+TEST(EmuScanChunked, Segments) {  // one segment per row, and several (local pass, carries, full pass)
+  for (const char* segs : {"1", "3"}) {
+    check_case({1, 700, 20, 1, 16, f32, f32, true, true, true, true, true, true, true}, segs);
+    check_case({2, 400, 16, 2, 8, bf16, bf16, true, true, true, true, false, true, true}, segs);
+  }
+}
+
+}  // namespace
