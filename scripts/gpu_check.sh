@@ -12,9 +12,9 @@
 # lm: `ssm bench` of the 130M Mamba LM (JSON), the KJV byte-level recipe (KJV_PG19: its PG19-layout
 #     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
-# scan: the selective-scan GPU tests, its benchmark with the chunked implementation beside the default
+# scan: the selective-scan and conv1d GPU tests, the conv1d benchmark, the scan's benchmark with the chunked implementation beside the default
 #       (bench_selective_scan --chunk) and the 130M LM's `ssm bench` with each (SSM_SCAN_IMPL=legacy / chunk): a
-#       quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda bench_selective_scan ssm").
+#       quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda bench_selective_scan bench_causal_conv1d ssm").
 #       Not in the default set (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step (scripts/profile_kernels.sh),
 #          into the log and $OUT/ncu-*.csv. Not in the default set.
@@ -101,8 +101,9 @@ if want bench; then
 fi
 
 if want scan; then
-  step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" --gtest_filter='CudaSelectiveScan*'
+  step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" --gtest_filter='CudaSelectiveScan*:CudaCausalConv1d*'
   step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk | tee '$OUT/bench_selective_scan.txt'"
+  step conv-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_causal_conv1d' | tee '$OUT/bench_causal_conv1d.txt'"
   for impl in legacy chunk; do
     step "lm-130m-$impl" sh -c "SSM_SCAN_IMPL=$impl timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 | tee '$OUT/ssm_bench_130m_$impl.json'"
   done

@@ -1,13 +1,14 @@
 // Depthwise causal conv1d on CUDA (math in causal_conv1d.h), channels-last (Bt, L, D).
 //
-// Layout of the work: a thread owns V adjacent channels (one 16-byte vector load of x per time step
-// when D and the pointers allow, else 8, 4, 2 bytes or scalars; at most 4 channels in the backward)
-// over a tile of kTL time steps, and keeps the last W-1 inputs (and their document ids) in registers,
+// Layout of the work: a thread owns V adjacent channels (4 channels, one 8- or 16-byte vector load of x
+// per time step, when D and the pointers allow, else 2 or 1) over a tile of time steps (kFwdTL forward,
+// kTL backward), and keeps the last W-1 inputs (and their document ids) in registers,
 // so x is read once plus a W-1 step halo per tile (served by L2: the previous tile belongs to the
 // neighbouring thread of the same block or the previous block in launch order). A block is
 // (32 channel groups) x (TY time tiles); the grid is (time tiles, channel tiles, Bt). A warp reads 32 V
-// contiguous channels of one time step: fully coalesced. Time steps are loaded kChunk at a time into
-// registers before they are used, so several loads per thread are in flight.
+// contiguous channels of one time step: fully coalesced. The forward loads its whole tile into
+// registers before using any step; the backward loads kChunk steps ahead; so several loads per thread
+// are in flight.
 //
 // Forward:  y_t = act(bias + sum_k w_k xx_{t-(W-1)+k}), taps outside t's document read 0.
 // Backward (one pass, no saved activations): the thread walks t = t0 .. t1+W-2, recomputes
@@ -32,16 +33,18 @@ namespace ssm::kernels::cuda {
 namespace {
 
 constexpr int kThreadsC = 32;  // threads along channels (one warp)
-constexpr int kTL = 32;        // time steps per thread
-constexpr int kChunk = 4;      // time steps loaded ahead (kTL is a multiple)
-constexpr int kFwdTY = 4;      // time tiles per forward block: 128 threads, 128 time steps
+constexpr int kTL = 32;        // backward: time steps per thread
+constexpr int kChunk = 4;      // backward: time steps loaded ahead (kTL is a multiple)
+constexpr int kFwdTL = 8;      // forward: time steps per thread, all loaded before any is used (the
+                               // forward is a pure stream: 8 loads in flight per thread keep HBM busy)
+constexpr int kFwdTY = 8;      // time tiles per forward block: 256 threads, 64 time steps
 constexpr int kBwdTY = 4;      // time tiles per backward block: 128 threads, 128 time steps
-constexpr int kFwdMaxBytes = 16;  // forward: one 16-byte load per time step (8 bf16, 4 f32 channels)
-constexpr int kBwdMaxV = 4;        // backward: at most 4 channels per thread (register pressure: the
-                                   // thread holds w, x and gpre windows and W+1 accumulators per channel)
+constexpr int kMaxV = 4;  // at most 4 channels per thread (register pressure: the forward holds its 8
+                          // loaded steps, w and the x window per channel, the backward w, x and gpre
+                          // windows and W+1 accumulators; 8 bf16 channels spill in the forward)
 // Blocks per SM asked of the register allocator (65536 registers per SM): <= 168 registers
 // per thread for both (4 forward blocks spill in the bf16 W=4 kernel); no spills (ptxas -v).
-constexpr int kFwdMinBlocks = 3, kBwdMinBlocks = 3;
+constexpr int kFwdMinBlocks = 2, kBwdMinBlocks = 3;
 static_assert(kTL % kChunk == 0);
 
 __device__ __forceinline__ float to_f(float v) { return v; }
@@ -177,39 +180,36 @@ template <typename T, int W, int V>
 __global__ void __launch_bounds__(kThreadsC* kFwdTY, kFwdMinBlocks) conv1d_fwd_kernel(Params<T> p) {
   const int64_t b = blockIdx.z;
   const int64_t c0 = (int64_t(blockIdx.y) * kThreadsC + threadIdx.x) * V;
-  const int64_t t0 = (int64_t(blockIdx.x) * kFwdTY + threadIdx.y) * kTL;
+  const int64_t t0 = (int64_t(blockIdx.x) * kFwdTY + threadIdx.y) * kFwdTL;
   if (c0 >= p.D || t0 >= p.L) return;
-  const int64_t t1 = t0 + kTL < p.L ? t0 + kTL : p.L;
-  Thread<T, W, V> th;
-  th.setup(p, b, c0, t0);
+  const int64_t t1 = t0 + kFwdTL < p.L ? t0 + kFwdTL : p.L;
   const T* xb = p.x + b * p.L * p.D + c0;
   T* yb = p.y + b * p.L * p.D + c0;
   const int32_t* sb = p.seq ? p.seq + b * p.L : nullptr;
-  for (int64_t tc = t0; tc < t1; tc += kChunk) {
-    Pack<T, V> xc[kChunk];  // raw inputs of the chunk, converted when used
-    int sc[kChunk];
+  Pack<T, V> xc[kFwdTL];  // the tile's raw inputs, converted when used
+  int sc[kFwdTL];
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) {
-      const int64_t t = tc + i;
-      sc[i] = 0;
-      xc[i] = t < t1 ? load_pack<T, V>(xb + t * p.D) : zero_pack<T, V>();
-      if (sb && t < t1) sc[i] = sb[t];
-    }
+  for (int i = 0; i < kFwdTL; ++i) {
+    const int64_t t = t0 + i;
+    sc[i] = 0;
+    xc[i] = t < t1 ? load_pack<T, V>(xb + t * p.D) : zero_pack<T, V>();
+    if (sb && t < t1) sc[i] = sb[t];
+  }
+  Thread<T, W, V> th;
+  th.setup(p, b, c0, t0);
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) {
-      const int64_t t = tc + i;
-      if (t < t1) {
-        float xt[V], xm[W][V], o[V];
-        unpack(xc[i], xt);
-        th.taps(xt, sc[i], xm);
-        th.pre(xm, o);
-        if (p.silu) {
+  for (int i = 0; i < kFwdTL; ++i) {
+    if (t0 + i < t1) {
+      float xt[V], xm[W][V], o[V];
+      unpack(xc[i], xt);
+      th.taps(xt, sc[i], xm);
+      th.pre(xm, o);
+      if (p.silu) {
 #pragma unroll
-          for (int v = 0; v < V; ++v) o[v] = o[v] * sigmoid_f(o[v]);
-        }
-        store_vec<T, V>(yb + t * p.D, o);
-        th.push(xt, sc[i]);
+        for (int v = 0; v < V; ++v) o[v] = o[v] * sigmoid_f(o[v]);
       }
+      store_vec<T, V>(yb + (t0 + i) * p.D, o);
+      th.push(xt, sc[i]);
     }
   }
 }
@@ -366,19 +366,15 @@ int pick_vec(int64_t D, size_t elem, int max_v, std::initializer_list<const void
   return V;
 }
 
-// Calls f(integral_constant<W>, integral_constant<V>) for the runtime W (2..4) and V (1..16/sizeof(T)).
-template <typename T, int MaxV, typename F>
+// Calls f(integral_constant<W>, integral_constant<V>) for the runtime W (2..4) and V (1, 2, 4).
+template <typename F>
 void dispatch_wv(int W, int V, F&& f) {
+  static_assert(kMaxV == 4);
   auto with_w = [&](auto wc) {
     switch (V) {
       case 1: return f(wc, std::integral_constant<int, 1>());
       case 2: return f(wc, std::integral_constant<int, 2>());
-      case 4:
-        if constexpr (MaxV >= 4) return f(wc, std::integral_constant<int, 4>());
-        break;
-      case 8:
-        if constexpr (MaxV >= 8) return f(wc, std::integral_constant<int, 8>());
-        break;
+      case 4: return f(wc, std::integral_constant<int, 4>());
       default: break;
     }
     SSM_CHECK(false, "causal_conv1d: no kernel for vector width ", V);
@@ -408,8 +404,8 @@ T* mptr(Tensor* t) {
   return t ? static_cast<T*>(t->data_ptr()) : nullptr;
 }
 
-dim3 grid_for(int64_t Bt, int64_t L, int64_t D, int V, int ty) {
-  const int64_t nt = (L + int64_t(ty) * kTL - 1) / (int64_t(ty) * kTL);
+dim3 grid_for(int64_t Bt, int64_t L, int64_t D, int V, int64_t block_steps) {
+  const int64_t nt = (L + block_steps - 1) / block_steps;
   const int64_t nc = (D + int64_t(kThreadsC) * V - 1) / (int64_t(kThreadsC) * V);
   SSM_CHECK_INPUT(Bt <= 65535 && nc <= 65535 && nt <= 0x7fffffff, "causal_conv1d: shape (Bt, L, D) = (", Bt,
                   ", ", L, ", ", D, ") exceeds the CUDA grid (Bt <= 65535, D <= ", 65535 * kThreadsC * V, ")");
@@ -435,9 +431,9 @@ void causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
     p.L = L;
     p.D = D;
     p.silu = silu;
-    const int V = pick_vec(D, sizeof(T), kFwdMaxBytes / int(sizeof(T)), {p.x, p.xi, p.y});
-    const dim3 grid = grid_for(Bt, L, D, V, kFwdTY), block(kThreadsC, kFwdTY);
-    dispatch_wv<T, kFwdMaxBytes / int(sizeof(T))>(W, V, [&](auto wc, auto vc) {
+    const int V = pick_vec(D, sizeof(T), kMaxV, {p.x, p.xi, p.y});
+    const dim3 grid = grid_for(Bt, L, D, V, kFwdTL * kFwdTY), block(kThreadsC, kFwdTY);
+    dispatch_wv(W, V, [&](auto wc, auto vc) {
       conv1d_fwd_kernel<T, decltype(wc)::value, decltype(vc)::value><<<grid, block, 0, stream()>>>(p);
       SSM_CUDA_LAUNCH_CHECK();
     });
@@ -464,15 +460,15 @@ void causal_conv1d_backward(const Tensor& x, const Tensor& w, const Tensor& bias
     p.L = L;
     p.D = D;
     p.silu = silu;
-    const int V = pick_vec(D, sizeof(T), kBwdMaxV, {p.x, p.xi, p.gy, p.gx, p.gxi});
-    const dim3 grid = grid_for(Bt, L, D, V, kBwdTY), block(kThreadsC, kBwdTY);
+    const int V = pick_vec(D, sizeof(T), kMaxV, {p.x, p.xi, p.gy, p.gx, p.gxi});
+    const dim3 grid = grid_for(Bt, L, D, V, kTL * kBwdTY), block(kThreadsC, kBwdTY);
     const int64_t rows = Bt * int64_t(grid.x);
     Tensor part;
     if (grad_w || grad_bias) {
       part = Tensor::empty({rows, W + 1, D}, DType::f32, x.device());
       p.part = part.data<float>();
     }
-    dispatch_wv<T, kBwdMaxV>(W, V, [&](auto wc, auto vc) {
+    dispatch_wv(W, V, [&](auto wc, auto vc) {
       conv1d_bwd_kernel<T, decltype(wc)::value, decltype(vc)::value><<<grid, block, 0, stream()>>>(p);
       SSM_CUDA_LAUNCH_CHECK();
     });
