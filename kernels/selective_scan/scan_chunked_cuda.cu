@@ -380,7 +380,7 @@ size_t chunk_bwd_smem(int tsz, int64_t N) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
-  extern __shared__ float4 smem4[];
+  float4* const smem4 = dynamic_smem<float4>();
   constexpr int XR = x_row<T>();
   char* base = reinterpret_cast<char*>(smem4);
   float* bcs = reinterpret_cast<float*>(base);                        // [2][kNT][kBCRow]
