@@ -691,6 +691,7 @@ void checkpoints_t(const ScanInputs& in, const ScanOptions& opt, const SegmentSt
   p.nck = ck.size(1);
   SSM_CHECK(p.nck == (p.L + kK - 1) / kK && p.Np >= p.N, "selective_scan (CUDA): checkpoints ", shape_str(ck.shape()),
             " do not match L = ", p.L, ", N = ", p.N);
+  if (p.Np > p.N) ck.zero_();  // the states past N: the other backward reads whole rows of Np
   full_pass_from<T>(p, starts, in.u.device());
 }
 

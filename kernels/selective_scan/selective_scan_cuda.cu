@@ -131,17 +131,31 @@ __device__ __forceinline__ bool reset_at(const Params& p, int64_t b, int64_t t) 
   return p.seq && t > 0 && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1];
 }
 
-// Asynchronous global -> shared copies (cp.async, no registers held while in flight).
+// Asynchronous global -> shared copies (cp.async, no registers held while in flight); plain copies where the
+// host compiles this file (tests/emu).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+#ifdef __CUDA_ARCH__
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+#else
+  std::memcpy(dst, src, 16);
+#endif
 }
 __device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+#ifdef __CUDA_ARCH__
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
+#else
+  std::memcpy(dst, src, 4);
+#endif
 }
+#ifdef __CUDA_ARCH__
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+#else
+__device__ __forceinline__ void cp_async_commit() {}
+__device__ __forceinline__ void cp_async_wait_all() {}
+#endif
 
 // Copy `rows` rows of `rbytes` bytes (global row r at src + r * sstride bytes) to dst + r * dstride, spread
 // over the block's threads: 16- or 4-byte cp.async units when `unit` says the rows allow it, else

@@ -128,4 +128,70 @@ inline ScanInputs as_f64(const ScanInputs& in) {
           in.seq_idx};
 }
 
+inline Tensor on(const Tensor& t, const Device& dev) { return t.defined() ? t.to(dev) : Tensor(); }
+inline ScanInputs scan_inputs_on(const ScanInputs& in, const Device& dev) {
+  return {on(in.u, dev),       on(in.delta, dev), on(in.A, dev),          on(in.B, dev),  on(in.C, dev),
+          on(in.D_skip, dev),  on(in.z, dev),     on(in.delta_bias, dev), on(in.h0, dev), on(in.seq_idx, dev)};
+}
+
+// A CUDA implementation's entry points (the real ones, or the emulated ones of tests/emu) and where its
+// inputs live.
+struct ScanImpl {
+  void (*forward)(const ScanInputs&, const kernels::ScanOptions&, Tensor& y, Tensor& h_last,
+                  kernels::SegmentStarts* starts);
+  void (*backward)(const ScanInputs&, const Tensor& grad_y, const Tensor& grad_h_last, const kernels::ScanOptions&,
+                   kernels::ScanGrads& grads, const kernels::SegmentStarts* starts);
+  Device device;
+};
+
+// y and h_last poisoned with NaN before the forward writes them; the forward's segment starts kept.
+inline kernels::ScanOutputs scan_forward(const ScanImpl& impl, const ScanInputs& in, const kernels::ScanOptions& opt) {
+  kernels::ScanOutputs o;
+  o.y = Tensor::full(in.u.shape(), std::nan(""), in.u.dtype(), in.u.device());
+  o.h_last = Tensor::full({in.u.size(0), in.u.size(2), in.A.size(1)}, std::nan(""), DType::f32, in.u.device());
+  impl.forward(in, opt, o.y, o.h_last, &o.starts);
+  return o;
+}
+
+// The forward, and the backward three ways (default, deterministic, and from the forward's segment start
+// states: the autograd op's path), against the f64 reference.
+inline void check_scan_case(const Case& c, const ScanImpl& impl, uint32_t seed = 100) {
+  SCOPED_TRACE(describe(c));
+  const ScanProblem P = make_scan_problem(c, seed);
+  const ScanInputs in = scan_inputs_on(P.in, impl.device);
+  const Tensor g = on(P.g, impl.device), gh = on(P.gh, impl.device);
+  kernels::ScanOptions opt;
+  opt.delta_softplus = c.softplus;
+  const ScanInputs ref_in = as_f64(P.in);
+  const kernels::ScanOutputs ref = kernels::selective_scan_reference_forward(ref_in, opt);
+  const kernels::ScanOutputs out = scan_forward(impl, in, opt);
+  const Tol to = out_tol(c.dt);
+  EXPECT_TRUE(near("y", out.y, ref.y, to));
+  EXPECT_TRUE(near("h_last", out.h_last, ref.h_last, to));
+
+  const Tensor g64 = P.g.to(DType::f64), gh64 = P.gh.defined() ? P.gh.to(DType::f64) : Tensor();
+  const kernels::ScanGrads rg = kernels::selective_scan_reference_backward(ref_in, g64, gh64, opt);
+  for (const char* mode : {"default", "deterministic", "forward's segment starts"}) {
+    SCOPED_TRACE(mode);
+    const bool det = std::string(mode) == "deterministic", saved = std::string(mode)[0] == 'f';
+    opt.deterministic = det;
+    kernels::ScanGrads gg;
+    impl.backward(in, g, gh, opt, gg, saved ? &out.starts : nullptr);
+    const Tol t2{to.rtol * 2, to.atol * 2}, td{to.rtol * 5, to.atol * 10};
+    EXPECT_TRUE(near("grad u", gg.u, rg.u, t2));
+    EXPECT_TRUE(near("grad delta", gg.delta, rg.delta, td));
+    EXPECT_TRUE(near("grad A", gg.A, rg.A, t2));
+    EXPECT_TRUE(near("grad B", gg.B, rg.B, t2));
+    EXPECT_TRUE(near("grad C", gg.C, rg.C, t2));
+    EXPECT_EQ(gg.u.dtype(), c.dt);
+    EXPECT_EQ(gg.B.dtype(), c.bdt);
+    if (c.Dskip) { EXPECT_TRUE(near("grad D", gg.D_skip, rg.D_skip, t2)); }
+    if (c.z) { EXPECT_TRUE(near("grad z", gg.z, rg.z, t2)); }
+    if (c.bias) { EXPECT_TRUE(near("grad delta_bias", gg.delta_bias, rg.delta_bias, t2)); }
+    if (c.h0) { EXPECT_TRUE(near("grad h0", gg.h0, rg.h0, t2)); }
+    EXPECT_FALSE(gg.D_skip.defined() && !c.Dskip);
+    EXPECT_FALSE(gg.z.defined() && !c.z);
+  }
+}
+
 }  // namespace ssm::test

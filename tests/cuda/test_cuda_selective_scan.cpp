@@ -40,75 +40,23 @@ using test::near;
 using test::out_tol;
 using Tol = test::Tol;
 
-// Inputs on the CPU in their storage dtypes (the oracle upcasts them), with a GPU copy.
-struct Problem {
-  ScanInputs cpu, gpu;
-  Tensor g_cpu, g_gpu, gh_cpu, gh_gpu;
-};
-
-Problem make_problem(const Case& c, uint32_t seed) {
-  test::ScanProblem sp = test::make_scan_problem(c, seed);
-  Problem P;
-  P.cpu = sp.in;
-  P.g_cpu = sp.g;
-  P.gh_cpu = sp.gh;
-  const ScanInputs& in = P.cpu;
-  auto up = [](const Tensor& t) { return t.defined() ? test::gpu(t) : Tensor(); };
-  P.gpu = {up(in.u), up(in.delta), up(in.A), up(in.B), up(in.C), up(in.D_skip), up(in.z), up(in.delta_bias),
-           up(in.h0), up(in.seq_idx)};
-  P.g_gpu = up(P.g_cpu);
-  P.gh_gpu = up(P.gh_cpu);
-  return P;
-}
-
 #ifdef SSM_WITH_CUDA
-ScanOutputs gpu_forward(const ScanInputs& in, const ScanOptions& opt) {
-  ScanOutputs o;
-  o.y = Tensor::full(in.u.shape(), std::nan(""), in.u.dtype(), in.u.device());  // poisoned
-  o.h_last = Tensor::full({in.u.size(0), in.u.size(2), in.A.size(1)}, std::nan(""), DType::f32, in.u.device());
-  kernels::cuda::selective_scan_forward(in, opt, o.y, o.h_last, &o.starts);
-  return o;
+const test::ScanImpl kGpu{&kernels::cuda::selective_scan_forward, &kernels::cuda::selective_scan_backward,
+                          Device::cuda(0)};
+struct Problem {  // the GPU copy of a test problem
+  ScanInputs gpu;
+  Tensor g_gpu, gh_gpu;
+};
+Problem make_problem(const Case& c, uint32_t seed) {
+  const test::ScanProblem sp = test::make_scan_problem(c, seed);
+  return {test::scan_inputs_on(sp.in, kGpu.device), test::on(sp.g, kGpu.device), test::on(sp.gh, kGpu.device)};
 }
+ScanOutputs gpu_forward(const ScanInputs& in, const ScanOptions& opt) { return test::scan_forward(kGpu, in, opt); }
 #endif
 
 void check_case(const Case& c, uint32_t seed = 100) {
 #ifdef SSM_WITH_CUDA
-  SCOPED_TRACE(describe(c));
-  Problem P = make_problem(c, seed);
-  ScanOptions opt;
-  opt.delta_softplus = c.softplus;
-  const ScanInputs ref_in = as_f64(P.cpu);
-  const ScanOutputs ref = kernels::selective_scan_reference_forward(ref_in, opt);
-  const ScanOutputs out = gpu_forward(P.gpu, opt);
-  const Tol to = out_tol(c.dt);
-  EXPECT_TRUE(near("y", out.y, ref.y, to));
-  EXPECT_TRUE(near("h_last", out.h_last, ref.h_last, to));
-
-  const Tensor g64 = P.g_cpu.to(DType::f64), gh64 = P.gh_cpu.defined() ? P.gh_cpu.to(DType::f64) : Tensor();
-  const ScanGrads rg = kernels::selective_scan_reference_backward(ref_in, g64, gh64, opt);
-  // The backward three ways: default, deterministic, and from the forward's segment start states (the
-  // autograd op's path; the same as the default when the forward did not cut the rows).
-  for (const char* mode : {"default", "deterministic", "forward's segment starts"}) {
-    SCOPED_TRACE(mode);
-    const bool det = std::string(mode) == "deterministic", saved = std::string(mode)[0] == 'f';
-    opt.deterministic = det;
-    ScanGrads gg;
-    kernels::cuda::selective_scan_backward(P.gpu, P.g_gpu, P.gh_gpu, opt, gg, saved ? &out.starts : nullptr);
-    const Tol t2{to.rtol * 2, to.atol * 2}, td{to.rtol * 5, to.atol * 10};
-    EXPECT_TRUE(near("grad u", gg.u, rg.u, t2));
-    EXPECT_TRUE(near("grad delta", gg.delta, rg.delta, td));
-    EXPECT_TRUE(near("grad A", gg.A, rg.A, t2));
-    EXPECT_TRUE(near("grad B", gg.B, rg.B, t2));
-    EXPECT_TRUE(near("grad C", gg.C, rg.C, t2));
-    EXPECT_EQ(gg.u.dtype(), c.dt);
-    EXPECT_EQ(gg.B.dtype(), c.bdt);
-    if (c.Dskip) { EXPECT_TRUE(near("grad D", gg.D_skip, rg.D_skip, t2)); }
-    if (c.z) { EXPECT_TRUE(near("grad z", gg.z, rg.z, t2)); }
-    if (c.bias) { EXPECT_TRUE(near("grad delta_bias", gg.delta_bias, rg.delta_bias, t2)); }
-    if (c.h0) { EXPECT_TRUE(near("grad h0", gg.h0, rg.h0, t2)); }
-    EXPECT_FALSE(gg.D_skip.defined() && !c.Dskip);
-    EXPECT_FALSE(gg.z.defined() && !c.z);
-  }
+  test::check_scan_case(c, kGpu, seed);
 #else
   (void)c;
   (void)seed;

@@ -6,3 +6,7 @@
 #define chunked_backward emu_chunked_backward
 #define causal_conv1d_forward emu_causal_conv1d_forward
 #define causal_conv1d_backward emu_causal_conv1d_backward
+#define selective_scan_forward emu_selective_scan_forward
+#define selective_scan_backward emu_selective_scan_backward
+#define selective_scan_forward_v1 emu_selective_scan_forward_v1
+#define selective_scan_backward_v1 emu_selective_scan_backward_v1

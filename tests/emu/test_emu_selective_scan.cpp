@@ -1,0 +1,70 @@
+// The CUDA selective scan's whole dispatch (kernels/selective_scan/selective_scan_cuda.cu and the files it calls:
+// selective_scan_cuda_v1.cu, scan_chunked_cuda.cu) run by the CUDA emulator (cuda_emu.h) on the CPU, against the
+// f64 reference (tests/cuda/scan_problem.h's check: forward, backward default / deterministic / from the
+// forward's starts): every implementation (SSM_SCAN_IMPL), the second implementation's segment and layout
+// overrides, at small odd shapes (the emulator runs about a million barrier switches a second).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/device.h"
+#include "kernels/selective_scan/selective_scan.h"
+#include "tests/cuda/scan_problem.h"
+#include "tests/emu/emu_names.h"
+// (after emu_names.h: declares the emulated entry points)
+#include "kernels/selective_scan/selective_scan_cuda.h"
+
+using namespace ssm;
+using test::Case;
+
+namespace {
+
+constexpr DType f32 = DType::f32, bf16 = DType::bf16, f16 = DType::f16;
+const test::ScanImpl kEmu{&kernels::cuda::selective_scan_forward, &kernels::cuda::selective_scan_backward,
+                          Device::cpu()};
+
+struct Env {  // environment variables for one scope (the host code reads them at every call)
+  std::vector<std::string> names;
+  Env(std::initializer_list<std::pair<const char*, const char*>> kv) {
+    for (const auto& [k, v] : kv) {
+      setenv(k, v, 1);
+      names.emplace_back(k);
+    }
+  }
+  ~Env() {
+    for (const auto& k : names) unsetenv(k.c_str());
+  }
+};
+
+// Case fields: Bt, L, D, G, N, dtype, B/C dtype, z, D_skip, delta_bias, softplus, h0, seq_idx, grad h_last.
+TEST(EmuSelectiveScan, EveryImplementation) {
+  for (const char* impl : {"chunk", "v1", "v2", "legacy"}) {
+    SCOPED_TRACE(impl);
+    Env env({{"SSM_SCAN_IMPL", impl}});
+    test::check_scan_case({2, 150, 20, 2, 16, f32, f32, true, true, true, true, true, true, true}, kEmu);
+    test::check_scan_case({1, 70, 17, 1, 40, bf16, bf16, true, true, true, true, true, true, false}, kEmu);
+    test::check_scan_case({2, 33, 9, 1, 3, f16, f32, false, true, false, true, false, true, true}, kEmu);
+  }
+}
+
+// The second implementation's time split and layouts (selective_scan_cuda.cu's overrides): one segment per
+// row and several; the forward's states per thread; the backward's lanes per channel (N = 8, 32, 128).
+TEST(EmuSelectiveScan, SecondImplementationLayouts) {
+  for (const char* segs : {"1", "3"}) {
+    for (const char* kf : {"4", "16"}) {
+      SCOPED_TRACE(std::string("segs ") + segs + " kf " + kf);
+      Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_FWD_SEGS", segs}, {"SSM_SCAN_BWD_SEGS", segs},
+               {"SSM_SCAN_FWD_KF", kf}, {"SSM_SCAN_ADJ_KF", kf}});
+      test::check_scan_case({2, 100, 20, 2, 8, f32, f32, true, true, true, true, true, true, true}, kEmu);
+      test::check_scan_case({1, 60, 10, 1, 32, bf16, bf16, true, true, true, true, true, false, true}, kEmu);
+    }
+  }
+  Env env({{"SSM_SCAN_IMPL", "v2"}});
+  test::check_scan_case({1, 40, 4, 1, 128, f32, f32, true, true, true, true, true, true, true}, kEmu);
+}
+
+}  // namespace
