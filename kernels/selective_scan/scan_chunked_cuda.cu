@@ -60,6 +60,7 @@ struct ChunkParams {
   int64_t Bt, L, D, G, N, Dg;
   int Np, nj, bc;      // state stride of E / starts / ck rows; channel blocks per group; B / C dtype code
   bool softplus;
+  bool bcvec;          // B / C rows can be read as 16-byte vectors (N a multiple of 16 / element size, aligned)
   int64_t nseg, cps;   // segments per row, chunks per segment
   const float* Ein;    // (Bt, nseg, D, Np): each segment's start state (nullptr: h0 or zero)
   float *E, *S;        // local pass: (Bt, nseg, D, Np) end states, (Bt, nseg, D) sums of dt
@@ -146,9 +147,39 @@ __device__ __forceinline__ void stage_resets(int* flags, const ChunkParams& p, i
   }
 }
 // B (and C when nw = 2) of group g, steps t0 .. t0 + kTC, states n0 .. n0 + nt, as f32 into the tile
-// [2][kNT][kBCRow] (a slice's kK steps padded to kSliceStride); 0 past L.
+// [2][kNT][kBCRow] (a slice's kK steps padded to kSliceStride); 0 past L. A row's nt states are contiguous in
+// B / C: when p.bcvec says rows and pointers allow (nt a multiple of V = 16 / sizeof(E), aligned), each is read
+// as 16-byte vectors of V states, else element by element.
+template <typename E>
+__device__ __forceinline__ void stage_bc_vec(float* bcs, const ChunkParams& p, int64_t b, int g, int64_t t0, int n0,
+                                             int nt, int nw) {
+  constexpr int V = 16 / int(sizeof(E));
+  const int vpr = nt / V;  // vectors per row
+  for (int e = threadIdx.x; e < nw * kTC * vpr; e += kThr) {
+    const int w = e / (kTC * vpr), rem = e - w * kTC * vpr, r = rem / vpr, j = rem - r * vpr;
+    const int64_t t = t0 + r;
+    float v[V];
+    if (t < p.L) {
+      const E* src = static_cast<const E*>(w ? p.C : p.B) + ((b * p.L + t) * p.G + g) * p.N + n0 + j * V;
+      const uint4 raw = *reinterpret_cast<const uint4*>(src);
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[k] = ld(reinterpret_cast<const E*>(&raw), k);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[k] = 0.f;
+    }
+    float* dst = bcs + (w * kNT + j * V) * kBCRow + (r / kK) * kSliceStride + r % kK;
+#pragma unroll
+    for (int k = 0; k < V; ++k) dst[k * kBCRow] = v[k];
+  }
+}
 __device__ __forceinline__ void stage_bc(float* bcs, const ChunkParams& p, int64_t b, int g, int64_t t0, int n0, int nt,
                                          int nw) {
+  if (p.bcvec) {  // then nt, N - n0 with n0 a multiple of 16, is a multiple of V too
+    if (p.bc == 0) return stage_bc_vec<float>(bcs, p, b, g, t0, n0, nt, nw);
+    if (p.bc == 1) return stage_bc_vec<__nv_bfloat16>(bcs, p, b, g, t0, n0, nt, nw);
+    return stage_bc_vec<__half>(bcs, p, b, g, t0, n0, nt, nw);
+  }
   for (int e = threadIdx.x; e < nw * kTC * nt; e += kThr) {
     const int w = e / (kTC * nt), rem = e - w * kTC * nt, r = rem / nt, nn = rem - r * nt;
     const int64_t t = t0 + r;
@@ -586,6 +617,8 @@ ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {
   set_scan_inputs(p, in);
   p.nj = int((p.Dg + kCB - 1) / kCB);
   p.bc = dtype_code(in.B.dtype());
+  const int64_t per16 = 16 / int64_t(dtype_size(in.B.dtype()));
+  p.bcvec = p.N % per16 == 0 && reinterpret_cast<uintptr_t>(p.B) % 16 == 0 && reinterpret_cast<uintptr_t>(p.C) % 16 == 0;
   p.softplus = opt.delta_softplus;
   int Np = 16;
   while (Np < p.N) Np *= 2;
