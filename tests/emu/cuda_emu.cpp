@@ -1,7 +1,10 @@
-// The emulator's scheduler (cuda_emu.h): one block at a time, its threads as ucontext fibers switched
-// round-robin at every barrier.
+// The emulator's scheduler (cuda_emu.h): one block at a time, its threads as fibers switched round-robin at
+// every barrier. A fiber starts on its own stack through makecontext / swapcontext; after that, switches are
+// _setjmp / _longjmp (no signal-mask system call each time, as swapcontext makes).
+#undef _FORTIFY_SOURCE  // its longjmp check rejects jumps between stacks
 #include "tests/emu/cuda_emu.h"
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -22,8 +25,10 @@ struct Barrier {
 };
 
 struct Fiber {
-  ucontext_t ctx;
-  std::unique_ptr<char[]> stack;
+  ucontext_t ctx;  // the first entry
+  jmp_buf jb;      // where it waits
+  bool started = false;
+  char* stack = nullptr;
   uint3 tid;
   int warp = 0, lane = 0;
   bool done = false;
@@ -44,7 +49,8 @@ struct BlockState {
   int current = -1;
   uint64_t progress = 0;  // barrier arrivals and exits: the scheduler's deadlock check
   const std::function<void()>* body = nullptr;
-  ucontext_t sched;
+  ucontext_t sched_ctx;
+  jmp_buf sched;
 };
 
 BlockState* g_block = nullptr;
@@ -52,7 +58,9 @@ alignas(16) unsigned char g_smem[kMaxSharedBytes];
 
 Fiber& me() { return g_block->fibers[size_t(g_block->current)]; }
 
-void yield() { swapcontext(&me().ctx, &g_block->sched); }
+void yield() {
+  if (!_setjmp(me().jb)) _longjmp(g_block->sched, 1);
+}
 
 // Arrive at `b`; returns once every live participant has arrived.
 void wait_at(Barrier& b) {
@@ -82,7 +90,35 @@ void trampoline() {
   ++g_block->progress;
   leave(g_block->bar);
   leave(g_block->warps[size_t(f.warp)].bar);
-  // returning resumes uc_link: the scheduler
+  _longjmp(g_block->sched, 1);  // never returns
+}
+
+// Runs f until it waits at a barrier or ends (a function of its own: nothing of the caller's lives across the
+// jumps).
+__attribute__((noinline, noclone)) void resume(BlockState& st, Fiber& f) {
+  if (_setjmp(st.sched)) return;
+  if (!f.started) {
+    f.started = true;
+    swapcontext(&st.sched_ctx, &f.ctx);
+  } else {
+    _longjmp(f.jb, 1);
+  }
+}
+
+// f's first entry: trampoline on its own stack.
+__attribute__((noinline, noclone)) void prepare(Fiber& f) {
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = f.stack;
+  f.ctx.uc_stack.ss_size = kStackBytes;
+  f.ctx.uc_link = nullptr;
+  makecontext(&f.ctx, trampoline, 0);
+}
+
+// Fiber stacks, kept from launch to launch.
+std::vector<std::unique_ptr<char[]>>& stacks(size_t n) {
+  static std::vector<std::unique_ptr<char[]>> pool;
+  while (pool.size() < n) pool.emplace_back(new char[kStackBytes]);
+  return pool;
 }
 
 }  // namespace
@@ -127,7 +163,8 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
   st.block = block;
   st.body = &body;
   st.fibers.resize(size_t(nthreads));
-  for (Fiber& f : st.fibers) f.stack = std::make_unique<char[]>(kStackBytes);
+  auto& pool = stacks(size_t(nthreads));
+  for (size_t i = 0; i < st.fibers.size(); ++i) st.fibers[i].stack = pool[i].get();
   BlockState* outer = g_block;
   g_block = &st;
   for (unsigned bz = 0; bz < grid.z; ++bz)
@@ -145,13 +182,10 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
           f.warp = i / 32;
           f.lane = i % 32;
           f.done = false;
+          f.started = false;
           ++st.warps[size_t(f.warp)].bar.live;
           ++st.warps[size_t(f.warp)].lanes;
-          getcontext(&f.ctx);
-          f.ctx.uc_stack.ss_sp = f.stack.get();
-          f.ctx.uc_stack.ss_size = kStackBytes;
-          f.ctx.uc_link = &st.sched;
-          makecontext(&f.ctx, trampoline, 0);
+          prepare(f);
         }
         int left = nthreads;
         while (left > 0) {
@@ -159,7 +193,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
           for (int i = 0; i < nthreads; ++i) {
             if (st.fibers[size_t(i)].done) continue;
             st.current = i;
-            swapcontext(&st.sched, &st.fibers[size_t(i)].ctx);
+            resume(st, st.fibers[size_t(i)]);
             if (st.fibers[size_t(i)].done) --left;
           }
           if (left > 0 && st.progress == before) {
