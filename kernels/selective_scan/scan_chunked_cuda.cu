@@ -1,6 +1,6 @@
 // Selective scan on CUDA, chunked in time inside a block: forward, backward, and the checkpoint pass of
-// selective_scan_cuda.cu's backward (math in selective_scan.h). Chosen with SSM_SCAN_IMPL=chunk (see impl_for in
-// selective_scan_cuda.cu); not the default until it has run on a GPU.
+// selective_scan_cuda.cu's backward (math in selective_scan.h). selective_scan_cuda.cu's impl_for runs it where
+// its blocks of whole rows fill the GPU (chunked_waves); SSM_SCAN_IMPL=chunk forces it.
 //
 // Layout. A block of 256 threads owns CB = 16 channels of one group g in one batch row b, as 16 channels x
 // TS = 16 time slices: warp w holds channels 2w and 2w + 1, lane = 16 (channel & 1) + slice. The block walks
@@ -638,6 +638,15 @@ void launch_chunk(const ChunkParams& p) {
   SSM_CUDA_LAUNCH_CHECK();
 }
 
+template <typename T>
+int chunk_resident() {
+  const auto kernel = chunk_kernel<T, false>;
+  const size_t smem = chunk_smem(int(sizeof(T)), 0);  // N's share is small; the rule needs no more precision
+  int resident = 0;
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
+  return std::max(1, resident);
+}
+
 // Segments per row. One when the blocks of whole rows give at least half a wave (the occupancy calculator's
 // resident blocks on every SM); else enough to fill one wave, at the price of the second (local) pass.
 // Segments are whole multiples of `align` chunks. Env SSM_SCAN_CHUNK_SEGS overrides the count.
@@ -800,6 +809,18 @@ void chunked_checkpoints(const ScanInputs& in, const ScanOptions& opt, const Seg
     case DType::f16: return checkpoints_t<f16_t>(in, opt, starts, ck);
     default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
   }
+}
+
+double chunked_waves(const ScanInputs& in) {
+  const int64_t G = in.B.size(2), Dg = in.u.size(2) / G;
+  const int64_t blocks = in.u.size(0) * G * ((Dg + kCB - 1) / kCB);
+  int resident = 1;
+  switch (in.u.dtype()) {
+    case DType::f32: resident = chunk_resident<float>(); break;
+    case DType::bf16: resident = chunk_resident<__nv_bfloat16>(); break;
+    default: resident = chunk_resident<__half>(); break;
+  }
+  return double(blocks) / double(int64_t(resident) * ::ssm::cuda::sm_count());
 }
 
 bool chunked_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,

@@ -18,6 +18,10 @@ void chunked_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Te
 // Starts its segments from `starts` (the forward's) when they fit these inputs, else finds its own.
 void chunked_checkpoints(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts, Tensor& ck);
 
+// Waves of the GPU that the chunked forward's blocks of whole rows fill (Bt G ceil(D/G / 16) blocks over the
+// blocks resident at once on all SMs): selective_scan_cuda.cu's rule for when the chunked scan runs.
+double chunked_waves(const ScanInputs& in);
+
 // The chunked backward (non-deterministic mode only: it sums gB / gC with float atomics). Returns false, doing nothing,
 // when it does not apply: deterministic mode, or rows too few to fill half the GPU (env SSM_SCAN_CHUNK_BWD
 // "always" / "never" overrides the latter); the caller then runs selective_scan_cuda.cu's backward.

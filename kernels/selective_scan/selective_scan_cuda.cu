@@ -620,14 +620,15 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
 // Which implementation runs: env SSM_SCAN_IMPL (both passes), SSM_SCAN_FWD_IMPL / SSM_SCAN_BWD_IMPL (one
 // pass; these win): "chunk" (scan_chunked_cuda.cu: the forward, the backward where it applies, and the other
 // backward's checkpoint pass), "v1" (selective_scan_cuda_v1.cu), "v2" (this file alone) or "legacy" (this
-// file, with v1's forward where this file would run one segment per row at N <= 16). The default is
-// kDefaultImpl, still "legacy": the chunked scan is written and compiled but has not yet run on a GPU (no
-// device machine could be had in the session that wrote it). Once its tests pass there and
-// bench_selective_scan --chunk shows it faster, this constant is the one line to change. Every implementation
-// is tested (tests/cuda/test_cuda_selective_scan.cpp) and selectable for comparison.
+// file, with v1's forward where this file would run one segment per row at N <= 16). Without them, the rule
+// measured on an H100 (bench/RESULTS.md, 2026-12-06): the chunked scan where its blocks of whole rows fill
+// the GPU well, i.e. at least 2 waves at N <= 16 (at 1.45 waves the half-empty last wave made it 1.27x slower
+// than legacy; at 3.9 waves it was level, and 10 % faster in the 130M LM) and half a wave at N > 16 (where
+// it is 1.1-1.9x faster); legacy elsewhere (rows too few: the chunked scan would cut them into segments,
+// which measured 1.8x slower). Every implementation is tested (tests/cuda/test_cuda_selective_scan.cpp, and
+// on the emulator, tests/emu) and selectable for comparison.
 enum class Impl { chunk, v1, v2, legacy };
-constexpr Impl kDefaultImpl = Impl::legacy;
-Impl impl_for(const char* pass_env) {
+Impl impl_for(const char* pass_env, const ScanInputs& in) {
   for (const char* name : {pass_env, "SSM_SCAN_IMPL"}) {
     const char* v = std::getenv(name);
     if (v && std::strcmp(v, "v1") == 0) return Impl::v1;
@@ -635,7 +636,8 @@ Impl impl_for(const char* pass_env) {
     if (v && std::strcmp(v, "chunk") == 0) return Impl::chunk;
     if (v && std::strcmp(v, "legacy") == 0) return Impl::legacy;
   }
-  return kDefaultImpl;
+  const double waves = chunked_waves(in);
+  return waves >= (in.B.size(3) > 16 ? 0.5 : 2.0) ? Impl::chunk : Impl::legacy;
 }
 
 // The forward passes' thread layout: kf states per thread (4, 8 or 16; at least Np / 16 so that a channel's
@@ -893,7 +895,7 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
 void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last,
                             SegmentStarts* starts) {
   if (starts) *starts = {};
-  const Impl impl = impl_for("SSM_SCAN_FWD_IMPL");
+  const Impl impl = impl_for("SSM_SCAN_FWD_IMPL", in);
   if (impl == Impl::chunk) return chunked_forward(in, opt, y, h_last, starts);
   if (impl == Impl::v1) return selective_scan_forward_v1(in, opt, y, h_last);
   switch (in.u.dtype()) {
@@ -906,7 +908,7 @@ void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor
 
 void selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last_in,
                              const ScanOptions& opt, ScanGrads& grads, const SegmentStarts* starts) {
-  const Impl impl = impl_for("SSM_SCAN_BWD_IMPL");
+  const Impl impl = impl_for("SSM_SCAN_BWD_IMPL", in);
   if (impl == Impl::v1) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
   const Tensor grad_h_last =
       grad_h_last_in.defined() ? grad_h_last_in.to(DType::f32).contiguous() : Tensor();
