@@ -117,27 +117,35 @@ size_t chunk_smem(int tsz, int64_t N) {
 
 // Steps t0 .. t0 + kTC of the block's channels d0 .. d0 + nvalid of x (Bt, L, D) into the shared tile
 // [kCB][x_row], transposed (a thread's steps of a channel are then one 16-byte load); 0 past L and past the
-// group's channels.
+// group's channels. Thread i moves channel i % 16 of rows i / 16 + 16 k (k < 8): a walk of one pointer, the 8
+// loads issued before any store.
+constexpr int kRowsPerPass = kThr / kCB;
 template <typename T>
 __device__ __forceinline__ void stage_x(T* tile, const T* x, const ChunkParams& p, int64_t b, int64_t t0, int64_t d0,
                                         int nvalid) {
-  for (int e = threadIdx.x; e < kTC * kCB; e += kThr) {
-    const int r = e / kCB, cc = e % kCB;
-    const int64_t t = t0 + r;
-    T v = T(0.f);
-    if (t < p.L && cc < nvalid) v = x[(b * p.L + t) * p.D + d0 + cc];
-    tile[cc * x_row<T>() + r] = v;
-  }
+  const int cc = int(threadIdx.x) % kCB, r0 = int(threadIdx.x) / kCB;
+  const int64_t rows_left = p.L - t0 - r0, step = int64_t(kRowsPerPass) * p.D;
+  const T* src = x + (b * p.L + t0 + r0) * p.D + d0 + cc;
+  T v[kTC / kRowsPerPass];
+#pragma unroll
+  for (int k = 0; k < kTC / kRowsPerPass; ++k)
+    v[k] = (cc < nvalid && kRowsPerPass * k < rows_left) ? src[k * step] : T(0.f);
+  T* dst = tile + cc * x_row<T>() + r0;
+#pragma unroll
+  for (int k = 0; k < kTC / kRowsPerPass; ++k) dst[k * kRowsPerPass] = v[k];
 }
 // The reverse: the tile's rows below L back to x as whole rows.
 template <typename T>
 __device__ __forceinline__ void unstage_x(const T* tile, T* x, const ChunkParams& p, int64_t b, int64_t t0, int64_t d0,
                                           int nvalid) {
-  for (int e = threadIdx.x; e < kTC * kCB; e += kThr) {
-    const int r = e / kCB, cc = e % kCB;
-    const int64_t t = t0 + r;
-    if (t < p.L && cc < nvalid) x[(b * p.L + t) * p.D + d0 + cc] = tile[cc * x_row<T>() + r];
-  }
+  const int cc = int(threadIdx.x) % kCB, r0 = int(threadIdx.x) / kCB;
+  if (cc >= nvalid) return;
+  const int64_t rows_left = p.L - t0 - r0, step = int64_t(kRowsPerPass) * p.D;
+  T* dst = x + (b * p.L + t0 + r0) * p.D + d0 + cc;
+  const T* src = tile + cc * x_row<T>() + r0;
+#pragma unroll
+  for (int k = 0; k < kTC / kRowsPerPass; ++k)
+    if (kRowsPerPass * k < rows_left) dst[k * step] = src[k * kRowsPerPass];
 }
 // flags[r] = 1 where a packed document starts at step t0 + r.
 __device__ __forceinline__ void stage_resets(int* flags, const ChunkParams& p, int64_t b, int64_t t0) {
@@ -155,22 +163,17 @@ __device__ __forceinline__ void stage_bc_vec(float* bcs, const ChunkParams& p, i
                                              int nt, int nw) {
   constexpr int V = 16 / int(sizeof(E));
   const int vpr = nt / V;  // vectors per row
-  for (int e = threadIdx.x; e < nw * kTC * vpr; e += kThr) {
-    const int w = e / (kTC * vpr), rem = e - w * kTC * vpr, r = rem / vpr, j = rem - r * vpr;
+  for (int row = threadIdx.x; row < nw * kTC; row += kThr) {  // one (B or C, step) row per thread
+    const int w = row / kTC, r = row % kTC;
     const int64_t t = t0 + r;
-    float v[V];
-    if (t < p.L) {
-      const E* src = static_cast<const E*>(w ? p.C : p.B) + ((b * p.L + t) * p.G + g) * p.N + n0 + j * V;
-      const uint4 raw = *reinterpret_cast<const uint4*>(src);
+    const E* src = static_cast<const E*>(w ? p.C : p.B) + ((b * p.L + t) * p.G + g) * p.N + n0;
+    float* dst = bcs + w * kNT * kBCRow + (r / kK) * kSliceStride + r % kK;
+    for (int j = 0; j < vpr; ++j) {
+      uint4 raw = make_uint4(0u, 0u, 0u, 0u);  // zero bits: 0 in every dtype
+      if (t < p.L) raw = reinterpret_cast<const uint4*>(src)[j];
 #pragma unroll
-      for (int k = 0; k < V; ++k) v[k] = ld(reinterpret_cast<const E*>(&raw), k);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) v[k] = 0.f;
+      for (int k = 0; k < V; ++k) dst[(j * V + k) * kBCRow] = ld(reinterpret_cast<const E*>(&raw), k);
     }
-    float* dst = bcs + (w * kNT + j * V) * kBCRow + (r / kK) * kSliceStride + r % kK;
-#pragma unroll
-    for (int k = 0; k < V; ++k) dst[k * kBCRow] = v[k];
   }
 }
 __device__ __forceinline__ void stage_bc(float* bcs, const ChunkParams& p, int64_t b, int g, int64_t t0, int n0, int nt,
@@ -248,8 +251,8 @@ __device__ __forceinline__ void scan_slices(const float (&a)[kK], FB b, int s, f
 }
 
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
-template <typename T, bool LOCAL>
-__global__ void __launch_bounds__(kThr, 2) chunk_kernel(ChunkParams p) {
+template <typename T, bool LOCAL, int MINB>
+__global__ void __launch_bounds__(kThr, MINB) chunk_kernel(ChunkParams p) {
   float4* const smem4 = dynamic_smem<float4>();
   constexpr int XR = x_row<T>();
   char* base = reinterpret_cast<char*>(smem4);
@@ -409,8 +412,8 @@ size_t chunk_bwd_smem(int tsz, int64_t N) {
          size_t(4) * kCB * (N + 1) * 4 + kTC * 4;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
+template <typename T, int MINB>
+__global__ void __launch_bounds__(kThr, MINB) chunk_bwd_kernel(ChunkParams p) {
   float4* const smem4 = dynamic_smem<float4>();
   constexpr int XR = x_row<T>();
   char* base = reinterpret_cast<char*>(smem4);
@@ -628,9 +631,21 @@ ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {
   return p;
 }
 
+// Blocks per SM the kernels are compiled for (registers: 80 a thread at 3, 128 at 2): the forward 3 (no spills,
+// 24 warps per SM), the backward 2 (at 3 it spills 452 bytes a thread). Env SSM_SCAN_CHUNK_FWD_BLOCKS /
+// SSM_SCAN_CHUNK_BWD_BLOCKS (2 or 3) choose the other build, for the benchmark.
+template <typename T, bool LOCAL>
+void (*fwd_kernel())(ChunkParams) {
+  return env_int("SSM_SCAN_CHUNK_FWD_BLOCKS", 3) == 2 ? chunk_kernel<T, LOCAL, 2> : chunk_kernel<T, LOCAL, 3>;
+}
+template <typename T>
+void (*bwd_kernel())(ChunkParams) {
+  return env_int("SSM_SCAN_CHUNK_BWD_BLOCKS", 2) == 3 ? chunk_bwd_kernel<T, 3> : chunk_bwd_kernel<T, 2>;
+}
+
 template <typename T, bool LOCAL>
 void launch_chunk(const ChunkParams& p) {
-  const auto kernel = chunk_kernel<T, LOCAL>;
+  const auto kernel = fwd_kernel<T, LOCAL>();
   const size_t smem = chunk_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -640,7 +655,7 @@ void launch_chunk(const ChunkParams& p) {
 
 template <typename T>
 int chunk_resident() {
-  const auto kernel = chunk_kernel<T, false>;
+  const auto kernel = fwd_kernel<T, false>();
   const size_t smem = chunk_smem(int(sizeof(T)), 0);  // N's share is small; the rule needs no more precision
   int resident = 0;
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
@@ -652,7 +667,7 @@ int chunk_resident() {
 // Segments are whole multiples of `align` chunks. Env SSM_SCAN_CHUNK_SEGS overrides the count.
 template <typename T>
 void set_chunk_segments(ChunkParams& p, int64_t align) {
-  const auto kernel = chunk_kernel<T, false>;
+  const auto kernel = fwd_kernel<T, false>();
   const size_t smem = chunk_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -757,7 +772,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
                 ScanGrads& gr, const SegmentStarts* starts) {
   using T = typename DevT<H>::type;
   ChunkParams p = make_chunk_params(in, opt);
-  const auto kernel = chunk_bwd_kernel<T>;
+  const auto kernel = bwd_kernel<T>();
   const size_t smem = chunk_bwd_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
