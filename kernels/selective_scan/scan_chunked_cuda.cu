@@ -398,17 +398,17 @@ __global__ void __launch_bounds__(kThr, MINB) chunk_kernel(ChunkParams p) {
 //   i = K-1 .. 0), a suffix scan over the 16 slices (width-16 shuffles down), the chunk's adjoint carry X_c
 //   (shared memory) giving each slice's X_in; then in reverse over the thread's steps:
 //     dh = C gy + X;  w = dh a h_{t-1};  gA += dt w;  sum_n A w, sum_n dh B (for gdt and gu);  X <- a dh;
-//     gB_t += dh dt u and gC_t += gy h_t: summed over the warp's two channels by one shuffle, over the block's
-//     eight warps through shared memory (each warp's sums stored, then after a barrier one thread per (gB or gC,
-//     step) adds the eight; two buffers, so one barrier per state; shared-memory float atomics would be
-//     compare-and-swap loops on sm_90), and into f32 (Bt, L, G, N) accumulators by global atomics (so this
-//     backward is not bit-reproducible: the deterministic mode runs selective_scan_cuda.cu's).
+//     gB_t += dh dt u and gC_t += gy h_t: summed over the block's 16 channels through shared memory (each lane
+//     stores its 8 steps' terms, then after a barrier one thread per (gB or gC, step) adds the 16; two buffers,
+//     so one barrier per state; shared-memory float atomics would be compare-and-swap loops on sm_90, and a
+//     shuffle pairing the warp's two channels first cost more than it saved), and into f32 (Bt, L, G, N)
+//     accumulators by global atomics (so this backward is not bit-reproducible: the deterministic mode runs
+//     selective_scan_cuda.cu's).
 //   gu = dt sum_n dh B + D gy,  gdt = ln2 sum_n A2 w + u sum_n dh B,  gz = g silu'(z) (sum_n C h + D u),
 //   written back through the shared tiles; gA, gD, gdelta_bias per batch row, summed afterwards.
 // One exp per state and step (the forward's recompute; the adjoint reuses the same a_t), against 2 to 3 in
 // selective_scan_cuda.cu's backward (checkpoint pass, adjoint pass, main pass).
-constexpr int kWarps = kThr / 32;
-constexpr int kPartFloats = 2 * kWarps * 2 * kTC;  // gB / gC warp sums: [2 buffers][warp][gB, gC][step]
+constexpr int kPartFloats = 2 * 2 * kCB * kTC;  // gB / gC terms: [2 buffers][gB, gC][channel][step]
 size_t chunk_bwd_smem(int tsz, int64_t N) {
   return size_t(2) * kNT * kBCRow * 4 + size_t(4) * kCB * (kTC * tsz + 16) + size_t(kPartFloats) * 4 +
          size_t(4) * kCB * (N + 1) * 4 + kTC * 4;
@@ -421,7 +421,7 @@ __global__ void __launch_bounds__(kThr, MINB) chunk_bwd_kernel(ChunkParams p) {
   char* base = reinterpret_cast<char*>(smem4);
   float* bcs = reinterpret_cast<float*>(base);                        // [2][kNT][kBCRow]
   T* xs = reinterpret_cast<T*>(base + size_t(2) * kNT * kBCRow * 4);  // [4][kCB][XR]: delta, u, z, g
-  float* part = reinterpret_cast<float*>(xs + 4 * kCB * XR);          // [2][kWarps][2][kTC]: gB, gC warp sums
+  float* part = reinterpret_cast<float*>(xs + 4 * kCB * XR);          // [2][2][kCB][kTC]: gB, gC terms
   const int N = int(p.N), Nr = N + 1;
   float* Hc = part + kPartFloats;       // [kCB][Nr] the forward's state entering the chunk
   float* Xc = Hc + kCB * Nr;            // [kCB][Nr] the adjoint arriving from the next chunk
@@ -432,7 +432,7 @@ __global__ void __launch_bounds__(kThr, MINB) chunk_bwd_kernel(ChunkParams p) {
   const ChunkPos q = chunk_position(p);
   const int tid = threadIdx.x, s = q.s, c = q.c, g = q.g, nvalid = q.nvalid;
   const int64_t b = q.b, d0 = q.d0, d = q.d;
-  const bool valid = q.valid, odd = (c & 1) != 0;
+  const bool valid = q.valid;
   const int64_t nchunks = (p.L + kTC - 1) / kTC;
 
   for (int e = tid; e < kCB * N; e += kThr) {
@@ -455,8 +455,8 @@ __global__ void __launch_bounds__(kThr, MINB) chunk_bwd_kernel(ChunkParams p) {
   T* xc[4];
 #pragma unroll
   for (int a = 0; a < 4; ++a) xc[a] = xs + (a * kCB + c) * XR + s * kK;
-  // This lane's slot for its pair's gB (even channel) or gC (odd) sums, and the (gB or gC, step) it adds up.
-  float* partw = part + ((tid >> 5) * 2 + (odd ? 1 : 0)) * kTC + s * kK;
+  // This lane's slots for its gB and gC terms, and the (gB or gC, step) it adds up.
+  float* partw = part + c * kTC + s * kK;
   const int red_w = tid / kTC, red_r = tid % kTC;
   static_assert(kThr == 2 * kTC, "one thread per (gB or gC, step) of a chunk");
   float gDacc = 0.f, gdbacc = 0.f;
@@ -531,7 +531,7 @@ __global__ void __launch_bounds__(kThr, MINB) chunk_bwd_kernel(ChunkParams p) {
         float Pe = __shfl_down_sync(0xffffffffu, Pa, 1, kTS), Qe = __shfl_down_sync(0xffffffffu, Q, 1, kTS);
         if (s == kTS - 1) Pe = 1.f, Qe = 0.f;
         const float xin = Xc[c * Nr + n];
-        float X = fmaf(Pe, xin, Qe), gAv = 0.f, keep[kK];
+        float X = fmaf(Pe, xin, Qe), gAv = 0.f, vB[kK], vC[kK];
 #pragma unroll
         for (int i = kK - 1; i >= 0; --i) {
           const float dh = fmaf(Cv[i], gy[i], X);
@@ -539,14 +539,16 @@ __global__ void __launch_bounds__(kThr, MINB) chunk_bwd_kernel(ChunkParams p) {
           gAv = fmaf(w, dt[i], gAv);
           sA[i] = fmaf(A2, w, sA[i]);
           sB[i] = fmaf(dh, Bv[i], sB[i]);
-          const float vB = dh * du[i], vC = gy[i] * (i == kK - 1 ? h : hp[i + 1]);
-          // even channel keeps the pair's gB sum, odd the gC sum
-          keep[i] = (odd ? vC : vB) + __shfl_xor_sync(0xffffffffu, odd ? vB : vC, 16);
+          vB[i] = dh * du[i];
+          vC[i] = gy[i] * (i == kK - 1 ? h : hp[i + 1]);
           X = a[i] * dh;
         }
         float* buf = partw + (nn & 1) * (kPartFloats / 2);
-        reinterpret_cast<float4*>(buf)[0] = make_float4(keep[0], keep[1], keep[2], keep[3]);
-        reinterpret_cast<float4*>(buf)[1] = make_float4(keep[4], keep[5], keep[6], keep[7]);
+        reinterpret_cast<float4*>(buf)[0] = make_float4(vB[0], vB[1], vB[2], vB[3]);
+        reinterpret_cast<float4*>(buf)[1] = make_float4(vB[4], vB[5], vB[6], vB[7]);
+        buf += kCB * kTC;
+        reinterpret_cast<float4*>(buf)[0] = make_float4(vC[0], vC[1], vC[2], vC[3]);
+        reinterpret_cast<float4*>(buf)[1] = make_float4(vC[4], vC[5], vC[6], vC[7]);
 #pragma unroll
         for (int o = 1; o < kTS; o <<= 1) gAv += __shfl_xor_sync(0xffffffffu, gAv, o);
         __syncwarp();  // every lane of the channel has read X_c
@@ -554,14 +556,14 @@ __global__ void __launch_bounds__(kThr, MINB) chunk_bwd_kernel(ChunkParams p) {
           Xc[c * Nr + n] = fmaf(Pa, xin, Q);
           gAc[c * Nr + n] += gAv;
         }
-        // The block's sum of this state's gB / gC: the eight warps' pair sums, one (gB or gC, step) per thread,
-        // into the global accumulators. (The other buffer takes the next state's sums: one barrier a state.)
+        // The block's sum of this state's gB / gC: the 16 channels' terms, one (gB or gC, step) per thread, into
+        // the global accumulators. (The other buffer takes the next state's terms: one barrier a state.)
         __syncthreads();
         if (t0 + red_r < p.L) {
-          const float* cell = part + (nn & 1) * (kPartFloats / 2) + red_w * kTC + red_r;
+          const float* cell = part + (nn & 1) * (kPartFloats / 2) + red_w * kCB * kTC + red_r;
           float sum = 0.f;
 #pragma unroll
-          for (int k = 0; k < kWarps; ++k) sum += cell[k * 2 * kTC];
+          for (int k = 0; k < kCB; ++k) sum += cell[k * kTC];
           atomicAdd((red_w ? p.gC : p.gB) + ((b * p.L + t0 + red_r) * p.G + g) * p.N + n, sum);
         }
       }
