@@ -4,14 +4,31 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <initializer_list>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/ops.h"
 #include "core/tensor.h"
 
 namespace ssm::test {
+
+// Sets environment variables for one scope (the kernels' host code reads them at every call).
+struct Env {
+  std::vector<std::string> names;
+  Env(std::initializer_list<std::pair<const char*, const char*>> kv) {
+    for (const auto& [k, v] : kv) {
+      setenv(k, v, 1);
+      names.emplace_back(k);
+    }
+  }
+  ~Env() {
+    for (const auto& k : names) unsetenv(k.c_str());
+  }
+};
 
 inline const std::vector<DType>& float_dtypes() {
   static const std::vector<DType> v = {DType::f32, DType::f64, DType::bf16, DType::f16};

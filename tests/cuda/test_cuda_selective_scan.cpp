@@ -108,19 +108,7 @@ TEST(CudaSelectiveScan, LongSequenceChunked) {  // few channels -> the forward s
 // The time split: the kernels cut each row into segments only when Bt * D channels cannot fill the GPU
 // (always the case at these small test sizes). Force one segment per row (the path of large Bt * D),
 // and many short segments, through the environment overrides.
-// Sets environment variables for one scope (the kernels read them at every call).
-struct Env {
-  std::vector<std::string> names;
-  Env(std::initializer_list<std::pair<const char*, const char*>> kv) {
-    for (const auto& [k, v] : kv) {
-      setenv(k, v, 1);
-      names.emplace_back(k);
-    }
-  }
-  ~Env() {
-    for (const auto& k : names) unsetenv(k.c_str());
-  }
-};
+using test::Env;
 // The time split and layouts below belong to the second implementation (selective_scan_cuda.cu's own).
 struct SegEnv : Env {
   explicit SegEnv(const char* n) : Env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_FWD_SEGS", n}, {"SSM_SCAN_BWD_SEGS", n}}) {}

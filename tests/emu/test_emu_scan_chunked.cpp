@@ -29,17 +29,10 @@ namespace {
 
 constexpr DType f32 = DType::f32, bf16 = DType::bf16, f16 = DType::f16;
 
-// SSM_SCAN_CHUNK_SEGS for one scope (the host code reads it at every call).
-struct SegsEnv {
-  explicit SegsEnv(const char* n) {
-    if (n) setenv("SSM_SCAN_CHUNK_SEGS", n, 1);
-  }
-  ~SegsEnv() { unsetenv("SSM_SCAN_CHUNK_SEGS"); }
-};
 
 void check_case(const Case& c, const char* segs = nullptr, uint32_t seed = 100) {
   SCOPED_TRACE(test::describe(c) + (segs ? std::string(" segs ") + segs : std::string()));
-  SegsEnv env(segs);
+  test::Env env({{"SSM_SCAN_CHUNK_SEGS", segs ? segs : ""}});  // empty: the host code's own rule
   const test::ScanProblem P = test::make_scan_problem(c, seed);
   ScanOptions opt;
   opt.delta_softplus = c.softplus;

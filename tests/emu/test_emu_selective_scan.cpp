@@ -27,18 +27,7 @@ constexpr DType f32 = DType::f32, bf16 = DType::bf16, f16 = DType::f16;
 const test::ScanImpl kEmu{&kernels::cuda::selective_scan_forward, &kernels::cuda::selective_scan_backward,
                           Device::cpu()};
 
-struct Env {  // environment variables for one scope (the host code reads them at every call)
-  std::vector<std::string> names;
-  Env(std::initializer_list<std::pair<const char*, const char*>> kv) {
-    for (const auto& [k, v] : kv) {
-      setenv(k, v, 1);
-      names.emplace_back(k);
-    }
-  }
-  ~Env() {
-    for (const auto& k : names) unsetenv(k.c_str());
-  }
-};
+using test::Env;
 
 // Case fields: Bt, L, D, G, N, dtype, B/C dtype, z, D_skip, delta_bias, softplus, h0, seq_idx, grad h_last.
 TEST(EmuSelectiveScan, EveryImplementation) {
