@@ -93,19 +93,16 @@ void operator|(void (*kernel)(P...), const Bound<A...>& b) {
   });
 }
 
+// A lane's value from lane `src` of its warp, for 4- and 8-byte types (two 32-bit exchanges).
 template <typename T>
-T bits_to(uint32_t u) {
-  static_assert(sizeof(T) == 4);
-  T v;
-  std::memcpy(&v, &u, 4);
-  return v;
-}
-template <typename T>
-uint32_t to_bits(T v) {
-  static_assert(sizeof(T) == 4);
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  return u;
+T exchange_value(T v, int src) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8);
+  uint32_t w[2] = {0u, 0u};
+  std::memcpy(w, &v, sizeof(T));
+  for (size_t i = 0; i < sizeof(T) / 4; ++i) w[i] = exchange(w[i], src);
+  T r;
+  std::memcpy(&r, w, sizeof(T));
+  return r;
 }
 
 }  // namespace ssm::emu
@@ -122,26 +119,23 @@ inline void __syncwarp(unsigned = 0xffffffffu) { ::ssm::emu::sync_warp(); }
 template <typename T>
 inline T __shfl_sync(unsigned, T v, int src, int width = 32) {
   const int lane = ::ssm::emu::lane_id();
-  return ::ssm::emu::bits_to<T>(::ssm::emu::exchange(::ssm::emu::to_bits(v), lane / width * width + src % width));
+  return ::ssm::emu::exchange_value(v, lane / width * width + src % width);
 }
 template <typename T>
 inline T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
   const int lane = ::ssm::emu::lane_id();
-  const int src = lane % width >= int(delta) ? lane - int(delta) : lane;
-  return ::ssm::emu::bits_to<T>(::ssm::emu::exchange(::ssm::emu::to_bits(v), src));
+  return ::ssm::emu::exchange_value(v, lane % width >= int(delta) ? lane - int(delta) : lane);
 }
 template <typename T>
 inline T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
   const int lane = ::ssm::emu::lane_id();
-  const int src = lane % width + int(delta) < width ? lane + int(delta) : lane;
-  return ::ssm::emu::bits_to<T>(::ssm::emu::exchange(::ssm::emu::to_bits(v), src));
+  return ::ssm::emu::exchange_value(v, lane % width + int(delta) < width ? lane + int(delta) : lane);
 }
 template <typename T>
 inline T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
   const int lane = ::ssm::emu::lane_id();
-  int src = lane ^ mask;
-  if (src / width != lane / width) src = lane;
-  return ::ssm::emu::bits_to<T>(::ssm::emu::exchange(::ssm::emu::to_bits(v), src));
+  const int src = lane ^ mask;
+  return ::ssm::emu::exchange_value(v, src / width == lane / width ? src : lane);
 }
 inline unsigned __ballot_sync(unsigned, int pred) { return ::ssm::emu::ballot(pred != 0); }
 inline float atomicAdd(float* p, float v) {  // one OS thread: a plain read-modify-write is atomic
@@ -156,8 +150,12 @@ inline int atomicAdd(int* p, int v) {
 }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
-inline float __int_as_float(int i) { return ::ssm::emu::bits_to<float>(uint32_t(i)); }
-inline int __float_as_int(float f) { return int(::ssm::emu::to_bits(f)); }
+inline float __int_as_float(int i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline long min(long a, long b) { return a < b ? a : b; }
