@@ -17,8 +17,7 @@
 // thread (v2); SSM_SCAN_ADJ_KF: the backward's adjoint pass's; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row;
 // --v1 / --v2 also time each of those implementations alone at N = 16 (env SSM_SCAN_IMPL=v1 / v2: selective_scan_cuda_v1.cu /
 // selective_scan_cuda.cu), --chunk the chunked scan (scan_chunked_cuda.cu, env SSM_SCAN_IMPL=chunk) at N = 16 and
-// 64, with its kernels' other builds (SSM_SCAN_CHUNK_FWD_BLOCKS=2, SSM_SCAN_CHUNK_BWD_BLOCKS=3: blocks per SM);
-// SSM_SCAN_CHUNK_SEGS: the chunked forward's segments per row); --only I times shape I at N = 16 alone.
+// 64; SSM_SCAN_CHUNK_SEGS: the chunked forward's segments per row); --only I times shape I at N = 16 alone.
 // A summary table comes last.
 // Without a GPU the binary prints a message and exits 0.
 #include <algorithm>
@@ -167,14 +166,6 @@ int main(int argc, char** argv) {
         if (want && (N == 16 || impl[0] == 'c')) {
           setenv("SSM_SCAN_IMPL", impl, 1);
           run_shape(s, N, impl);
-          if (impl[0] == 'c') {  // the chunked kernels' other builds (blocks per SM)
-            setenv("SSM_SCAN_CHUNK_FWD_BLOCKS", "2", 1);
-            run_shape(s, N, "ch,fwd2");
-            unsetenv("SSM_SCAN_CHUNK_FWD_BLOCKS");
-            setenv("SSM_SCAN_CHUNK_BWD_BLOCKS", "3", 1);
-            run_shape(s, N, "ch,bwd3");
-            unsetenv("SSM_SCAN_CHUNK_BWD_BLOCKS");
-          }
           unsetenv("SSM_SCAN_IMPL");
         }
       }

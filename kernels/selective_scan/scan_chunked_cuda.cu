@@ -251,8 +251,10 @@ __device__ __forceinline__ void scan_slices(const float (&a)[kK], FB b, int s, f
 }
 
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
-template <typename T, bool LOCAL, int MINB>
-__global__ void __launch_bounds__(kThr, MINB) chunk_kernel(ChunkParams p) {
+// Built for 3 blocks per SM (80 registers a thread, no spills): measured 1.13x faster than 2 blocks (128
+// registers) at (8, 2048, 2048, 16) and more at longer rows (bench/RESULTS.md, 2026-12-06).
+template <typename T, bool LOCAL>
+__global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
   float4* const smem4 = dynamic_smem<float4>();
   constexpr int XR = x_row<T>();
   char* base = reinterpret_cast<char*>(smem4);
@@ -414,8 +416,10 @@ size_t chunk_bwd_smem(int tsz, int64_t N) {
          size_t(4) * kCB * (N + 1) * 4 + kTC * 4;
 }
 
-template <typename T, int MINB>
-__global__ void __launch_bounds__(kThr, MINB) chunk_bwd_kernel(ChunkParams p) {
+// Built for 2 blocks per SM (128 registers, ~140 bytes of spills): at 3 blocks (80 registers) it spills 450
+// bytes a thread and measured 1.4x slower.
+template <typename T>
+__global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
   float4* const smem4 = dynamic_smem<float4>();
   constexpr int XR = x_row<T>();
   char* base = reinterpret_cast<char*>(smem4);
@@ -639,21 +643,9 @@ ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {
   return p;
 }
 
-// Blocks per SM the kernels are compiled for (registers: 80 a thread at 3, 128 at 2): the forward 3 (no spills,
-// 24 warps per SM), the backward 2 (at 3 it spills 452 bytes a thread). Env SSM_SCAN_CHUNK_FWD_BLOCKS /
-// SSM_SCAN_CHUNK_BWD_BLOCKS (2 or 3) choose the other build, for the benchmark.
-template <typename T, bool LOCAL>
-void (*fwd_kernel())(ChunkParams) {
-  return env_int("SSM_SCAN_CHUNK_FWD_BLOCKS", 3) == 2 ? chunk_kernel<T, LOCAL, 2> : chunk_kernel<T, LOCAL, 3>;
-}
-template <typename T>
-void (*bwd_kernel())(ChunkParams) {
-  return env_int("SSM_SCAN_CHUNK_BWD_BLOCKS", 2) == 3 ? chunk_bwd_kernel<T, 3> : chunk_bwd_kernel<T, 2>;
-}
-
 template <typename T, bool LOCAL>
 void launch_chunk(const ChunkParams& p) {
-  const auto kernel = fwd_kernel<T, LOCAL>();
+  const auto kernel = chunk_kernel<T, LOCAL>;
   const size_t smem = chunk_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -663,7 +655,7 @@ void launch_chunk(const ChunkParams& p) {
 
 template <typename T>
 int chunk_resident() {
-  const auto kernel = fwd_kernel<T, false>();
+  const auto kernel = chunk_kernel<T, false>;
   const size_t smem = chunk_smem(int(sizeof(T)), 0);  // N's share is small; the rule needs no more precision
   int resident = 0;
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
@@ -675,7 +667,7 @@ int chunk_resident() {
 // Segments are whole multiples of `align` chunks. Env SSM_SCAN_CHUNK_SEGS overrides the count.
 template <typename T>
 void set_chunk_segments(ChunkParams& p, int64_t align) {
-  const auto kernel = fwd_kernel<T, false>();
+  const auto kernel = chunk_kernel<T, false>;
   const size_t smem = chunk_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -780,7 +772,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
                 ScanGrads& gr, const SegmentStarts* starts) {
   using T = typename DevT<H>::type;
   ChunkParams p = make_chunk_params(in, opt);
-  const auto kernel = bwd_kernel<T>();
+  const auto kernel = chunk_bwd_kernel<T>;
   const size_t smem = chunk_bwd_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));

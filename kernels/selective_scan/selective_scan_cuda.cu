@@ -620,13 +620,13 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
 // Which implementation runs: env SSM_SCAN_IMPL (both passes), SSM_SCAN_FWD_IMPL / SSM_SCAN_BWD_IMPL (one
 // pass; these win): "chunk" (scan_chunked_cuda.cu: the forward, the backward where it applies, and the other
 // backward's checkpoint pass), "v1" (selective_scan_cuda_v1.cu), "v2" (this file alone) or "legacy" (this
-// file, with v1's forward where this file would run one segment per row at N <= 16). Without them, the rule
-// measured on an H100 (bench/RESULTS.md, 2026-12-06): the chunked scan where its blocks of whole rows fill
-// the GPU well, i.e. at least 1.5 waves of its forward at N <= 16 (with 2 blocks per SM: at 1.45 waves the
-// half-empty last wave made it 1.27x slower than legacy; at 3.9 waves it was level, and 10 % faster in the
-// 130M LM, 2.9 waves) and half a wave at N > 16 (where it is 1.1-1.9x faster); legacy elsewhere (rows too
-// few: the chunked scan would cut them into segments, which measured 1.8x slower). Every implementation is tested (tests/cuda/test_cuda_selective_scan.cpp, and
-// on the emulator, tests/emu) and selectable for comparison.
+// file, with v1's forward where this file would run one segment per row at N <= 16). Without them: the chunked
+// scan wherever its blocks of whole rows make at least half a wave of its forward (so it never cuts rows into
+// segments), this file's elsewhere (few rows of long sequences). Measured (bench/RESULTS.md, 2026-12-06): in
+// one H200 run, forward+backward at (2, 3072, 8192, 16), 0.97 waves: 0.87x legacy's time; at (1, 2048, 65536),
+// 0.32 waves, where it needs segments: 1.18x; the 130M LM: 1.26x legacy's tokens/s. At (8, 2048, 2048), 2.6
+// waves: 2.71 ms against legacy's 3.48 on an H100 (legacy ran within 1 % on the two cards). Every implementation is tested (tests/cuda/test_cuda_selective_scan.cpp,
+// and on the emulator, tests/emu) and selectable for comparison.
 enum class Impl { chunk, v1, v2, legacy };
 Impl impl_for(const char* pass_env, const ScanInputs& in) {
   for (const char* name : {pass_env, "SSM_SCAN_IMPL"}) {
@@ -637,7 +637,7 @@ Impl impl_for(const char* pass_env, const ScanInputs& in) {
     if (v && std::strcmp(v, "legacy") == 0) return Impl::legacy;
   }
   const double waves = chunked_waves(in);
-  return waves >= (in.B.size(3) > 16 ? 0.5 : 1.5) ? Impl::chunk : Impl::legacy;
+  return waves >= 0.5 ? Impl::chunk : Impl::legacy;
 }
 
 // The forward passes' thread layout: kf states per thread (4, 8 or 16; at least Np / 16 so that a channel's
