@@ -1,5 +1,7 @@
 // The emulated kernel files' entry points get their own names (emu_*), so test_emu can hold them beside the real
-// ones that libssm_kernels links in. Included first by every emulated source and by the tests that call them.
+// ones that libssm_kernels links in; so do the named namespaces of shared kernel headers (their inline functions
+// and templates differ once the launches are rewritten). Included first by every emulated source and by the
+// tests that call them.
 #pragma once
 #define chunked_forward emu_chunked_forward
 #define chunked_checkpoints emu_chunked_checkpoints
@@ -13,3 +15,6 @@
 #define selective_scan_backward_v1 emu_selective_scan_backward_v1
 #define add_norm_forward emu_add_norm_forward
 #define add_norm_backward emu_add_norm_backward
+#define adamw_step emu_adamw_step
+#define sgd_step emu_sgd_step
+#define norm_detail emu_norm_detail
