@@ -5,8 +5,7 @@
 //
 // How a .cu file becomes an emulated one (tests/emu/CMakeLists.txt, ssm_emu_sources):
 //   - its launches `kernel<<<grid, block, smem, stream>>>(args)` are rewritten to
-//     `kernel | ::ssm::emu::Config(grid, block, smem, stream)(args)` (Config(...)(args) binds the arguments;
-//     `fn | bound` runs every block);
+//     `::ssm::emu::launch_with(::ssm::emu::Config(grid, block, smem, stream), [&](auto&&... a) { kernel(a...); }, args)`;
 //   - tests/emu/shadow/kernels/common/cuda_utils.cuh stands in for the real one (it comes first on the include
 //     path): the host compiler gets CUDA's types (cuda_bf16.h, vector_types.h) and this header's definitions
 //     of the device built-ins, and the runtime calls the kernels' host code makes.
@@ -70,26 +69,19 @@ int lane_id();
 // Runs body() as every thread of every block of the grid (blocks in order x, y, z).
 void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
 
-// A launch's configuration; Config(...)(args...) binds the arguments, `kernel | bound` runs it.
-template <typename... A>
-struct Bound {
-  dim3 grid, block;
-  size_t smem;
-  std::tuple<std::decay_t<A>...> args;
-};
+// A launch's configuration.
 struct Config {
   dim3 grid, block;
   size_t smem;
   Config(dim3 g, dim3 b, size_t s = 0, cudaStream_t = nullptr) : grid(g), block(b), smem(s) {}
-  template <typename... A>
-  Bound<A...> operator()(A&&... a) const {
-    return {grid, block, smem, std::tuple<std::decay_t<A>...>(std::forward<A>(a)...)};
-  }
 };
-template <typename... P, typename... A>
-void operator|(void (*kernel)(P...), const Bound<A...>& b) {
-  run_grid(b.grid, b.block, b.smem, [&] {
-    std::apply([&](const auto&... a) { kernel(a...); }, b.args);  // each thread gets its own copies
+// A launch: `kernel(args...)` as every thread of every block (`call` forwards to the kernel, so its template
+// arguments are deduced from the arguments as in a CUDA launch). Each thread gets its own copies of the arguments.
+template <typename F, typename... A>
+void launch_with(const Config& cfg, F&& call, A&&... args) {
+  const std::tuple<std::decay_t<A>...> bound(std::forward<A>(args)...);
+  run_grid(cfg.grid, cfg.block, cfg.smem, [&] {
+    std::apply([&](const auto&... a) { call(a...); }, bound);
   });
 }
 

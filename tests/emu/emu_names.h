@@ -17,4 +17,6 @@
 #define add_norm_backward emu_add_norm_backward
 #define adamw_step emu_adamw_step
 #define sgd_step emu_sgd_step
+#define norm_forward emu_norm_forward
+#define norm_backward emu_norm_backward
 #define norm_detail emu_norm_detail

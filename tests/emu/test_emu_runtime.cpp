@@ -11,6 +11,7 @@
 namespace {
 
 using ::ssm::emu::Config;
+using ::ssm::emu::launch_with;
 
 __global__ void ids_kernel(int* out) {
   const int t = int(threadIdx.x + blockDim.x * threadIdx.y);
@@ -49,21 +50,21 @@ __global__ void deadlock_kernel() {
 
 TEST(EmuRuntime, ThreadAndBlockIndices) {
   std::vector<int> out(6 * 64, -1);
-  ids_kernel | Config(dim3(3, 2), dim3(16, 4))(out.data());
+  launch_with(Config(dim3(3, 2), dim3(16, 4)), ids_kernel, out.data());
   for (int b = 0; b < 6; ++b)
     for (int t = 0; t < 64; ++t) EXPECT_EQ(out[size_t(b * 64 + t)], b * 1000 + t);
 }
 
 TEST(EmuRuntime, SharedMemoryAndBarrier) {
   std::vector<int> out(2 * 100, -1);
-  mirror_kernel | Config(2, 100, 100 * sizeof(int))(out.data());  // a partial last warp
+  launch_with(Config(2, 100, 100 * sizeof(int)), mirror_kernel, out.data());  // a partial last warp
   for (int b = 0; b < 2; ++b)
     for (int t = 0; t < 100; ++t) EXPECT_EQ(out[size_t(b * 100 + t)], (99 - t) * 10 + b);
 }
 
 TEST(EmuRuntime, ShufflesAndBallot) {
   std::vector<float> out(64 * 6, -1.f);
-  shuffle_kernel | Config(1, 64)(out.data());
+  launch_with(Config(1, 64), shuffle_kernel, out.data());
   for (int t = 0; t < 64; ++t) {
     const int lane = t % 32, warp0 = t - lane;
     const float* o = &out[size_t(t * 6)];
@@ -79,7 +80,7 @@ TEST(EmuRuntime, ShufflesAndBallot) {
 }
 
 TEST(EmuRuntime, DeadlockIsReported) {
-  EXPECT_THROW(deadlock_kernel | Config(1, 32)(), std::runtime_error);
+  EXPECT_THROW(launch_with(Config(1, 32), deadlock_kernel), std::runtime_error);
 }
 
 }  // namespace
