@@ -19,4 +19,6 @@
 #define sgd_step emu_sgd_step
 #define norm_forward emu_norm_forward
 #define norm_backward emu_norm_backward
+#define s4d_kernel_forward emu_s4d_kernel_forward
+#define s4d_kernel_backward emu_s4d_kernel_backward
 #define norm_detail emu_norm_detail
