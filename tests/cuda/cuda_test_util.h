@@ -96,6 +96,17 @@ inline ::testing::AssertionResult close(const Tensor& g, const Tensor& c, Tol to
 }
 inline ::testing::AssertionResult close(const Tensor& g, const Tensor& c) { return close(g, c, tol_for(c.dtype())); }
 
+// Any result against a reference, elementwise |got - want| <= atol + rtol |want| (NaN fails), whatever their
+// devices and dtypes (the emulated kernels' tests, tests/emu).
+inline ::testing::AssertionResult all_near(const Tensor& got, const Tensor& want, Tol t) {
+  const std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
+  if (g.size() != w.size()) return ::testing::AssertionFailure() << "sizes " << g.size() << " vs " << w.size();
+  for (size_t i = 0; i < g.size(); ++i)
+    if (!(std::abs(g[i] - w[i]) <= t.atol + t.rtol * std::abs(w[i])))
+      return ::testing::AssertionFailure() << "element " << i << ": " << g[i] << " vs " << w[i];
+  return ::testing::AssertionSuccess();
+}
+
 // Bitwise equality of the raw bytes (after moving to the host).
 inline ::testing::AssertionResult same_bits(const Tensor& g, const Tensor& c) {
   if (g.shape() != c.shape() || g.dtype() != c.dtype())

@@ -20,14 +20,7 @@ using test::rand_cpu;
 
 test::Tol f32_tol(int64_t n) { return {1e-4, 2e-5 * std::sqrt(double(n))}; }
 
-::testing::AssertionResult near(const Tensor& got, const Tensor& want, test::Tol t) {
-  const std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
-  if (g.size() != w.size()) return ::testing::AssertionFailure() << "sizes " << g.size() << " vs " << w.size();
-  for (size_t i = 0; i < g.size(); ++i)
-    if (!(std::abs(g[i] - w[i]) <= t.atol + t.rtol * std::abs(w[i])))
-      return ::testing::AssertionFailure() << "element " << i << ": " << g[i] << " vs " << w[i];
-  return ::testing::AssertionSuccess();
-}
+using test::all_near;
 
 TEST(EmuAddNorm, ForwardBackwardMatchCpu) {
   struct Case {
@@ -51,10 +44,10 @@ TEST(EmuAddNorm, ForwardBackwardMatchCpu) {
             out.rstd = Tensor::full({c.rows}, std::nan(""), DType::f32);
             if (!rms) out.mean = Tensor::full({c.rows}, std::nan(""), DType::f32);
             kernels::cuda::add_norm_forward(x, res, w, b, 1e-5, rms, out.y, out.residual, out.mean, out.rstd);
-            EXPECT_TRUE(near(out.residual, ref.residual, f32_tol(c.C))) << "residual";
-            EXPECT_TRUE(near(out.rstd, ref.rstd, f32_tol(c.C))) << "rstd";
-            if (!rms) { EXPECT_TRUE(near(out.mean, ref.mean, f32_tol(c.C))) << "mean"; }
-            EXPECT_TRUE(near(out.y, ref.y, yt == DType::f32 ? f32_tol(c.C) : test::tol_for(yt))) << "y";
+            EXPECT_TRUE(all_near(out.residual, ref.residual, f32_tol(c.C))) << "residual";
+            EXPECT_TRUE(all_near(out.rstd, ref.rstd, f32_tol(c.C))) << "rstd";
+            if (!rms) { EXPECT_TRUE(all_near(out.mean, ref.mean, f32_tol(c.C))) << "mean"; }
+            EXPECT_TRUE(all_near(out.y, ref.y, yt == DType::f32 ? f32_tol(c.C) : test::tol_for(yt))) << "y";
 
             const Tensor gy = rand_cpu({c.rows, c.C}, yt, -1, 1, 5);
             const auto gref = kernels::add_norm_reference_backward(gy, ref.residual, w, ref.mean, ref.rstd, rms, true, true,
@@ -62,9 +55,9 @@ TEST(EmuAddNorm, ForwardBackwardMatchCpu) {
             Tensor gr = Tensor::full(x.shape(), std::nan(""), DType::f32);
             Tensor gw = Tensor::zeros({c.C}, DType::f32), gb = rms ? Tensor() : Tensor::zeros({c.C}, DType::f32);
             kernels::cuda::add_norm_backward(gy, out.residual, w, out.mean, out.rstd, rms, &gr, &gw, rms ? nullptr : &gb);
-            EXPECT_TRUE(near(gr, gref.residual, f32_tol(c.C))) << "grad residual";
-            EXPECT_TRUE(near(gw, gref.weight, f32_tol(c.rows))) << "grad weight";
-            if (!rms) { EXPECT_TRUE(near(gb, gref.bias, f32_tol(c.rows))) << "grad bias"; }
+            EXPECT_TRUE(all_near(gr, gref.residual, f32_tol(c.C))) << "grad residual";
+            EXPECT_TRUE(all_near(gw, gref.weight, f32_tol(c.rows))) << "grad weight";
+            if (!rms) { EXPECT_TRUE(all_near(gb, gref.bias, f32_tol(c.rows))) << "grad bias"; }
           }
 }
 

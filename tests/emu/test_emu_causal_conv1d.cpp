@@ -25,14 +25,7 @@ namespace {
 Tol act_tol(DType dt) { return dt == DType::bf16 ? Tol{1e-2, 1e-3} : Tol{1e-5, 1e-5}; }
 Tol sum_tol(int64_t n) { return {1e-4, 1e-6 * double(n) + 1e-5}; }
 
-::testing::AssertionResult near(const Tensor& got, const Tensor& want, Tol t) {
-  const std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
-  if (g.size() != w.size()) return ::testing::AssertionFailure() << "sizes " << g.size() << " vs " << w.size();
-  for (size_t i = 0; i < g.size(); ++i)
-    if (!(std::abs(g[i] - w[i]) <= t.atol + t.rtol * std::abs(w[i])))
-      return ::testing::AssertionFailure() << "element " << i << ": " << g[i] << " vs " << w[i];
-  return ::testing::AssertionSuccess();
-}
+using test::all_near;
 
 Tensor documents(int64_t Bt, int64_t L, uint32_t seed) {  // a boundary about every 20 steps, and at t = 2
   std::mt19937 g(seed);
@@ -63,15 +56,15 @@ void run_case(DType dt, int64_t Bt, int64_t L, int64_t D, int64_t W, bool bias, 
 
   Tensor y = Tensor::full(x.shape(), std::nan(""), dt);
   kernels::cuda::causal_conv1d_forward(x, w, b, xi, sq, silu, y);
-  EXPECT_TRUE(near(y, y_ref, act_tol(dt))) << "y";
+  EXPECT_TRUE(all_near(y, y_ref, act_tol(dt))) << "y";
   Tensor gx = Tensor::full(x.shape(), std::nan(""), dt), gw = Tensor::full({D, W}, std::nan(""), DType::f32);
   Tensor gb = bias ? Tensor::full({D}, std::nan(""), DType::f32) : Tensor();
   Tensor gxi = init ? Tensor::full(xi.shape(), std::nan(""), dt) : Tensor();
   kernels::cuda::causal_conv1d_backward(x, w, b, xi, sq, g, silu, &gx, init ? &gxi : nullptr, &gw, bias ? &gb : nullptr);
-  EXPECT_TRUE(near(gx, g_ref.x, act_tol(dt))) << "grad x";
-  EXPECT_TRUE(near(gw, g_ref.w, sum_tol(Bt * L))) << "grad w";
-  if (bias) { EXPECT_TRUE(near(gb, g_ref.bias, sum_tol(Bt * L))) << "grad bias"; }
-  if (init) { EXPECT_TRUE(near(gxi, g_ref.x_init, act_tol(dt))) << "grad x_init"; }
+  EXPECT_TRUE(all_near(gx, g_ref.x, act_tol(dt))) << "grad x";
+  EXPECT_TRUE(all_near(gw, g_ref.w, sum_tol(Bt * L))) << "grad w";
+  if (bias) { EXPECT_TRUE(all_near(gb, g_ref.bias, sum_tol(Bt * L))) << "grad bias"; }
+  if (init) { EXPECT_TRUE(all_near(gxi, g_ref.x_init, act_tol(dt))) << "grad x_init"; }
 }
 
 TEST(EmuCausalConv1d, MatchesCpu) {

@@ -27,14 +27,7 @@ using test::rand_cpu;
 
 test::Tol f32_tol(int64_t n) { return {1e-4, 2e-5 * std::sqrt(double(n))}; }
 
-::testing::AssertionResult near(const Tensor& got, const Tensor& want, test::Tol t) {
-  const std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
-  if (g.size() != w.size()) return ::testing::AssertionFailure() << "sizes " << g.size() << " vs " << w.size();
-  for (size_t i = 0; i < g.size(); ++i)
-    if (!(std::abs(g[i] - w[i]) <= t.atol + t.rtol * std::abs(w[i])))
-      return ::testing::AssertionFailure() << "element " << i << ": " << g[i] << " vs " << w[i];
-  return ::testing::AssertionSuccess();
-}
+using test::all_near;
 
 TEST(EmuNorms, ForwardBackwardMatchCpu) {
   struct Case {
@@ -58,16 +51,16 @@ TEST(EmuNorms, ForwardBackwardMatchCpu) {
         if (!rms) out.mean = Tensor::full({c.rows}, std::nan(""), DType::f32);
         kernels::cuda::norm_forward(x, w, b, 1e-5, rms, out.y, out.mean, out.rstd);
         const test::Tol ty = xt == DType::f32 ? f32_tol(c.C) : test::tol_for(xt);
-        EXPECT_TRUE(near(out.y, ref.y, ty)) << "y";
-        EXPECT_TRUE(near(out.rstd, ref.rstd, f32_tol(c.C))) << "rstd";
-        if (!rms) { EXPECT_TRUE(near(out.mean, ref.mean, f32_tol(c.C))) << "mean"; }
+        EXPECT_TRUE(all_near(out.y, ref.y, ty)) << "y";
+        EXPECT_TRUE(all_near(out.rstd, ref.rstd, f32_tol(c.C))) << "rstd";
+        if (!rms) { EXPECT_TRUE(all_near(out.mean, ref.mean, f32_tol(c.C))) << "mean"; }
 
         Tensor gx = Tensor::full(x.shape(), std::nan(""), xt);
         Tensor gw = Tensor::zeros({c.C}, DType::f32), gb = rms ? Tensor() : Tensor::zeros({c.C}, DType::f32);
         kernels::cuda::norm_backward(gy, x, w, out.mean, out.rstd, rms, &gx, &gw, rms ? nullptr : &gb);
-        EXPECT_TRUE(near(gx, gref.x, ty)) << "grad x";
-        EXPECT_TRUE(near(gw, gref.weight, f32_tol(c.rows))) << "grad weight";
-        if (!rms) { EXPECT_TRUE(near(gb, gref.bias, f32_tol(c.rows))) << "grad bias"; }
+        EXPECT_TRUE(all_near(gx, gref.x, ty)) << "grad x";
+        EXPECT_TRUE(all_near(gw, gref.weight, f32_tol(c.rows))) << "grad weight";
+        if (!rms) { EXPECT_TRUE(all_near(gb, gref.bias, f32_tol(c.rows))) << "grad bias"; }
       }
 }
 
