@@ -54,7 +54,9 @@ struct BlockState {
 };
 
 BlockState* g_block = nullptr;
-alignas(16) unsigned char g_smem[kMaxSharedBytes];
+// The running launch's dynamic shared memory: a heap block of exactly the bytes asked for (rounded to 16), so
+// a kernel that reads or writes past them is caught by AddressSanitizer when the tests are built with it.
+unsigned char* g_smem = nullptr;
 
 Fiber& me() { return g_block->fibers[size_t(g_block->current)]; }
 
@@ -158,6 +160,13 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
                              std::to_string(kMaxSharedBytes) + ")");
   const int nthreads = int(block.x * block.y * block.z);
   if (nthreads <= 0 || nthreads > 1024) throw std::runtime_error("emulated launch: bad block size");
+  struct Free {
+    void operator()(unsigned char* p) const { std::free(p); }
+  };
+  const std::unique_ptr<unsigned char, Free> smem_block(
+      static_cast<unsigned char*>(std::aligned_alloc(16, std::max<size_t>(16, (smem + 15) / 16 * 16))));
+  unsigned char* const outer_smem = g_smem;
+  g_smem = smem_block.get();
   BlockState st;
   st.grid = grid;
   st.block = block;
@@ -171,7 +180,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         st.bid = uint3{bx, by, bz};
-        std::memset(g_smem, 0xff, smem);  // NaN in every float: unwritten reads show
+        std::memset(smem_block.get(), 0xff, smem);  // NaN in every float: unwritten reads show
         const int nwarps = (nthreads + 31) / 32;
         st.warps.assign(size_t(nwarps), Warp{});
         st.bar = Barrier{};
@@ -198,6 +207,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
           }
           if (left > 0 && st.progress == before) {
             g_block = outer;
+            g_smem = outer_smem;
             throw std::runtime_error("emulated kernel deadlocked in block (" + std::to_string(bx) + ", " +
                                      std::to_string(by) + ", " + std::to_string(bz) + "): " + std::to_string(left) +
                                      " threads wait at barriers that cannot complete");
@@ -205,6 +215,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
         }
       }
   g_block = outer;
+  g_smem = outer_smem;
 }
 
 }  // namespace ssm::emu

@@ -56,7 +56,7 @@ const uint3& thread_idx();
 const uint3& block_idx();
 const dim3& block_dim();
 const dim3& grid_dim();
-// The block's dynamic shared memory (kMaxSharedBytes, 16-byte aligned).
+// The block's dynamic shared memory: the launch's bytes, 16-byte aligned (at most kMaxSharedBytes).
 void* dynamic_shared();
 
 void sync_block();
