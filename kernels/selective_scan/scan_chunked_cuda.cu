@@ -12,10 +12,10 @@
 //       a_t = exp(dt_t A[d, n])  (0 where a packed document starts: the reset),   b_t = dt_t B_t[n] u_t
 //       the slice's composite map h_end = Aa h_start + Bb:  Aa = prod_i a_i,  Bb = sum_i (prod_{j>i} a_j) b_i;
 //       an inclusive scan of the composites over the 16 slices (4 width-16 shuffle levels; (A1, B1) then
-//       (A2, B2) composes to (A2 A1, A2 B1 + B2)), shifted by one lane, gives each slice's start state
-//       h_start = Ae h_in + Be from the chunk's carry-in h_in[d, n] (shared memory);
-//       apply: h_t = a_t h_{t-1} + b_t,  y_t += C_t[n] h_t;  the last slice's inclusive composite applied to
-//       h_in is the next chunk's carry-in.
+//       (A2, B2) composes to (A2 A1, A2 B1 + B2)) applied to the chunk's carry-in h_in[d, n] (shared memory)
+//       gives each slice's end state; shifted up one lane, its start state (h_in on lane 0);
+//       apply: h_t = a_t h_{t-1} + b_t,  y_t += C_t[n] h_t;  the last slice's end state is the next chunk's
+//       carry-in.
 //     a_t stays in registers from the composite to the apply: one exp per state and step (the per-channel
 //     kernels' two-pass time split costs two), and the state never leaves the SM.
 //   - y_t = (y_t + D u_t) silu(z_t), written back through the shared tile so the global stores are whole rows.
@@ -223,31 +223,40 @@ __device__ __forceinline__ void decays(const float (&dt)[kK], float A2, unsigned
   }
 }
 
-// The thread's K steps h <- a_i h + b(i) as one affine map h -> Aa h + Bb, then the scan of these maps over
-// the channel's 16 lanes ((A1, B1) then (A2, B2) composes to (A2 A1, A2 B1 + B2)): lane s ends with (Aa, Bb)
-// = slices 0..s composed and (Ae, Be) = slices 0..s-1 (the identity at s = 0), so the state entering the
-// slice is Ae h_in + Be and the chunk's end state is lane 15's Aa h_in + Bb.
+// One level-by-level scan of affine maps h -> A h + B over the channel's 16 lanes ((A1, B1) then (A2, B2)
+// composes to (A2 A1, A2 B1 + B2)): UP, lane s ends with lanes 0..s composed (time runs up the lanes); else
+// lanes s..15 (the adjoint, which runs down). A lane with no partner at a level composes with the identity
+// (a select, not a branch: no moves around predicated arithmetic).
+template <bool UP>
+__device__ __forceinline__ void scan_maps(int s, float& A, float& B) {
+#pragma unroll
+  for (int o = 1; o < kTS; o <<= 1) {
+    const float Ap = UP ? __shfl_up_sync(0xffffffffu, A, o, kTS) : __shfl_down_sync(0xffffffffu, A, o, kTS);
+    const float Bp = UP ? __shfl_up_sync(0xffffffffu, B, o, kTS) : __shfl_down_sync(0xffffffffu, B, o, kTS);
+    const bool has = UP ? s >= o : s + o < kTS;
+    B = fmaf(A, has ? Bp : 0.f, B);
+    A *= has ? Ap : 1.f;
+  }
+}
+
+// The thread's K steps h <- a_i h + b(i) as one affine map h -> Aa h + Bb (Aa = prod a_i, returned as
+// `own`), scanned over the 16 slices; h_end = the composite of slices 0..s applied to the chunk's carry-in
+// h_in (lane 15's is the chunk's end state). Returns the state entering this slice: h_in on lane 0, else the
+// previous lane's h_end.
 template <typename FB>
-__device__ __forceinline__ void scan_slices(const float (&a)[kK], FB b, int s, float& Aa, float& Bb, float& Ae,
-                                            float& Be) {
-  Aa = a[0];
-  Bb = b(0);
+__device__ __forceinline__ float slice_start(const float (&a)[kK], FB b, int s, float h_in, float& own,
+                                             float& h_end) {
+  float Aa = a[0], Bb = b(0);
 #pragma unroll
   for (int i = 1; i < kK; ++i) {
     Bb = fmaf(a[i], Bb, b(i));
     Aa *= a[i];
   }
-#pragma unroll
-  for (int o = 1; o < kTS; o <<= 1) {
-    const float Ap = __shfl_up_sync(0xffffffffu, Aa, o, kTS), Bp = __shfl_up_sync(0xffffffffu, Bb, o, kTS);
-    if (s >= o) {
-      Bb = fmaf(Aa, Bp, Bb);
-      Aa *= Ap;
-    }
-  }
-  Ae = __shfl_up_sync(0xffffffffu, Aa, 1, kTS);
-  Be = __shfl_up_sync(0xffffffffu, Bb, 1, kTS);
-  if (s == 0) Ae = 1.f, Be = 0.f;
+  own = Aa;
+  scan_maps<true>(s, Aa, Bb);
+  h_end = fmaf(Aa, h_in, Bb);
+  const float prev = __shfl_up_sync(0xffffffffu, h_end, 1, kTS);
+  return s == 0 ? h_in : prev;
 }
 
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
@@ -335,14 +344,12 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], bb[kK], Aa, Bb, Ae, Be;
+        float a[kK], bb[kK], own, h_end;
         load8(bcs + nn * kBCRow + s * kSliceStride, bb);
 #pragma unroll
         for (int i = 0; i < kK; ++i) bb[i] *= du[i];
         decays(dt, A2, rmask, a);
-        scan_slices(a, [&](int i) { return bb[i]; }, s, Aa, Bb, Ae, Be);
-        const float hin = carry[c * Nr + n];
-        float h = fmaf(Ae, hin, Be);
+        float h = slice_start(a, [&](int i) { return bb[i]; }, s, carry[c * Nr + n], own, h_end);
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
           p.ck[((b * p.nck + (t0 + s * kK) / kK) * p.D + d) * p.Np + n] = h;
         if (wanty) {
@@ -355,7 +362,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
           }
         }
         __syncwarp();  // every lane of the channel has read h_in
-        if (s == kTS - 1) carry[c * Nr + n] = fmaf(Aa, hin, Bb);
+        if (s == kTS - 1) carry[c * Nr + n] = h_end;
       }
     }
     if (wanty) {
@@ -495,6 +502,9 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         sB[i] = sA[i] = ypre[i] = 0.f;
       }
     }
+    // The (gB or gC) accumulator row of the step this thread adds up (null past L).
+    float* const red_dst =
+        t0 + red_r < p.L ? (red_w ? p.gC : p.gB) + ((b * p.L + t0 + red_r) * p.G + g) * p.N : nullptr;
     for (int n0 = 0; n0 < N; n0 += kNT) {
       const int nt = min(kNT, N - n0);
       if (n0 > 0) __syncthreads();  // everyone is done with the previous tile
@@ -504,38 +514,28 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], Bv[kK], Cv[kK], hp[kK], Aa, Bb, Ae, Be;
+        float a[kK], Bv[kK], Cv[kK], hp[kK], own, h_end;
         load8(bcs + nn * kBCRow + s * kSliceStride, Bv);
         load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
         decays(dt, A2, rmask, a);
         // The forward: slice maps, their scan, then h over the thread's steps (h_{t-1} kept).
-        scan_slices(a, [&](int i) { return du[i] * Bv[i]; }, s, Aa, Bb, Ae, Be);
-        float h = fmaf(Ae, Hc[c * Nr + n], Be);
+        float h = slice_start(a, [&](int i) { return du[i] * Bv[i]; }, s, Hc[c * Nr + n], own, h_end);
 #pragma unroll
         for (int i = 0; i < kK; ++i) {
           hp[i] = h;
           h = fmaf(a[i], h, du[i] * Bv[i]);
           ypre[i] = fmaf(Cv[i], h, ypre[i]);
         }
-        // The adjoint: slice composites in reverse, their suffix scan, then the steps in reverse.
-        float Pa = 1.f, Q = 0.f;
+        // The adjoint: the slice's composite in reverse (its multiplier is the forward's, `own`), the suffix
+        // scan, then the steps in reverse from the adjoint entering the slice (X_end of the lane above; X_c on
+        // lane 15).
+        float Pa = own, Q = 0.f;
 #pragma unroll
-        for (int i = kK - 1; i >= 0; --i) {
-          Q = a[i] * fmaf(Cv[i], gy[i], Q);
-          Pa *= a[i];
-        }
-#pragma unroll
-        for (int o = 1; o < kTS; o <<= 1) {
-          const float Pp = __shfl_down_sync(0xffffffffu, Pa, o, kTS), Qp = __shfl_down_sync(0xffffffffu, Q, o, kTS);
-          if (s + o < kTS) {
-            Q = fmaf(Pa, Qp, Q);
-            Pa *= Pp;
-          }
-        }
-        float Pe = __shfl_down_sync(0xffffffffu, Pa, 1, kTS), Qe = __shfl_down_sync(0xffffffffu, Q, 1, kTS);
-        if (s == kTS - 1) Pe = 1.f, Qe = 0.f;
-        const float xin = Xc[c * Nr + n];
-        float X = fmaf(Pe, xin, Qe), gAv = 0.f, vB[kK], vC[kK];
+        for (int i = kK - 1; i >= 0; --i) Q = a[i] * fmaf(Cv[i], gy[i], Q);
+        scan_maps<false>(s, Pa, Q);
+        const float xin = Xc[c * Nr + n], x_end = fmaf(Pa, xin, Q);
+        const float x_next = __shfl_down_sync(0xffffffffu, x_end, 1, kTS);
+        float X = s == kTS - 1 ? xin : x_next, gAv = 0.f, vB[kK], vC[kK];
 #pragma unroll
         for (int i = kK - 1; i >= 0; --i) {
           const float dh = fmaf(Cv[i], gy[i], X);
@@ -557,18 +557,18 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         for (int o = 1; o < kTS; o <<= 1) gAv += __shfl_xor_sync(0xffffffffu, gAv, o);
         __syncwarp();  // every lane of the channel has read X_c
         if (s == 0) {
-          Xc[c * Nr + n] = fmaf(Pa, xin, Q);
+          Xc[c * Nr + n] = x_end;
           gAc[c * Nr + n] += gAv;
         }
         // The block's sum of this state's gB / gC: the 16 channels' terms, one (gB or gC, step) per thread, into
         // the global accumulators. (The other buffer takes the next state's terms: one barrier a state.)
         __syncthreads();
-        if (t0 + red_r < p.L) {
+        if (red_dst) {
           const float* cell = part + (nn & 1) * (kPartFloats / 2) + red_w * kCB * kTC + red_r;
-          float sum = 0.f;
+          float sum = cell[0];
 #pragma unroll
-          for (int k = 0; k < kCB; ++k) sum += cell[k * kTC];
-          atomicAdd((red_w ? p.gC : p.gB) + ((b * p.L + t0 + red_r) * p.G + g) * p.N + n, sum);
+          for (int k = 1; k < kCB; ++k) sum += cell[k * kTC];
+          atomicAdd(red_dst + n, sum);
         }
       }
     }
