@@ -8,7 +8,7 @@
 // (32 channel groups) x (TY time tiles); the grid is (time tiles, channel tiles, Bt). A warp reads 32 V
 // contiguous channels of one time step: fully coalesced. The forward loads its whole tile into
 // registers before using any step; the backward loads kChunk steps ahead; so several loads per thread
-// are in flight.
+// are in flight. The block's weights and bias come through shared memory (BlockWeights).
 //
 // Forward:  y_t = act(bias + sum_k w_k xx_{t-(W-1)+k}), taps outside t's document read 0.
 // Backward (one pass, no saved activations): the thread walks t = t0 .. t1+W-2, recomputes
@@ -116,6 +116,26 @@ struct Params {
   bool silu;
 };
 
+// The block's weights and bias (its kThreadsC V channels from blockIdx.y) in shared memory, transposed to
+// [tap][channel] so a thread reads its V channels of a tap as one vector: (D, W) holds them as one contiguous
+// slab, read coalesced by the whole block (read by each thread from global memory, its W V taps at a W V
+// float stride are one L1 request per lane). Every thread of the block calls it, before any returns.
+template <int W, int V>
+struct BlockWeights {
+  static constexpr int kCh = kThreadsC * V;
+  alignas(16) float w[W][kCh];
+  alignas(16) float bias[kCh];
+
+  __device__ __forceinline__ void stage(const float* gw, const float* gbias, int64_t D) {
+    const int64_t cb = int64_t(blockIdx.y) * kCh;
+    const int n = int(D - cb < kCh ? D - cb : kCh);  // channels of this block present in D
+    const int tid = int(threadIdx.y * blockDim.x + threadIdx.x), nthr = int(blockDim.x * blockDim.y);
+    for (int e = tid; e < n * W; e += nthr) w[e % W][e / W] = gw[cb * W + e];
+    for (int e = tid; e < n; e += nthr) bias[e] = gbias ? gbias[cb + e] : 0.f;
+    __syncthreads();
+  }
+};
+
 // Shared per-thread setup: weights, bias, and the window xx_{t0-(W-1)} .. xx_{t0-1} with document ids
 // (negative times read x_init or zeros and belong to the row's first document).
 template <typename T, int W, int V>
@@ -124,13 +144,19 @@ struct Thread {
   float xw[W - 1][V];
   int sw[W - 1];
 
-  __device__ __forceinline__ void setup(const Params<T>& p, int64_t b, int64_t c0, int64_t t0) {
+  __device__ __forceinline__ void setup(const Params<T>& p, const BlockWeights<W, V>& bw, int64_t b, int64_t c0,
+                                        int64_t t0) {
+    const int cc = int(threadIdx.x) * V;  // this thread's first channel in the block
+    using FV = Pack<float, V>;
 #pragma unroll
-    for (int v = 0; v < V; ++v) {
+    for (int k = 0; k < W; ++k) {
+      const FV wk = *reinterpret_cast<const FV*>(&bw.w[k][cc]);
 #pragma unroll
-      for (int k = 0; k < W; ++k) wr[k][v] = p.w[(c0 + v) * W + k];
-      br[v] = p.bias ? p.bias[c0 + v] : 0.f;
+      for (int v = 0; v < V; ++v) wr[k][v] = wk.v[v];
     }
+    const FV bv = *reinterpret_cast<const FV*>(&bw.bias[cc]);
+#pragma unroll
+    for (int v = 0; v < V; ++v) br[v] = bv.v[v];
 #pragma unroll
     for (int j = 0; j < W - 1; ++j) {
       const int64_t s = t0 - (W - 1) + j;
@@ -181,8 +207,8 @@ __global__ void __launch_bounds__(kThreadsC* kFwdTY, kFwdMinBlocks) conv1d_fwd_k
   const int64_t b = blockIdx.z;
   const int64_t c0 = (int64_t(blockIdx.y) * kThreadsC + threadIdx.x) * V;
   const int64_t t0 = (int64_t(blockIdx.x) * kFwdTY + threadIdx.y) * kFwdTL;
-  if (c0 >= p.D || t0 >= p.L) return;
-  const int64_t t1 = t0 + kFwdTL < p.L ? t0 + kFwdTL : p.L;
+  const bool active = c0 < p.D && t0 < p.L;
+  const int64_t t1 = !active ? t0 : t0 + kFwdTL < p.L ? t0 + kFwdTL : p.L;
   const T* xb = p.x + b * p.L * p.D + c0;
   T* yb = p.y + b * p.L * p.D + c0;
   const int32_t* sb = p.seq ? p.seq + b * p.L : nullptr;
@@ -195,8 +221,11 @@ __global__ void __launch_bounds__(kThreadsC* kFwdTY, kFwdMinBlocks) conv1d_fwd_k
     xc[i] = t < t1 ? load_pack<T, V>(xb + t * p.D) : zero_pack<T, V>();
     if (sb && t < t1) sc[i] = sb[t];
   }
+  __shared__ BlockWeights<W, V> bw;  // staged while the tile's loads are in flight
+  bw.stage(p.w, p.bias, p.D);
+  if (!active) return;
   Thread<T, W, V> th;
-  th.setup(p, b, c0, t0);
+  th.setup(p, bw, b, c0, t0);
 #pragma unroll
   for (int i = 0; i < kFwdTL; ++i) {
     if (t0 + i < t1) {
@@ -217,6 +246,8 @@ __global__ void __launch_bounds__(kThreadsC* kFwdTY, kFwdMinBlocks) conv1d_fwd_k
 template <typename T, int W, int V>
 __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_kernel(Params<T> p) {
   __shared__ float red[kBwdTY][kThreadsC * V];
+  __shared__ BlockWeights<W, V> bw;
+  bw.stage(p.w, p.bias, p.D);
   const int64_t b = blockIdx.z;
   const int64_t c0 = (int64_t(blockIdx.y) * kThreadsC + threadIdx.x) * V;
   const int64_t t0 = (int64_t(blockIdx.x) * kBwdTY + threadIdx.y) * kTL;
@@ -230,7 +261,7 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
     const int64_t t_last = t1 + (W - 2);                          // last step: finishes gx_{t1-1}
     const int64_t s_begin = (t0 == 0 && p.gxi) ? -(W - 1) : t0;  // first gx row this thread writes
     Thread<T, W, V> th;
-    th.setup(p, b, c0, t0);
+    th.setup(p, bw, b, c0, t0);
     float gw_win[W - 1][V];  // gpre_{t-(W-1)} .. gpre_{t-1} (0 before t0: never needed for our rows)
 #pragma unroll
     for (int j = 0; j < W - 1; ++j) zero(gw_win[j]);
