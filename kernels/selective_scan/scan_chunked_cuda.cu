@@ -307,6 +307,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
     const int64_t t0 = ch * kTC;
     __syncthreads();  // the previous chunk is done with the tiles; its carries are visible
     for (int a = 0; a < (hasz ? 3 : 2); ++a) stage_x(xs + a * kCB * XR, src[a], p, b, t0, d0, nvalid);
+    stage_bc(bcs, p, b, g, t0, 0, min(kNT, N), wanty ? 2 : 1);  // the first state tile (C only for y)
     stage_resets(flags, p, b, t0);
     __syncthreads();
     if (!LOCAL && p.starts && ch % p.every == 0) {  // this channel's carry-in, before its lanes move on
@@ -337,10 +338,12 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
       }
     }
     for (int n0 = 0; n0 < N; n0 += kNT) {
-      const int nt = min(kNT, N - n0), nw = wanty ? 2 : 1;  // C only for y
-      if (n0 > 0) __syncthreads();                           // everyone is done with the previous tile
-      stage_bc(bcs, p, b, g, t0, n0, nt, nw);
-      __syncthreads();
+      const int nt = min(kNT, N - n0);
+      if (n0 > 0) {  // the next state tile, once everyone is done with this one
+        __syncthreads();
+        stage_bc(bcs, p, b, g, t0, n0, nt, wanty ? 2 : 1);
+        __syncthreads();
+      }
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
@@ -477,6 +480,7 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
     __syncthreads();  // the previous chunk is done with the tiles
     for (int a = 0; a < 4; ++a)
       if (a != 2 || hasz) stage_x(xs + a * kCB * XR, src[a], p, b, t0, d0, nvalid);
+    stage_bc(bcs, p, b, g, t0, 0, min(kNT, N), 2);  // the first state tile
     stage_resets(flags, p, b, t0);
     for (int e = tid; e < kCB * N; e += kThr) {
       const int cc = e / N, n = e - cc * N;
@@ -507,9 +511,11 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         t0 + red_r < p.L ? (red_w ? p.gC : p.gB) + ((b * p.L + t0 + red_r) * p.G + g) * p.N : nullptr;
     for (int n0 = 0; n0 < N; n0 += kNT) {
       const int nt = min(kNT, N - n0);
-      if (n0 > 0) __syncthreads();  // everyone is done with the previous tile
-      stage_bc(bcs, p, b, g, t0, n0, nt, 2);
-      __syncthreads();
+      if (n0 > 0) {  // the next state tile, once everyone is done with this one
+        __syncthreads();
+        stage_bc(bcs, p, b, g, t0, n0, nt, 2);
+        __syncthreads();
+      }
 #pragma unroll 1
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
