@@ -20,7 +20,7 @@
 #          into the log and $OUT/ncu-*.csv. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
 #       bit-exact resume, a killed rank) and scripts/scaling_bench.sh (1 vs 2, 4, 8 GPUs as there are, network transport,
-#       ZeRO-1) into $OUT/scaling. Not in the default set.
+#       ZeRO-1) into $OUT/scaling, then PyTorch DDP's figure beside it (bench/ddp_reference.py). Not in the default set.
 # SSM_BUILD_TARGETS: build only these targets (e.g. "ssm test_dist test_cli"), to save time.
 # Every step runs even when an earlier one failed; the script exits non-zero if any step failed, after
 # printing a summary table (steps, then the bandwidth benchmark's median figures).
@@ -156,6 +156,18 @@ if want dist; then
     ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
     nprocs=${SCALING_NPROCS:-$(for n in 2 4 8; do [ "$n" -le "$ngpu" ] && printf '%s ' "$n"; done)}
     step scaling env OUT="$OUT/scaling" scripts/scaling_bench.sh "$BUILD/bin/ssm" "${nprocs:-2}"
+    # PyTorch DDP's figure for an equivalent model (bench/ddp_reference.py), 1 and N GPUs, N on the network too.
+    if python3 -c "import torch, transformers" 2>/dev/null; then
+      for n in 1 ${nprocs:-2}; do
+        step "ddp-reference-p$n" timeout -k 10 300 torchrun --standalone --nproc_per_node "$n" bench/ddp_reference.py
+      done
+      for n in ${nprocs:-2}; do
+        step "ddp-reference-p$n-net" env NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 timeout -k 10 300 \
+          torchrun --standalone --nproc_per_node "$n" bench/ddp_reference.py
+      done
+    else
+      skip ddp-reference "no torch and transformers in python3"
+    fi
   fi
 fi
 
