@@ -36,6 +36,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <utility>
 
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/selective_scan/scan_cuda_common.cuh"
@@ -75,7 +77,7 @@ struct ChunkParams {
   const float* gh;     // (Bt, D, N) dLoss/dh_last, or nullptr
   const float* Hs;     // (Bt, nchunks, D, Np): the state entering every chunk
   void *gu, *gdelta, *gz;
-  float *gB, *gC;      // (Bt, L, G, N) f32 accumulators (zeroed)
+  float *gB, *gC;      // (Bt, G, N, L) f32 accumulators (zeroed): time fastest, so a warp's atomics coalesce
   float *gAp, *gDp, *gdbp, *gh0;  // per batch row: (Bt, D, N), (Bt, D), (Bt, D); gh0 (Bt, D, N) or nullptr
 };
 
@@ -413,9 +415,10 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
 //     gB_t += dh dt u and gC_t += gy h_t: summed over the block's 16 channels through shared memory (each lane
 //     stores its 8 steps' terms, then after a barrier one thread per (gB or gC, step) adds the 16; two buffers,
 //     so one barrier per state; shared-memory float atomics would be compare-and-swap loops on sm_90, and a
-//     shuffle pairing the warp's two channels first cost more than it saved), and into f32 (Bt, L, G, N)
-//     accumulators by global atomics (so this backward is not bit-reproducible: the deterministic mode runs
-//     selective_scan_cuda.cu's).
+//     shuffle pairing the warp's two channels first cost more than it saved), and into f32 (Bt, G, N, L)
+//     accumulators by global atomics (time fastest: a warp's 32 steps are 128 contiguous bytes, 4 sectors,
+//     where (Bt, L, G, N) put each lane in its own; so this backward is not bit-reproducible: the deterministic
+//     mode runs selective_scan_cuda.cu's); bc_grad_kernel transposes them into gB, gC.
 //   gu = dt sum_n dh B + D gy,  gdt = ln2 sum_n A2 w + u sum_n dh B,  gz = g silu'(z) (sum_n C h + D u),
 //   written back through the shared tiles; gA, gD, gdelta_bias per batch row, summed afterwards.
 // One exp per state and step (the forward's recompute; the adjoint reuses the same a_t), against 2 to 3 in
@@ -506,9 +509,10 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         sB[i] = sA[i] = ypre[i] = 0.f;
       }
     }
-    // The (gB or gC) accumulator row of the step this thread adds up (null past L).
-    float* const red_dst =
-        t0 + red_r < p.L ? (red_w ? p.gC : p.gB) + ((b * p.L + t0 + red_r) * p.G + g) * p.N : nullptr;
+    // The (gB or gC) accumulator of the step this thread adds up, at state 0 (null past L); state n is red_off =
+    // n L further.
+    float* const red_dst = t0 + red_r < p.L ? (red_w ? p.gC : p.gB) + (b * p.G + g) * p.N * p.L + t0 + red_r : nullptr;
+    int64_t red_off = 0;
     for (int n0 = 0; n0 < N; n0 += kNT) {
       const int nt = min(kNT, N - n0);
       if (n0 > 0) {  // the next state tile, once everyone is done with this one
@@ -574,8 +578,9 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
           float sum = cell[0];
 #pragma unroll
           for (int k = 1; k < kCB; ++k) sum += cell[k * kTC];
-          atomicAdd(red_dst + n, sum);
+          atomicAdd(red_dst + red_off, sum);
         }
+        red_off += p.L;
       }
     }
     {  // Per-step gradients, back through the tiles (each thread overwrites only its own entries).
@@ -622,6 +627,15 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
     p.gAp[o] = gAc[cc * Nr + n];
     if (p.gh0) p.gh0[o] = Xc[cc * Nr + n];
   }
+}
+
+// gB or gC (Bt, L, G, N) in B's dtype from the backward's (Bt, G, N, L) f32 accumulator, one thread per output
+// element (the reads are strided; the accumulator is small and was just written through L2).
+__global__ void bc_grad_kernel(const float* acc, int64_t Bt, int64_t L, int64_t G, int64_t N, void* out, int code) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= Bt * L * G * N) return;
+  const int64_t n = i % N, g = (i / N) % G, t = (i / (N * G)) % L, b = i / (N * G * L);
+  st_any(out, i, code, acc[((b * G + g) * N + n) * L + t]);
 }
 
 // Segment start states from the local pass's end states, one thread per (b, d, n) (carry_through).
@@ -798,7 +812,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
   const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
   alloc_scan_grads(p, in, gr);
-  Tensor gB = Tensor::zeros({Bt, L, G, N}, DType::f32, dev), gC = Tensor::zeros({Bt, L, G, N}, DType::f32, dev);
+  Tensor gB = Tensor::zeros({Bt, G, N, L}, DType::f32, dev), gC = Tensor::zeros({Bt, G, N, L}, DType::f32, dev);
   Tensor gAp = Tensor::empty({Bt, D, N}, DType::f32, dev);
   Tensor gDp = Tensor::empty({Bt, D}, DType::f32, dev), gdbp = Tensor::empty({Bt, D}, DType::f32, dev);
   p.gB = gB.data<float>();
@@ -808,7 +822,11 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gdbp = gdbp.data<float>();
   kernel<<<dim3(1u, unsigned(G * p.nj), unsigned(Bt)), kThr, smem, stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
-  sum_scan_grads(gr, p.gB, p.gC, 1, p.gAp, p.gDp, p.gdbp, Bt, p.bc);
+  for (auto [acc, out] : {std::pair{p.gB, &gr.B}, std::pair{p.gC, &gr.C}}) {
+    bc_grad_kernel<<<blocks_for(Bt * L * G * N, 256), 256, 0, stream()>>>(acc, Bt, L, G, N, out->data_ptr(), p.bc);
+    SSM_CUDA_LAUNCH_CHECK();
+  }
+  sum_scan_grads(gr, nullptr, nullptr, 1, p.gAp, p.gDp, p.gdbp, Bt, p.bc);
   return true;
 }
 
