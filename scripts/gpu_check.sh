@@ -16,8 +16,8 @@
 #       (bench_selective_scan --chunk) and the 130M LM's `ssm bench` with each (SSM_SCAN_IMPL=legacy / chunk): a
 #       quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda bench_selective_scan bench_causal_conv1d ssm").
 #       Not in the default set (tests, bench and lm cover the default).
-# profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step (scripts/profile_kernels.sh),
-#          into the log and $OUT/ncu-*.csv. Not in the default set.
+# profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
+#          stall reasons (scripts/profile_kernels.sh), into the log and $OUT/ncu-*. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
 #       bit-exact resume, a killed rank) and scripts/scaling_bench.sh (1 vs 2, 4, 8 GPUs as there are, network transport,
 #       ZeRO-1) into $OUT/scaling, then PyTorch DDP's figure beside it (bench/ddp_reference.py). Not in the default set.
@@ -142,6 +142,7 @@ fi
 if want profile; then
   step profile-scan env OUT="$OUT" scripts/profile_kernels.sh scan "$BUILD"
   step profile-step env OUT="$OUT" scripts/profile_kernels.sh step "$BUILD"
+  step profile-stalls env OUT="$OUT" scripts/profile_kernels.sh stalls "$BUILD"
 fi
 
 if want dist; then

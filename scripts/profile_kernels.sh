@@ -5,17 +5,31 @@
 #   scripts/profile_kernels.sh scan [BUILD]   # bench_selective_scan --only 0: (8, 2048, 2048, 16), the
 #                                             # 3 warm-up + 25 timed forward and forward+backward calls
 #   scripts/profile_kernels.sh step [BUILD]   # two training steps of the 130M Mamba LM (recipes/bench)
+#   scripts/profile_kernels.sh stalls [BUILD] # why the chunked scan's forward and backward kernels wait: one
+#                                             # launch of each at (8, 2048, 2048, 16), ncu's launch, occupancy,
+#                                             # scheduler, warp-state (stall reasons), compute and memory sections
 #
-# Prints "ms per call/step, calls, kernel" rows; the raw CSV goes to $OUT/ncu-<what>.csv when OUT is set.
+# Prints "ms per call/step, calls, kernel" rows; the raw CSV goes to $OUT/ncu-<what>.csv when OUT is set
+# (stalls: ncu's text report, also into $OUT/ncu-stalls.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-scan}
 BUILD=${2:-build-gpu}
 csv=${OUT:-/tmp}/ncu-$what.csv
+if [ "$what" = stalls ]; then
+  out=${OUT:-/tmp}/ncu-stalls.txt
+  : >"$out"
+  for k in chunk_kernel chunk_bwd_kernel; do  # the third launch of each: past the warm-up's first calls
+    ncu --kernel-name "regex:$k" --launch-skip 2 --launch-count 1 --section LaunchStats --section Occupancy \
+      --section SchedulerStats --section WarpStateStats --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis "$BUILD/bin/bench_selective_scan" --only 0 2>&1 | tee -a "$out"
+  done
+  exit 0
+fi
 case "$what" in
   scan) cmd=("$BUILD/bin/bench_selective_scan" --only 0); per=28 ;;  # calls of each kind per run
   step) cmd=("$BUILD/bin/ssm" bench recipes/bench/mamba-130m.yaml --warmup 2 --steps 2); per=4 ;;
-  *) echo "profile_kernels.sh: unknown target '$what' (use scan or step)" >&2; exit 2 ;;
+  *) echo "profile_kernels.sh: unknown target '$what' (use scan, step or stalls)" >&2; exit 2 ;;
 esac
 ncu --metrics gpu__time_duration.sum --csv "${cmd[@]}" >"$csv" 2>/dev/null
 python3 - "$csv" "$per" <<'PY'
