@@ -225,40 +225,57 @@ __device__ __forceinline__ void decays(const float (&dt)[kK], float A2, unsigned
   }
 }
 
-// One level-by-level scan of affine maps h -> A h + B over the channel's 16 lanes ((A1, B1) then (A2, B2)
-// composes to (A2 A1, A2 B1 + B2)): UP, lane s ends with lanes 0..s composed (time runs up the lanes); else
-// lanes s..15 (the adjoint, which runs down). A lane with no partner at a level composes with the identity
-// (a select, not a branch: no moves around predicated arithmetic).
+// Scans of affine maps h -> A h + B over the channel's 16 lanes, level by level ((A1, B1) then (A2, B2) composes
+// to (A2 A1, A2 B1 + B2)): UP, lane s ends with lanes 0..s composed (time runs up the lanes); else lanes s..15
+// (the adjoint, which runs down). A lane with no partner at a level composes with the identity (a select, not
+// a branch: no moves around predicated arithmetic).
+template <bool UP>
+__device__ __forceinline__ float lane_step(float v, int o) {
+  return UP ? __shfl_up_sync(0xffffffffu, v, o, kTS) : __shfl_down_sync(0xffffffffu, v, o, kTS);
+}
+template <bool UP>
+__device__ __forceinline__ void compose(int s, int o, float Ap, float Bp, float& A, float& B) {
+  const bool has = UP ? s >= o : s + o < kTS;
+  B = fmaf(A, has ? Bp : 0.f, B);
+  A *= has ? Ap : 1.f;
+}
 template <bool UP>
 __device__ __forceinline__ void scan_maps(int s, float& A, float& B) {
 #pragma unroll
   for (int o = 1; o < kTS; o <<= 1) {
-    const float Ap = UP ? __shfl_up_sync(0xffffffffu, A, o, kTS) : __shfl_down_sync(0xffffffffu, A, o, kTS);
-    const float Bp = UP ? __shfl_up_sync(0xffffffffu, B, o, kTS) : __shfl_down_sync(0xffffffffu, B, o, kTS);
-    const bool has = UP ? s >= o : s + o < kTS;
-    B = fmaf(A, has ? Bp : 0.f, B);
-    A *= has ? Ap : 1.f;
+    const float Ap = lane_step<UP>(A, o), Bp = lane_step<UP>(B, o);
+    compose<UP>(s, o, Ap, Bp, A, B);
   }
 }
+// The backward's two scans at once (its forward's maps up the lanes, its adjoint's down): a level's four
+// shuffles are independent, so they are in flight together rather than one scan after the other.
+__device__ __forceinline__ void scan_maps_both(int s, float& A, float& B, float& P, float& Q) {
+#pragma unroll
+  for (int o = 1; o < kTS; o <<= 1) {
+    const float Ap = lane_step<true>(A, o), Bp = lane_step<true>(B, o);
+    const float Pp = lane_step<false>(P, o), Qp = lane_step<false>(Q, o);
+    compose<true>(s, o, Ap, Bp, A, B);
+    compose<false>(s, o, Pp, Qp, P, Q);
+  }
+}
+// The value entering this lane's slice: the neighbour's end value (the lane below when UP, above otherwise),
+// or the chunk's carry on the first lane in that direction.
+template <bool UP>
+__device__ __forceinline__ float enter(float end, float carry, int s) {
+  const float v = lane_step<UP>(end, 1);
+  return s == (UP ? 0 : kTS - 1) ? carry : v;
+}
 
-// The thread's K steps h <- a_i h + b(i) as one affine map h -> Aa h + Bb (Aa = prod a_i, returned as
-// `own`), scanned over the 16 slices; h_end = the composite of slices 0..s applied to the chunk's carry-in
-// h_in (lane 15's is the chunk's end state). Returns the state entering this slice: h_in on lane 0, else the
-// previous lane's h_end.
+// The thread's K steps h <- a_i h + b(i) as one affine map h -> Aa h + Bb (Aa = prod a_i).
 template <typename FB>
-__device__ __forceinline__ float slice_start(const float (&a)[kK], FB b, int s, float h_in, float& own,
-                                             float& h_end) {
-  float Aa = a[0], Bb = b(0);
+__device__ __forceinline__ void slice_map(const float (&a)[kK], FB b, float& Aa, float& Bb) {
+  Aa = a[0];
+  Bb = b(0);
 #pragma unroll
   for (int i = 1; i < kK; ++i) {
     Bb = fmaf(a[i], Bb, b(i));
     Aa *= a[i];
   }
-  own = Aa;
-  scan_maps<true>(s, Aa, Bb);
-  h_end = fmaf(Aa, h_in, Bb);
-  const float prev = __shfl_up_sync(0xffffffffu, h_end, 1, kTS);
-  return s == 0 ? h_in : prev;
 }
 
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
@@ -349,12 +366,17 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], bb[kK], own, h_end;
+        float a[kK], bb[kK], Aa, Bb;
         load8(bcs + nn * kBCRow + s * kSliceStride, bb);
 #pragma unroll
         for (int i = 0; i < kK; ++i) bb[i] *= du[i];
         decays(dt, A2, rmask, a);
-        float h = slice_start(a, [&](int i) { return bb[i]; }, s, carry[c * Nr + n], own, h_end);
+        // The slice's map, scanned over the slices, applied to the carry-in: this slice's end state (lane 15's
+        // is the chunk's), and the state entering it.
+        slice_map(a, [&](int i) { return bb[i]; }, Aa, Bb);
+        scan_maps<true>(s, Aa, Bb);
+        const float hin = carry[c * Nr + n], h_end = fmaf(Aa, hin, Bb);
+        float h = enter<true>(h_end, hin, s);
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
           p.ck[((b * p.nck + (t0 + s * kK) / kK) * p.D + d) * p.Np + n] = h;
         if (wanty) {
@@ -524,28 +546,30 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], Bv[kK], Cv[kK], hp[kK], own, h_end;
+        float a[kK], Bv[kK], Cv[kK], hp[kK], Aa, Bb, Q = 0.f;
         load8(bcs + nn * kBCRow + s * kSliceStride, Bv);
         load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
         decays(dt, A2, rmask, a);
-        // The forward: slice maps, their scan, then h over the thread's steps (h_{t-1} kept).
-        float h = slice_start(a, [&](int i) { return du[i] * Bv[i]; }, s, Hc[c * Nr + n], own, h_end);
+        // The slice's two maps: the forward's h -> Aa h + Bb over its steps and, in reverse, the adjoint's
+        // X -> Pa X + Q (Pa = Aa: the same decays); both scanned at once, then applied to the chunk's carries:
+        // the state entering the slice (lane 0: H_c) and the adjoint entering it from above (lane 15: X_c).
+        slice_map(a, [&](int i) { return du[i] * Bv[i]; }, Aa, Bb);
+#pragma unroll
+        for (int i = kK - 1; i >= 0; --i) Q = a[i] * fmaf(Cv[i], gy[i], Q);
+        float Pa = Aa;
+        scan_maps_both(s, Aa, Bb, Pa, Q);
+        const float hin = Hc[c * Nr + n], xin = Xc[c * Nr + n];
+        const float x_end = fmaf(Pa, xin, Q);
+        float h = enter<true>(fmaf(Aa, hin, Bb), hin, s);
+        const float x_enter = enter<false>(x_end, xin, s);
+        // h over the thread's steps (h_{t-1} kept), then the steps in reverse.
 #pragma unroll
         for (int i = 0; i < kK; ++i) {
           hp[i] = h;
           h = fmaf(a[i], h, du[i] * Bv[i]);
           ypre[i] = fmaf(Cv[i], h, ypre[i]);
         }
-        // The adjoint: the slice's composite in reverse (its multiplier is the forward's, `own`), the suffix
-        // scan, then the steps in reverse from the adjoint entering the slice (X_end of the lane above; X_c on
-        // lane 15).
-        float Pa = own, Q = 0.f;
-#pragma unroll
-        for (int i = kK - 1; i >= 0; --i) Q = a[i] * fmaf(Cv[i], gy[i], Q);
-        scan_maps<false>(s, Pa, Q);
-        const float xin = Xc[c * Nr + n], x_end = fmaf(Pa, xin, Q);
-        const float x_next = __shfl_down_sync(0xffffffffu, x_end, 1, kTS);
-        float X = s == kTS - 1 ? xin : x_next, gAv = 0.f, vB[kK], vC[kK];
+        float X = x_enter, gAv = 0.f, vB[kK], vC[kK];
 #pragma unroll
         for (int i = kK - 1; i >= 0; --i) {
           const float dh = fmaf(Cv[i], gy[i], X);
