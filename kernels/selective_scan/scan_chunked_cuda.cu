@@ -587,23 +587,23 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         buf += kCB * kTC;
         reinterpret_cast<float4*>(buf)[0] = make_float4(vC[0], vC[1], vC[2], vC[3]);
         reinterpret_cast<float4*>(buf)[1] = make_float4(vC[4], vC[5], vC[6], vC[7]);
+        __syncwarp();  // every lane of the channel has read X_c
+        if (s == 0) Xc[c * Nr + n] = x_end;
+        // The block's sum of this state's gB / gC: the 16 channels' terms, one (gB or gC, step) per thread, into
+        // the global accumulators (the other buffer takes the next state's terms: one barrier a state); the
+        // channel's gA term summed over its lanes meanwhile, so neither sum's latency waits on the other.
+        __syncthreads();
+        const float* cell = part + (nn & 1) * (kPartFloats / 2) + red_w * kCB * kTC + red_r;
+        float sum0 = cell[0], sum1 = cell[kTC];
+#pragma unroll
+        for (int k = 2; k < kCB; k += 2) {
+          sum0 += cell[k * kTC];
+          sum1 += cell[(k + 1) * kTC];
+        }
 #pragma unroll
         for (int o = 1; o < kTS; o <<= 1) gAv += __shfl_xor_sync(0xffffffffu, gAv, o);
-        __syncwarp();  // every lane of the channel has read X_c
-        if (s == 0) {
-          Xc[c * Nr + n] = x_end;
-          gAc[c * Nr + n] += gAv;
-        }
-        // The block's sum of this state's gB / gC: the 16 channels' terms, one (gB or gC, step) per thread, into
-        // the global accumulators. (The other buffer takes the next state's terms: one barrier a state.)
-        __syncthreads();
-        if (red_dst) {
-          const float* cell = part + (nn & 1) * (kPartFloats / 2) + red_w * kCB * kTC + red_r;
-          float sum = cell[0];
-#pragma unroll
-          for (int k = 1; k < kCB; ++k) sum += cell[k * kTC];
-          atomicAdd(red_dst + red_off, sum);
-        }
+        if (s == 0) gAc[c * Nr + n] += gAv;
+        if (red_dst) atomicAdd(red_dst + red_off, sum0 + sum1);
         red_off += p.L;
       }
     }
