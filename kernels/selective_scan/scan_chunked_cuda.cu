@@ -366,8 +366,11 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], bb[kK], Aa, Bb;
+        // Every shared read of the state first: their latency then runs under the scan.
+        float a[kK], bb[kK], Cv[kK], Aa, Bb;
+        const float hin = carry[c * Nr + n];
         load8(bcs + nn * kBCRow + s * kSliceStride, bb);
+        if (wanty) load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
 #pragma unroll
         for (int i = 0; i < kK; ++i) bb[i] *= du[i];
         decays(dt, A2, rmask, a);
@@ -375,13 +378,11 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         // is the chunk's), and the state entering it.
         slice_map(a, [&](int i) { return bb[i]; }, Aa, Bb);
         scan_maps<true>(s, Aa, Bb);
-        const float hin = carry[c * Nr + n], h_end = fmaf(Aa, hin, Bb);
+        const float h_end = fmaf(Aa, hin, Bb);
         float h = enter<true>(h_end, hin, s);
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
           p.ck[((b * p.nck + (t0 + s * kK) / kK) * p.D + d) * p.Np + n] = h;
         if (wanty) {
-          float Cv[kK];
-          load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
 #pragma unroll
           for (int i = 0; i < kK; ++i) {
             h = fmaf(a[i], h, bb[i]);
