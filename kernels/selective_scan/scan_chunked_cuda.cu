@@ -562,8 +562,15 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         // X -> Pa X + Q (Pa = Aa: the same decays); both scanned at once, then applied to the chunk's carries:
         // the state entering the slice (lane 0: H_c) and the adjoint entering it from above (lane 15: X_c).
         slice_map(a, [&](int i) { return du[i] * Bv[i]; }, Aa, Bb);
+        {  // Q = sum_i (a_0 .. a_i) C_i gy_i, as two 4-step chains in parallel: Q_lo + (a_0 a_1 a_2 a_3) Q_hi
+          float Qhi = 0.f;
 #pragma unroll
-        for (int i = kK - 1; i >= 0; --i) Q = a[i] * fmaf(Cv[i], gy[i], Q);
+          for (int i = kK / 2 - 1; i >= 0; --i) {
+            Q = a[i] * fmaf(Cv[i], gy[i], Q);
+            Qhi = a[i + kK / 2] * fmaf(Cv[i + kK / 2], gy[i + kK / 2], Qhi);
+          }
+          Q = fmaf((a[0] * a[1]) * (a[2] * a[3]), Qhi, Q);
+        }
         float Pa = Aa;
         scan_maps_both(s, Aa, Bb, Pa, Q);
         const float hin = Hc[c * Nr + n], xin = Xc[c * Nr + n];
