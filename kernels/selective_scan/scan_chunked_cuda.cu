@@ -267,9 +267,10 @@ __device__ __forceinline__ float enter(float end, float carry, int s) {
 }
 
 // The thread's K steps h <- a_i h + b(i) as one affine map h -> Aa h + Bb (Aa = prod a_i), composed as a
-// tree of pairs (3 levels of dependent arithmetic instead of a chain of 7; the same 7 multiplies and 7 FMAs).
+// tree of pairs (3 levels of dependent arithmetic instead of a chain of 7; the same 7 multiplies and 7 FMAs);
+// (Ah, Bh) is the tree's map of the first K/2 steps, so a walk over the steps can run as two halves at once.
 template <typename FB>
-__device__ __forceinline__ void slice_map(const float (&a)[kK], FB b, float& Aa, float& Bb) {
+__device__ __forceinline__ void slice_map(const float (&a)[kK], FB b, float& Aa, float& Bb, float& Ah, float& Bh) {
   float A[kK], B[kK];
 #pragma unroll
   for (int i = 0; i < kK; ++i) A[i] = a[i], B[i] = b(i);
@@ -280,6 +281,7 @@ __device__ __forceinline__ void slice_map(const float (&a)[kK], FB b, float& Aa,
       B[i] = fmaf(A[i + w], B[i], B[i + w]);
       A[i] *= A[i + w];
     }
+    if (2 * w == kK / 2) Ah = A[0], Bh = B[0];
   }
   Aa = A[0];
   Bb = B[0];
@@ -374,7 +376,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
         // Every shared read of the state first: their latency then runs under the scan.
-        float a[kK], bb[kK], Cv[kK], Aa, Bb;
+        float a[kK], bb[kK], Cv[kK], Aa, Bb, Ah, Bh;
         const float hin = carry[c * Nr + n];
         load8(bcs + nn * kBCRow + s * kSliceStride, bb);
         if (wanty) load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
@@ -383,17 +385,20 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         decays(dt, A2, rmask, a);
         // The slice's map, scanned over the slices, applied to the carry-in: this slice's end state (lane 15's
         // is the chunk's), and the state entering it.
-        slice_map(a, [&](int i) { return bb[i]; }, Aa, Bb);
+        slice_map(a, [&](int i) { return bb[i]; }, Aa, Bb, Ah, Bh);
         scan_maps<true>(s, Aa, Bb);
         const float h_end = fmaf(Aa, hin, Bb);
         float h = enter<true>(h_end, hin, s);
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
           p.ck[((b * p.nck + (t0 + s * kK) / kK) * p.D + d) * p.Np + n] = h;
-        if (wanty) {
+        if (wanty) {  // the two halves of the slice at once, the second from the first's map applied to h
+          float h2 = fmaf(Ah, h, Bh);
 #pragma unroll
-          for (int i = 0; i < kK; ++i) {
+          for (int i = 0; i < kK / 2; ++i) {
             h = fmaf(a[i], h, bb[i]);
             yv[i] = fmaf(Cv[i], h, yv[i]);
+            h2 = fmaf(a[i + kK / 2], h2, bb[i + kK / 2]);
+            yv[i + kK / 2] = fmaf(Cv[i + kK / 2], h2, yv[i + kK / 2]);
           }
         }
         __syncwarp();  // every lane of the channel has read h_in
@@ -554,48 +559,61 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], Bv[kK], Cv[kK], hp[kK], Aa, Bb, Q = 0.f;
+        float a[kK], Bv[kK], Cv[kK], hp[kK], Aa, Bb, Ah, Bh, Q = 0.f, Qh = 0.f;
         load8(bcs + nn * kBCRow + s * kSliceStride, Bv);
         load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
         decays(dt, A2, rmask, a);
         // The slice's two maps: the forward's h -> Aa h + Bb over its steps and, in reverse, the adjoint's
         // X -> Pa X + Q (Pa = Aa: the same decays); both scanned at once, then applied to the chunk's carries:
         // the state entering the slice (lane 0: H_c) and the adjoint entering it from above (lane 15: X_c).
-        slice_map(a, [&](int i) { return du[i] * Bv[i]; }, Aa, Bb);
-        {  // Q = sum_i (a_0 .. a_i) C_i gy_i, as two 4-step chains in parallel: Q_lo + (a_0 a_1 a_2 a_3) Q_hi
-          float Qhi = 0.f;
+        // Each walk over the slice's steps runs as its two halves at once (K = 2 x 4 steps): (Ah, Bh) is the
+        // forward's map of the lower half, Qh the adjoint's of the upper half (Q = Q_lo + Ah Qh), Pu = its
+        // multiplier.
+        constexpr int H = kK / 2;
+        slice_map(a, [&](int i) { return du[i] * Bv[i]; }, Aa, Bb, Ah, Bh);
 #pragma unroll
-          for (int i = kK / 2 - 1; i >= 0; --i) {
-            Q = a[i] * fmaf(Cv[i], gy[i], Q);
-            Qhi = a[i + kK / 2] * fmaf(Cv[i + kK / 2], gy[i + kK / 2], Qhi);
-          }
-          Q = fmaf((a[0] * a[1]) * (a[2] * a[3]), Qhi, Q);
+        for (int i = H - 1; i >= 0; --i) {
+          Q = a[i] * fmaf(Cv[i], gy[i], Q);
+          Qh = a[i + H] * fmaf(Cv[i + H], gy[i + H], Qh);
         }
+        Q = fmaf(Ah, Qh, Q);
+        const float Pu = (a[4] * a[5]) * (a[6] * a[7]);  // the tree's upper-half product
+        static_assert(H == 4, "Pu spells out the upper half");
         float Pa = Aa;
         scan_maps_both(s, Aa, Bb, Pa, Q);
         const float hin = Hc[c * Nr + n], xin = Xc[c * Nr + n];
         const float x_end = fmaf(Pa, xin, Q);
-        float h = enter<true>(fmaf(Aa, hin, Bb), hin, s);
-        const float x_enter = enter<false>(x_end, xin, s);
-        // h over the thread's steps (h_{t-1} kept), then the steps in reverse.
+        float h = enter<true>(fmaf(Aa, hin, Bb), hin, s);  // into step 0
+        float hu = fmaf(Ah, h, Bh);                         // into step H
+        float X = enter<false>(x_end, xin, s);              // into step K - 1, from above
+        float Xl = fmaf(Pu, X, Qh);                         // into step H - 1
+        // h over the thread's steps (h_{t-1} kept in hp), then the steps in reverse.
 #pragma unroll
-        for (int i = 0; i < kK; ++i) {
+        for (int i = 0; i < H; ++i) {
           hp[i] = h;
           h = fmaf(a[i], h, du[i] * Bv[i]);
           ypre[i] = fmaf(Cv[i], h, ypre[i]);
+          hp[i + H] = hu;
+          hu = fmaf(a[i + H], hu, du[i + H] * Bv[i + H]);
+          ypre[i + H] = fmaf(Cv[i + H], hu, ypre[i + H]);
         }
-        float X = x_enter, gAv = 0.f, vB[kK], vC[kK];
-#pragma unroll
-        for (int i = kK - 1; i >= 0; --i) {
-          const float dh = fmaf(Cv[i], gy[i], X);
+        float gAl = 0.f, gAu = 0.f, vB[kK], vC[kK];
+        auto back = [&](int i, float& Xi, float& gAi) {  // step i, the adjoint Xi arriving from step i + 1
+          const float dh = fmaf(Cv[i], gy[i], Xi);
           const float w = dh * (a[i] * hp[i]);
-          gAv = fmaf(w, dt[i], gAv);
+          gAi = fmaf(w, dt[i], gAi);
           sA[i] = fmaf(A2, w, sA[i]);
           sB[i] = fmaf(dh, Bv[i], sB[i]);
           vB[i] = dh * du[i];
-          vC[i] = gy[i] * (i == kK - 1 ? h : hp[i + 1]);
-          X = a[i] * dh;
+          vC[i] = gy[i] * (i == kK - 1 ? hu : hp[i + 1]);
+          Xi = a[i] * dh;
+        };
+#pragma unroll
+        for (int i = H - 1; i >= 0; --i) {
+          back(i + H, X, gAu);
+          back(i, Xl, gAl);
         }
+        float gAv = gAl + gAu;
         float* buf = partw + (nn & 1) * (kPartFloats / 2);
         reinterpret_cast<float4*>(buf)[0] = make_float4(vB[0], vB[1], vB[2], vB[3]);
         reinterpret_cast<float4*>(buf)[1] = make_float4(vB[4], vB[5], vB[6], vB[7]);
