@@ -507,9 +507,14 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
   T* xc[4];
 #pragma unroll
   for (int a = 0; a < 4; ++a) xc[a] = xs + (a * kCB + c) * XR + s * kK;
-  // This lane's slots for its gB and gC terms, and the (gB or gC, step) it adds up.
-  float* partw = part + c * kTC + s * kK;
-  const int red_w = tid / kTC, red_r = tid % kTC;
+  // This lane's slots for its gB and gC terms (steps 0-3 and 4-7 of its slice as two 16-byte stores; in slices
+  // with bit 2 set the two halves trade places, so the 8 lanes of a quarter-warp store to 8 different bank
+  // groups, where slices s and s + 4 would share one), and the (gB or gC, step) it adds up, read where it lies.
+  static_assert(kK == 8 && kTS == 16, "the swizzle: bit 2 of the slice swaps its two 4-step halves");
+  const int swap = s & 4;
+  float* const partw_lo = part + c * kTC + s * kK + swap;        // steps 0-3
+  float* const partw_hi = part + c * kTC + s * kK + (4 - swap);  // steps 4-7
+  const int red_w = tid / kTC, red_r = tid % kTC, red_at = red_r ^ ((red_r >> 3) & 4);
   static_assert(kThr == 2 * kTC, "one thread per (gB or gC, step) of a chunk");
   float gDacc = 0.f, gdbacc = 0.f;
 
@@ -614,19 +619,18 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
           back(i, Xl, gAl);
         }
         float gAv = gAl + gAu;
-        float* buf = partw + (nn & 1) * (kPartFloats / 2);
-        reinterpret_cast<float4*>(buf)[0] = make_float4(vB[0], vB[1], vB[2], vB[3]);
-        reinterpret_cast<float4*>(buf)[1] = make_float4(vB[4], vB[5], vB[6], vB[7]);
-        buf += kCB * kTC;
-        reinterpret_cast<float4*>(buf)[0] = make_float4(vC[0], vC[1], vC[2], vC[3]);
-        reinterpret_cast<float4*>(buf)[1] = make_float4(vC[4], vC[5], vC[6], vC[7]);
+        const int bo = (nn & 1) * (kPartFloats / 2);  // this state's buffer
+        *reinterpret_cast<float4*>(partw_lo + bo) = make_float4(vB[0], vB[1], vB[2], vB[3]);
+        *reinterpret_cast<float4*>(partw_hi + bo) = make_float4(vB[4], vB[5], vB[6], vB[7]);
+        *reinterpret_cast<float4*>(partw_lo + bo + kCB * kTC) = make_float4(vC[0], vC[1], vC[2], vC[3]);
+        *reinterpret_cast<float4*>(partw_hi + bo + kCB * kTC) = make_float4(vC[4], vC[5], vC[6], vC[7]);
         __syncwarp();  // every lane of the channel has read X_c
         if (s == 0) Xc[c * Nr + n] = x_end;
         // The block's sum of this state's gB / gC: the 16 channels' terms, one (gB or gC, step) per thread, into
         // the global accumulators (the other buffer takes the next state's terms: one barrier a state); the
         // channel's gA term summed over its lanes meanwhile, so neither sum's latency waits on the other.
         __syncthreads();
-        const float* cell = part + (nn & 1) * (kPartFloats / 2) + red_w * kCB * kTC + red_r;
+        const float* cell = part + (nn & 1) * (kPartFloats / 2) + red_w * kCB * kTC + red_at;
         float sum0 = cell[0], sum1 = cell[kTC];
 #pragma unroll
         for (int k = 2; k < kCB; k += 2) {
