@@ -630,7 +630,7 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         // the global accumulators (the other buffer takes the next state's terms: one barrier a state); the
         // channel's gA term summed over its lanes meanwhile, so neither sum's latency waits on the other.
         __syncthreads();
-        const float* cell = part + (nn & 1) * (kPartFloats / 2) + red_w * kCB * kTC + red_at;
+        const float* cell = part + bo + red_w * kCB * kTC + red_at;
         float sum0 = cell[0], sum1 = cell[kTC];
 #pragma unroll
         for (int k = 2; k < kCB; k += 2) {
