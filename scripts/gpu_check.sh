@@ -160,11 +160,12 @@ if want dist; then
     # PyTorch DDP's figure for an equivalent model (bench/ddp_reference.py), 1 and N GPUs, N on the network too.
     if python3 -c "import torch, transformers" 2>/dev/null; then
       for n in 1 ${nprocs:-2}; do
-        step "ddp-reference-p$n" timeout -k 10 300 torchrun --standalone --nproc_per_node "$n" bench/ddp_reference.py
+        step "ddp-reference-p$n" timeout -k 10 300 python3 -m torch.distributed.run --standalone --nproc_per_node "$n" \
+          bench/ddp_reference.py
       done
       for n in ${nprocs:-2}; do
         step "ddp-reference-p$n-net" env NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 timeout -k 10 300 \
-          torchrun --standalone --nproc_per_node "$n" bench/ddp_reference.py
+          python3 -m torch.distributed.run --standalone --nproc_per_node "$n" bench/ddp_reference.py
       done
     else
       skip ddp-reference "no torch and transformers in python3"
