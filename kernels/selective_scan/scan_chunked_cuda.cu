@@ -375,11 +375,11 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        // Every shared read of the state first: their latency then runs under the scan.
-        float a[kK], bb[kK], Cv[kK], Aa, Bb, Ah, Bh;
+        // The carry-in read first: its latency then runs under the scan. (C read here too made the 80-register
+        // build spill in the chunk's epilogue.)
+        float a[kK], bb[kK], Aa, Bb, Ah, Bh;
         const float hin = carry[c * Nr + n];
         load8(bcs + nn * kBCRow + s * kSliceStride, bb);
-        if (wanty) load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
 #pragma unroll
         for (int i = 0; i < kK; ++i) bb[i] *= du[i];
         decays(dt, A2, rmask, a);
@@ -392,6 +392,8 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
           p.ck[((b * p.nck + (t0 + s * kK) / kK) * p.D + d) * p.Np + n] = h;
         if (wanty) {  // the two halves of the slice at once, the second from the first's map applied to h
+          float Cv[kK];
+          load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
           float h2 = fmaf(Ah, h, Bh);
 #pragma unroll
           for (int i = 0; i < kK / 2; ++i) {
