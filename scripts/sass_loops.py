@@ -26,6 +26,9 @@ def tool(name):
     found = shutil.which(name) or shutil.which(os.path.join("/usr/local/cuda/bin", name))
     if found:
         return found
+    if name == "nvcc":
+        print("sass_loops.py: no nvcc on PATH or in /usr/local/cuda/bin", file=sys.stderr)
+        sys.exit(2)
     local = os.path.join(TOOLS, "nvidia", "cu13", "bin", name)
     if not os.path.exists(local):
         os.makedirs(TOOLS, exist_ok=True)

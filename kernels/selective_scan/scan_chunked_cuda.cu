@@ -266,14 +266,19 @@ __device__ __forceinline__ float enter(float end, float carry, int s) {
   return s == (UP ? 0 : kTS - 1) ? carry : v;
 }
 
-// The thread's K steps h <- a_i h + b(i) as one affine map h -> Aa h + Bb (Aa = prod a_i), composed as a
-// tree of pairs (3 levels of dependent arithmetic instead of a chain of 7; the same 7 multiplies and 7 FMAs);
-// (Ah, Bh) is the tree's map of the first K/2 steps, so a walk over the steps can run as two halves at once.
+// The thread's K steps h <- a_i h + b(i) as one affine map h -> A h + B (A = prod a_i), composed as a tree of
+// pairs (3 levels of dependent arithmetic instead of a chain of 7; the same 7 multiplies and 7 FMAs). The
+// tree's lower-half map (A_lo, B_lo) and upper-half product A_up come with it, so a walk over the steps can run
+// as two halves at once.
+struct SliceMap {
+  float A, B, A_lo, B_lo, A_up;
+};
 template <typename FB>
-__device__ __forceinline__ void slice_map(const float (&a)[kK], FB b, float& Aa, float& Bb, float& Ah, float& Bh) {
+__device__ __forceinline__ SliceMap slice_map(const float (&a)[kK], FB b) {
   float A[kK], B[kK];
 #pragma unroll
   for (int i = 0; i < kK; ++i) A[i] = a[i], B[i] = b(i);
+  SliceMap m;
 #pragma unroll
   for (int w = 1; w < kK; w <<= 1) {
 #pragma unroll
@@ -281,10 +286,11 @@ __device__ __forceinline__ void slice_map(const float (&a)[kK], FB b, float& Aa,
       B[i] = fmaf(A[i + w], B[i], B[i + w]);
       A[i] *= A[i + w];
     }
-    if (2 * w == kK / 2) Ah = A[0], Bh = B[0];
+    if (2 * w == kK / 2) m.A_lo = A[0], m.B_lo = B[0], m.A_up = A[kK / 2];
   }
-  Aa = A[0];
-  Bb = B[0];
+  m.A = A[0];
+  m.B = B[0];
+  return m;
 }
 
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
@@ -377,7 +383,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         const float A2 = A2s[c * Nr + n];
         // The carry-in read first: its latency then runs under the scan. (C read here too made the 80-register
         // build spill in the chunk's epilogue.)
-        float a[kK], bb[kK], Aa, Bb, Ah, Bh;
+        float a[kK], bb[kK];
         const float hin = carry[c * Nr + n];
         load8(bcs + nn * kBCRow + s * kSliceStride, bb);
 #pragma unroll
@@ -385,7 +391,8 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         decays(dt, A2, rmask, a);
         // The slice's map, scanned over the slices, applied to the carry-in: this slice's end state (lane 15's
         // is the chunk's), and the state entering it.
-        slice_map(a, [&](int i) { return bb[i]; }, Aa, Bb, Ah, Bh);
+        const SliceMap m = slice_map(a, [&](int i) { return bb[i]; });
+        float Aa = m.A, Bb = m.B;
         scan_maps<true>(s, Aa, Bb);
         const float h_end = fmaf(Aa, hin, Bb);
         float h = enter<true>(h_end, hin, s);
@@ -394,7 +401,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         if (wanty) {  // the two halves of the slice at once, the second from the first's map applied to h
           float Cv[kK];
           load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
-          float h2 = fmaf(Ah, h, Bh);
+          float h2 = fmaf(m.A_lo, h, m.B_lo);
 #pragma unroll
           for (int i = 0; i < kK / 2; ++i) {
             h = fmaf(a[i], h, bb[i]);
@@ -566,34 +573,33 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
       for (int nn = 0; nn < nt; ++nn) {
         const int n = n0 + nn;
         const float A2 = A2s[c * Nr + n];
-        float a[kK], Bv[kK], Cv[kK], hp[kK], Aa, Bb, Ah, Bh, Q = 0.f, Qh = 0.f;
+        float a[kK], Bv[kK], Cv[kK], hp[kK], Q = 0.f, Qh = 0.f;
         load8(bcs + nn * kBCRow + s * kSliceStride, Bv);
         load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
         decays(dt, A2, rmask, a);
         // The slice's two maps: the forward's h -> Aa h + Bb over its steps and, in reverse, the adjoint's
         // X -> Pa X + Q (Pa = Aa: the same decays); both scanned at once, then applied to the chunk's carries:
         // the state entering the slice (lane 0: H_c) and the adjoint entering it from above (lane 15: X_c).
-        // Each walk over the slice's steps runs as its two halves at once (K = 2 x 4 steps): (Ah, Bh) is the
-        // forward's map of the lower half, Qh the adjoint's of the upper half (Q = Q_lo + Ah Qh), Pu = its
+        // Each walk over the slice's steps runs as its two halves at once (K = 2 x 4 steps): (m.A_lo, m.B_lo) is
+        // the forward's map of the lower half, Qh the adjoint's of the upper half (Q = Q_lo + A_lo Qh), m.A_up its
         // multiplier.
         constexpr int H = kK / 2;
-        slice_map(a, [&](int i) { return du[i] * Bv[i]; }, Aa, Bb, Ah, Bh);
+        const SliceMap m = slice_map(a, [&](int i) { return du[i] * Bv[i]; });
+        float Aa = m.A, Bb = m.B;
 #pragma unroll
         for (int i = H - 1; i >= 0; --i) {
           Q = a[i] * fmaf(Cv[i], gy[i], Q);
           Qh = a[i + H] * fmaf(Cv[i + H], gy[i + H], Qh);
         }
-        Q = fmaf(Ah, Qh, Q);
-        const float Pu = (a[4] * a[5]) * (a[6] * a[7]);  // the tree's upper-half product
-        static_assert(H == 4, "Pu spells out the upper half");
+        Q = fmaf(m.A_lo, Qh, Q);
         float Pa = Aa;
         scan_maps_both(s, Aa, Bb, Pa, Q);
         const float hin = Hc[c * Nr + n], xin = Xc[c * Nr + n];
         const float x_end = fmaf(Pa, xin, Q);
         float h = enter<true>(fmaf(Aa, hin, Bb), hin, s);  // into step 0
-        float hu = fmaf(Ah, h, Bh);                         // into step H
+        float hu = fmaf(m.A_lo, h, m.B_lo);                 // into step H
         float X = enter<false>(x_end, xin, s);              // into step K - 1, from above
-        float Xl = fmaf(Pu, X, Qh);                         // into step H - 1
+        float Xl = fmaf(m.A_up, X, Qh);                     // into step H - 1
         // h over the thread's steps (h_{t-1} kept in hp), then the steps in reverse.
 #pragma unroll
         for (int i = 0; i < H; ++i) {
@@ -889,7 +895,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     bc_grad_kernel<<<blocks_for(Bt * L * G * N, 256), 256, 0, stream()>>>(acc, Bt, L, G, N, out->data_ptr(), p.bc);
     SSM_CUDA_LAUNCH_CHECK();
   }
-  sum_scan_grads(gr, nullptr, nullptr, 1, p.gAp, p.gDp, p.gdbp, Bt, p.bc);
+  sum_param_grads(gr, p.gAp, p.gDp, p.gdbp, Bt);
   return true;
 }
 

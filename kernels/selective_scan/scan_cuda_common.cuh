@@ -8,8 +8,6 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <initializer_list>
-#include <utility>
 
 #include "core/tensor.h"
 #include "kernels/selective_scan/selective_scan.h"
@@ -144,17 +142,9 @@ void alloc_scan_grads(P& p, const ScanInputs& in, ScanGrads& gr) {
   p.gh0 = gr.h0.defined() ? gr.h0.data<float>() : nullptr;
 }
 
-// The backward's last step: gB, gC from nbc f32 parts of (Bt, L, G, N) each (in B's dtype, `bc` its code; a
-// null part: the caller wrote that gradient itself), and
-// gA, gD, gdelta_bias from nparam parts of (D, N) / (D) each, summed in fixed order into `gr`.
-void sum_scan_grads(ScanGrads& gr, const float* gB, const float* gC, int64_t nbc, const float* gA, const float* gD,
-                    const float* gdb, int64_t nparam, int bc) {
-  const int64_t nb = gr.B.numel(), na = gr.A.numel(), D = gr.A.size(0);
-  for (auto [part, out] : {std::pair{gB, &gr.B}, std::pair{gC, &gr.C}}) {
-    if (!part) continue;  // the caller wrote this one
-    sum_parts_kernel<<<blocks_for(nb, 256), 256, 0, stream()>>>(part, nbc, nb, nb, out->data_ptr(), bc);
-    SSM_CUDA_LAUNCH_CHECK();
-  }
+// gA, gD, gdelta_bias from nparam f32 parts of (D, N) / (D) each, summed in fixed order into `gr`.
+void sum_param_grads(ScanGrads& gr, const float* gA, const float* gD, const float* gdb, int64_t nparam) {
+  const int64_t na = gr.A.numel(), D = gr.A.size(0);
   sum_parts_kernel<<<blocks_for(na, 256), 256, 0, stream()>>>(gA, nparam, na, na, gr.A.data_ptr(), 0);
   SSM_CUDA_LAUNCH_CHECK();
   if (gr.D_skip.defined()) {
@@ -165,6 +155,18 @@ void sum_scan_grads(ScanGrads& gr, const float* gB, const float* gC, int64_t nbc
     sum_parts_kernel<<<blocks_for(D, 256), 256, 0, stream()>>>(gdb, nparam, D, D, gr.delta_bias.data_ptr(), 0);
     SSM_CUDA_LAUNCH_CHECK();
   }
+}
+
+// The backward's last step: gB, gC from nbc f32 parts of (Bt, L, G, N) each (in B's dtype, `bc` its code), and
+// the parameters' gradients (sum_param_grads).
+inline void sum_scan_grads(ScanGrads& gr, const float* gB, const float* gC, int64_t nbc, const float* gA,
+                           const float* gD, const float* gdb, int64_t nparam, int bc) {
+  const int64_t nb = gr.B.numel();
+  sum_parts_kernel<<<blocks_for(nb, 256), 256, 0, stream()>>>(gB, nbc, nb, nb, gr.B.data_ptr(), bc);
+  SSM_CUDA_LAUNCH_CHECK();
+  sum_parts_kernel<<<blocks_for(nb, 256), 256, 0, stream()>>>(gC, nbc, nb, nb, gr.C.data_ptr(), bc);
+  SSM_CUDA_LAUNCH_CHECK();
+  sum_param_grads(gr, gA, gD, gdb, nparam);
 }
 
 }  // namespace
