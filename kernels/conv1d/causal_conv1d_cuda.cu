@@ -1,18 +1,23 @@
 // Depthwise causal conv1d on CUDA (math in causal_conv1d.h), channels-last (Bt, L, D).
 //
 // Layout of the work: a thread owns V adjacent channels (4 channels, one 8- or 16-byte vector load of x
-// per time step, when D and the pointers allow, else 2 or 1) over a tile of time steps (kFwdTL forward,
-// kTL backward), and keeps the last W-1 inputs (and their document ids) in registers,
-// so x is read once plus a W-1 step halo per tile (served by L2: the previous tile belongs to the
-// neighbouring thread of the same block or the previous block in launch order). A block is
-// (32 channel groups) x (TY time tiles); the grid is (time tiles, channel tiles, Bt). A warp reads 32 V
-// contiguous channels of one time step: fully coalesced. The forward loads its whole tile into
-// registers before using any step; the backward loads kChunk steps ahead; so several loads per thread
-// are in flight. The block's weights and bias come through shared memory (BlockWeights).
+// per time step, when D and the pointers allow, else 2 or 1) over a run of time steps (forward: a segment
+// of kFwdSteps, one per warp; backward: a tile of kTL), and keeps the last W-1 inputs in registers, so x is
+// read once plus a W-1 step halo per segment / tile (served by L2: the steps before belong to the
+// neighbouring warp of the same block or the previous block in launch order). A block is (32 channel groups)
+// x (TY segments / tiles); the grid is (time blocks, channel tiles, Bt). A warp reads 32 V contiguous
+// channels of one time step: fully coalesced. The block's weights and bias come through shared memory
+// (BlockWeights).
 //
-// Forward:  y_t = act(bias + sum_k w_k xx_{t-(W-1)+k}), taps outside t's document read 0.
-// Backward (one pass, no saved activations): the thread walks t = t0 .. t1+W-2, recomputes
-//   pre_t and gpre_t = g_t silu'(pre_t) (0 for t >= L), keeps the last W-1 gpre in registers and emits
+// Forward (a pure stream: it runs at HBM speed only if loads are in flight at every moment): the thread walks
+// its segment in chunks of kFwdTL steps through a ring of kFwdTL raw vectors (Words): step t's slot is
+// refilled with step t+kFwdTL as soon as t is converted, so kFwdTL loads are always in flight, and each
+// chunk's document ids (one per lane, compared through warp shuffles into one bit mask) are loaded a chunk
+// ahead. The window before the segment is loaded with the first chunk, before the weights are staged, so
+// a single memory round trip (and one barrier) precedes the first output.
+//   y_t = act(bias + sum_k w_k xx_{t-(W-1)+k}), taps outside t's document read 0.
+// Backward (one pass, no saved activations; loads kChunk steps ahead): the thread walks t = t0 .. t1+W-2,
+//   recomputes pre_t and gpre_t = g_t silu'(pre_t) (0 for t >= L), keeps the last W-1 gpre in registers and emits
 //   gx_s = sum_k w_k gpre_{s+(W-1)-k} (same document) for s = t-(W-1) once all its terms are known.
 //   Tile 0 also emits s = -(W-1)..-1 (grad of x_init). gw_k += gpre_t xx_{t-(W-1)+k}, gbias += gpre_t
 //   for t in [t0, t1) in f32 registers; the block adds its TY threads in order through shared memory and
@@ -35,17 +40,21 @@ namespace {
 constexpr int kThreadsC = 32;  // threads along channels (one warp)
 constexpr int kTL = 32;        // backward: time steps per thread
 constexpr int kChunk = 4;      // backward: time steps loaded ahead (kTL is a multiple)
-constexpr int kFwdTL = 8;      // forward: time steps per thread, all loaded before any is used (the
-                               // forward is a pure stream: 8 loads in flight per thread keep HBM busy)
-constexpr int kFwdTY = 8;      // time tiles per forward block: 256 threads, 64 time steps
+constexpr int kFwdTL = 8;      // forward: steps per chunk = loads in flight per thread (the ring of raw steps)
+constexpr int kFwdSteps = 64;  // forward: steps per thread (its segment; the W-1 steps before it are read twice)
+constexpr int kFwdTY = 4;      // segments per forward block: 128 threads, 256 time steps
 constexpr int kBwdTY = 4;      // time tiles per backward block: 128 threads, 128 time steps
-constexpr int kMaxV = 4;  // at most 4 channels per thread (register pressure: the forward holds its 8
-                          // loaded steps, w and the x window per channel, the backward w, x and gpre
-                          // windows and W+1 accumulators; 8 bf16 channels spill in the forward)
-// Blocks per SM asked of the register allocator (65536 registers per SM): <= 168 registers
-// per thread for both (4 forward blocks spill in the bf16 W=4 kernel); no spills (ptxas -v).
-constexpr int kFwdMinBlocks = 2, kBwdMinBlocks = 3;
-static_assert(kTL % kChunk == 0);
+constexpr int kMaxV = 4;  // at most 4 channels per thread (register pressure: the forward holds its ring
+                          // of kFwdTL steps, w and the x window per channel, the backward w, x and gpre
+                          // windows and W+1 accumulators)
+// Blocks per SM asked of the register allocator (65536 registers per SM; no spills: ptxas -v, as
+// scripts/sass_loops.py prints it): forward 6 (<= 80 registers a thread, 24 warps per SM) where a step is at
+// most 8 bytes a thread, 4 for 16 (f32 x 4: its ring alone is 32 registers; <= 128, 16 warps, as many
+// bytes in flight); backward 3 (<= 168).
+template <typename T, int V>
+constexpr int kFwdMinBlocks = sizeof(T) * V > 8 ? 4 : 6;
+constexpr int kBwdMinBlocks = 3;
+static_assert(kTL % kChunk == 0 && kFwdSteps % kFwdTL == 0);
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -75,10 +84,6 @@ __device__ __forceinline__ void unpack(const Pack<T, V>& pk, float (&o)[V]) {
   for (int i = 0; i < V; ++i) o[i] = to_f(pk.v[i]);
 }
 template <typename T, int V>
-__device__ __forceinline__ void load_vec(const T* p, float (&o)[V]) {
-  unpack(load_pack<T, V>(p), o);
-}
-template <typename T, int V>
 __device__ __forceinline__ Pack<T, V> zero_pack() {
   Pack<T, V> pk;
 #pragma unroll
@@ -97,6 +102,88 @@ __device__ __forceinline__ void zero(float (&o)[V]) {
 #pragma unroll
   for (int i = 0; i < V; ++i) o[i] = 0.f;
 }
+
+// A value of T from its bits (the low 16 for bf16 / f16) and back.
+template <typename T>
+__device__ __forceinline__ float f_of_bits(uint32_t b);
+template <>
+__device__ __forceinline__ float f_of_bits<float>(uint32_t b) { return __uint_as_float(b); }
+template <>
+__device__ __forceinline__ float f_of_bits<__nv_bfloat16>(uint32_t b) { return __uint_as_float(b << 16); }
+template <>
+__device__ __forceinline__ float f_of_bits<__half>(uint32_t b) {
+  return __half2float(__ushort_as_half((unsigned short)b));
+}
+template <typename T>
+__device__ __forceinline__ uint32_t bits_of_f(float v);
+template <>
+__device__ __forceinline__ uint32_t bits_of_f<float>(float v) { return __float_as_uint(v); }
+template <>
+__device__ __forceinline__ uint32_t bits_of_f<__nv_bfloat16>(float v) {
+  return __bfloat16_as_ushort(__float2bfloat16(v));
+}
+template <>
+__device__ __forceinline__ uint32_t bits_of_f<__half>(float v) { return __half_as_ushort(__float2half(v)); }
+
+// V values of T as raw 32-bit words (16-bit values two to a word; a single one alone), moved with one vector
+// load or store: what the forward keeps in flight and stores. A Pack of 16-bit values takes a register per
+// value, and a Pack written value by value is stored by the compiler as V scalar stores.
+template <typename T, int V>
+struct Words {
+  static constexpr int kBytes = int(sizeof(T)) * V, kN = kBytes < 4 ? 1 : kBytes / 4;
+  uint32_t w[kN];
+
+  __device__ __forceinline__ void load(const T* p) {
+    if constexpr (kBytes == 2) {
+      w[0] = *reinterpret_cast<const unsigned short*>(p);
+    } else if constexpr (kBytes == 4) {
+      w[0] = *reinterpret_cast<const uint32_t*>(p);
+    } else if constexpr (kBytes == 8) {
+      const uint2 u = *reinterpret_cast<const uint2*>(p);
+      w[0] = u.x, w[1] = u.y;
+    } else {
+      static_assert(kBytes == 16);
+      const uint4 u = *reinterpret_cast<const uint4*>(p);
+      w[0] = u.x, w[1] = u.y, w[2] = u.z, w[3] = u.w;
+    }
+  }
+  __device__ __forceinline__ void store(T* p) const {
+    if constexpr (kBytes == 2) {
+      *reinterpret_cast<unsigned short*>(p) = (unsigned short)w[0];
+    } else if constexpr (kBytes == 4) {
+      *reinterpret_cast<uint32_t*>(p) = w[0];
+    } else if constexpr (kBytes == 8) {
+      *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+    } else {
+      *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) w[i] = 0;  // +0 in every type
+  }
+  __device__ __forceinline__ void to_float(float (&o)[V]) const {
+    if constexpr (sizeof(T) == 4 || V == 1) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) o[i] = f_of_bits<T>(w[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kN; ++i) {
+        o[2 * i] = f_of_bits<T>(w[i] & 0xffffu);
+        o[2 * i + 1] = f_of_bits<T>(w[i] >> 16);
+      }
+    }
+  }
+  __device__ __forceinline__ void from_float(const float (&o)[V]) {
+    if constexpr (sizeof(T) == 4 || V == 1) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) w[i] = bits_of_f<T>(o[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kN; ++i) w[i] = bits_of_f<T>(o[2 * i]) | bits_of_f<T>(o[2 * i + 1]) << 16;
+    }
+  }
+};
 
 __device__ __forceinline__ float sigmoid_f(float p) { return 1.f / (1.f + __expf(-p)); }
 
@@ -136,8 +223,30 @@ struct BlockWeights {
   }
 };
 
-// Shared per-thread setup: weights, bias, and the window xx_{t0-(W-1)} .. xx_{t0-1} with document ids
-// (negative times read x_init or zeros and belong to the row's first document).
+// The window before time t0 as loaded: raw xx_{t0-(W-1)} .. xx_{t0-1} (negative times read x_init or zeros)
+// and, with ids, their document ids (negative times belong to the row's first document).
+template <typename T, int W, int V>
+struct Halo {
+  Words<T, V> x[W - 1];
+  int s[W - 1];
+
+  __device__ __forceinline__ void load(const Params<T>& p, int64_t b, int64_t c0, int64_t t0, bool ids) {
+#pragma unroll
+    for (int j = 0; j < W - 1; ++j) {
+      const int64_t t = t0 - (W - 1) + j;
+      if (t >= 0)
+        x[j].load(p.x + (b * p.L + t) * p.D + c0);
+      else if (p.xi)
+        x[j].load(p.xi + (b * (W - 1) + (W - 1 + t)) * p.D + c0);
+      else
+        x[j].zero();
+      s[j] = ids && p.seq ? p.seq[b * p.L + (t > 0 ? t : 0)] : 0;
+    }
+  }
+};
+
+// Shared per-thread state: weights, bias, and the window xx_{t-(W-1)} .. xx_{t-1} with document ids.
+// setup = weights + window (the forward loads the window before the weights are staged).
 template <typename T, int W, int V>
 struct Thread {
   float wr[W][V], br[V];
@@ -146,6 +255,12 @@ struct Thread {
 
   __device__ __forceinline__ void setup(const Params<T>& p, const BlockWeights<W, V>& bw, int64_t b, int64_t c0,
                                         int64_t t0) {
+    weights(bw);
+    Halo<T, W, V> h;
+    h.load(p, b, c0, t0, true);
+    window(h);
+  }
+  __device__ __forceinline__ void weights(const BlockWeights<W, V>& bw) {
     const int cc = int(threadIdx.x) * V;  // this thread's first channel in the block
     using FV = Pack<float, V>;
 #pragma unroll
@@ -157,16 +272,12 @@ struct Thread {
     const FV bv = *reinterpret_cast<const FV*>(&bw.bias[cc]);
 #pragma unroll
     for (int v = 0; v < V; ++v) br[v] = bv.v[v];
+  }
+  __device__ __forceinline__ void window(const Halo<T, W, V>& h) {
 #pragma unroll
     for (int j = 0; j < W - 1; ++j) {
-      const int64_t s = t0 - (W - 1) + j;
-      if (s >= 0)
-        load_vec<T, V>(p.x + (b * p.L + s) * p.D + c0, xw[j]);
-      else if (p.xi)
-        load_vec<T, V>(p.xi + (b * (W - 1) + (W - 1 + s)) * p.D + c0, xw[j]);
-      else
-        zero(xw[j]);
-      sw[j] = p.seq ? p.seq[b * p.L + (s > 0 ? s : 0)] : 0;
+      h.x[j].to_float(xw[j]);
+      sw[j] = h.s[j];
     }
   }
   // Taps of output time t (document st), masked: xm[k] = xx_{t-(W-1)+k} or 0; xm[W-1] = x_t.
@@ -202,43 +313,114 @@ struct Thread {
   }
 };
 
+// 2^x on the MUFU unit (ex2.approx.ftz: a subnormal result reads 0); exp2f where the host compiles it
+// (tests/emu).
+__device__ __forceinline__ float ex2(float x) {
+#ifdef __CUDA_ARCH__
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+#else
+  return exp2f(x);
+#endif
+}
+// Forward SiLU: y = p sigmoid(p) = p / (1 + 2^(-p log2 e)), the division by MUFU.RCP (__fdividef: 2 ulp;
+// 2^-p = inf gives -0): 5 instructions an element, where sigmoid_f's IEEE division takes a dozen and a branch.
+__device__ __forceinline__ float silu_f(float p) { return __fdividef(p, 1.f + ex2(-1.4426950408889634f * p)); }
+
+// Document mask of a chunk j .. j+kFwdTL-1 (times relative to the segment's start t0; n steps in the
+// segment): lane l holds the document of time j-(W-1)+l (doc_id; clamped to [lo, n-1]: times before the
+// row belong to its first document, lo = -t0 (only chunk 0 of a row's first segment reaches back that far);
+// times from t1 on are never stored). Tap k of step i (time j+i-(W-1)+k, lane i+k) counts iff it is in
+// step i's document (lane i+W-1): lane i (W-1) + k compares the two and the ballot holds the answer in bit
+// i (W-1) + k, all the chunk's taps in one register. Without seq_idx every id is 0 and every bit set. The
+// whole warp calls doc_mask.
+template <int W>
+__device__ __forceinline__ int doc_id(const int32_t* ss, int j, int lo, int n) {
+  if (!ss) return 0;
+  const int r = j - (W - 1) + int(threadIdx.x);
+  return ss[r < lo ? lo : r < n ? r : n - 1];
+}
+template <int W>
+__device__ __forceinline__ uint32_t doc_mask(int id) {
+  static_assert(kFwdTL * (W - 1) <= 32 && kFwdTL + W - 1 <= 32);  // lanes of the taps, of the ids
+  const int lane = int(threadIdx.x), i = lane / (W - 1), k = lane - i * (W - 1);
+  const int tap = __shfl_sync(0xffffffffu, id, i + k), own = __shfl_sync(0xffffffffu, id, (i + W - 1) & 31);
+  return __ballot_sync(0xffffffffu, tap == own);
+}
+
+// The warp's segment [t0, t0+n) (n <= kFwdSteps), V channels a lane, chunk by chunk. x goes through a ring
+// of kFwdTL raw steps: the slot of step t is refilled with step t+kFwdTL once t is converted, so kFwdTL loads
+// are in flight at every step, and the next chunk's document ids during the whole chunk. y_t = act(bias +
+// sum_k [tap k in t's document] w_k xx_{t-(W-1)+k}), the window xx_{t-(W-1)} .. xx_{t-1} carried in
+// registers (Thread; converted floats, so the W-1 steps before the segment are the only ones read twice).
+// Lanes past D run along (the warp's shuffles) on channel 0's data and store nothing. D < 2^32 (grid_for).
 template <typename T, int W, int V>
-__global__ void __launch_bounds__(kThreadsC* kFwdTY, kFwdMinBlocks) conv1d_fwd_kernel(Params<T> p) {
-  const int64_t b = blockIdx.z;
-  const int64_t c0 = (int64_t(blockIdx.y) * kThreadsC + threadIdx.x) * V;
-  const int64_t t0 = (int64_t(blockIdx.x) * kFwdTY + threadIdx.y) * kFwdTL;
-  const bool active = c0 < p.D && t0 < p.L;
-  const int64_t t1 = !active ? t0 : t0 + kFwdTL < p.L ? t0 + kFwdTL : p.L;
-  const T* xb = p.x + b * p.L * p.D + c0;
-  T* yb = p.y + b * p.L * p.D + c0;
-  const int32_t* sb = p.seq ? p.seq + b * p.L : nullptr;
-  Pack<T, V> xc[kFwdTL];  // the tile's raw inputs, converted when used
-  int sc[kFwdTL];
-#pragma unroll
-  for (int i = 0; i < kFwdTL; ++i) {
-    const int64_t t = t0 + i;
-    sc[i] = 0;
-    xc[i] = t < t1 ? load_pack<T, V>(xb + t * p.D) : zero_pack<T, V>();
-    if (sb && t < t1) sc[i] = sb[t];
+__global__ void __launch_bounds__(kThreadsC* kFwdTY, (kFwdMinBlocks<T, V>)) conv1d_fwd_kernel(Params<T> p) {
+  __shared__ BlockWeights<W, V> bw;
+  const int64_t b = blockIdx.z, L = p.L;
+  const uint32_t D = uint32_t(p.D);
+  const uint32_t c = (blockIdx.y * kThreadsC + threadIdx.x) * V;
+  const bool cin = c < D;
+  const uint32_t c0 = cin ? c : 0;
+  const int64_t t0 = (int64_t(blockIdx.x) * kFwdTY + threadIdx.y) * kFwdSteps;  // the warp's segment
+  if (t0 >= L) {  // the whole warp: it only helps stage the weights
+    bw.stage(p.w, p.bias, D);
+    return;
   }
-  __shared__ BlockWeights<W, V> bw;  // staged while the tile's loads are in flight
-  bw.stage(p.w, p.bias, p.D);
-  if (!active) return;
-  Thread<T, W, V> th;
-  th.setup(p, bw, b, c0, t0);
+  const int n = int(L - t0 < kFwdSteps ? L - t0 : kFwdSteps);
+  const int64_t e = (b * L + t0) * D + c0;                   // x_{t0} = p.x[e], y_{t0} = p.y[e]
+  const int32_t* ss = p.seq ? p.seq + b * L + t0 : nullptr;  // seq_{t0}
+  // The next step to load walks the row a step at a time; the step stored then, kFwdTL earlier, sits at a
+  // fixed byte distance from it (p.x, p.y and D are uniform: no registers of the thread's own).
+  const T* xq = p.x + e;
+  const int64_t dy = (reinterpret_cast<const char*>(p.y) - reinterpret_cast<const char*>(p.x)) -
+                     int64_t(kFwdTL) * D * int64_t(sizeof(T));
+  // One round trip before the first output: the window and chunk 0 are in flight while the weights are staged.
+  Halo<T, W, V> h;
+  h.load(p, b, c0, t0, false);
+  Words<T, V> ring[kFwdTL];  // raw x_{j+i} (stale past the segment's end: never stored), converted when used
 #pragma unroll
   for (int i = 0; i < kFwdTL; ++i) {
-    if (t0 + i < t1) {
-      float xt[V], xm[W][V], o[V];
-      unpack(xc[i], xt);
-      th.taps(xt, sc[i], xm);
-      th.pre(xm, o);
+    ring[i].zero();
+    if (i < n) ring[i].load(xq);
+    xq += D;
+  }
+  int id = doc_id<W>(ss, 0, t0 < W - 1 ? -int(t0) : 1 - W, n);
+  bw.stage(p.w, p.bias, D);
+  Thread<T, W, V> th;
+  th.weights(bw);
+  th.window(h);
+#pragma unroll 1
+  for (int j = 0; j < n; j += kFwdTL) {
+    const uint32_t same = doc_mask<W>(id);
+    id = doc_id<W>(ss, j + kFwdTL, 0, n);  // the next chunk's (times >= kFwdTL-(W-1) > 0), in flight meanwhile
+#pragma unroll
+    for (int i = 0; i < kFwdTL; ++i) {
+      float xt[V], o[V];
+      ring[i].to_float(xt);
+      ring[i].zero();
+      if (j + kFwdTL + i < n) ring[i].load(xq);
+#pragma unroll
+      for (int v = 0; v < V; ++v) o[v] = fmaf(th.wr[W - 1][v], xt[v], th.br[v]);
+#pragma unroll
+      for (int k = 0; k < W - 1; ++k) {
+        if (same >> (i * (W - 1) + k) & 1u) {
+#pragma unroll
+          for (int v = 0; v < V; ++v) o[v] = fmaf(th.wr[k][v], th.xw[k][v], o[v]);
+        }
+      }
       if (p.silu) {
 #pragma unroll
-        for (int v = 0; v < V; ++v) o[v] = o[v] * sigmoid_f(o[v]);
+        for (int v = 0; v < V; ++v) o[v] = silu_f(o[v]);
       }
-      store_vec<T, V>(yb + (t0 + i) * p.D, o);
-      th.push(xt, sc[i]);
+      if (cin && j + i < n) {
+        Words<T, V> out;
+        out.from_float(o);
+        out.store(reinterpret_cast<T*>(const_cast<char*>(reinterpret_cast<const char*>(xq)) + dy));
+      }
+      xq += D;
+      th.push(xt, 0);
     }
   }
 }
@@ -463,7 +645,7 @@ void causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
     p.D = D;
     p.silu = silu;
     const int V = pick_vec(D, sizeof(T), kMaxV, {p.x, p.xi, p.y});
-    const dim3 grid = grid_for(Bt, L, D, V, kFwdTL * kFwdTY), block(kThreadsC, kFwdTY);
+    const dim3 grid = grid_for(Bt, L, D, V, int64_t(kFwdSteps) * kFwdTY), block(kThreadsC, kFwdTY);
     dispatch_wv(W, V, [&](auto wc, auto vc) {
       conv1d_fwd_kernel<T, decltype(wc)::value, decltype(vc)::value><<<grid, block, 0, stream()>>>(p);
       SSM_CUDA_LAUNCH_CHECK();

@@ -1,7 +1,8 @@
 // The causal conv1d's CUDA kernels (kernels/conv1d/causal_conv1d_cuda.cu), run by the CUDA emulator
 // (cuda_emu.h) on the CPU, against the CPU reference in f32: every vector width (D = 37: 1 channel per thread,
 // 38: 2, 12 and 64: 4), W = 2..4, every flag, lengths across the kernels' time tiles (1, 3, 70, 300), f32 and
-// bf16. Tolerances as tests/cuda/test_cuda_causal_conv1d.cpp's.
+// bf16; then the forward's segments and chunks (SegmentsAndChunks), f16 too. Tolerances as
+// tests/cuda/test_cuda_causal_conv1d.cpp's.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -22,7 +23,11 @@ using test::Tol;
 
 namespace {
 
-Tol act_tol(DType dt) { return dt == DType::bf16 ? Tol{1e-2, 1e-3} : Tol{1e-5, 1e-5}; }
+Tol act_tol(DType dt) {
+  if (dt == DType::bf16) return {1e-2, 1e-3};
+  if (dt == DType::f16) return {2e-3, 1e-4};
+  return {1e-5, 1e-5};
+}
 Tol sum_tol(int64_t n) { return {1e-4, 1e-6 * double(n) + 1e-5}; }
 
 using test::all_near;
@@ -81,6 +86,22 @@ TEST(EmuCausalConv1d, MatchesCpu) {
           seed += 10;
         }
       }
+}
+
+TEST(EmuCausalConv1d, SegmentsAndChunks) {
+  // The forward walks 64-step segments (one a warp, 4 a block) in 8-step chunks: L = 2*64 + 13 gives a row
+  // three segments in one block, the last part-full (its last chunk 5 steps), L = 128 two full ones (loads
+  // ahead past the end), L = 333 two blocks; documents cross chunk and segment boundaries; D = 72 leaves
+  // lanes past D in the warp's document shuffles, 40 has 10 lanes of 4 channels, 42 21 lanes of 2.
+  const std::vector<std::array<int64_t, 3>> shapes = {{2, 141, 72}, {1, 128, 12}, {1, 333, 40}, {2, 141, 42}};
+  uint32_t seed = 900;
+  for (DType dt : {DType::f32, DType::bf16, DType::f16})
+    for (const auto& [Bt, L, D] : shapes)
+      for (int64_t W = 2; W <= 4; ++W)
+        for (int combo : {15, 12, 10, 1}) {  // all flags; x_init + seq_idx; silu + seq_idx; bias alone
+          run_case(dt, Bt, L, D, W, combo & 1, combo & 2, combo & 4, combo & 8, seed);
+          seed += 10;
+        }
 }
 
 }  // namespace
