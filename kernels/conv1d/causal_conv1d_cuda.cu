@@ -56,47 +56,12 @@ constexpr int kFwdMinBlocks = sizeof(T) * V > 8 ? 4 : 6;
 constexpr int kBwdMinBlocks = 3;
 static_assert(kTL % kChunk == 0 && kFwdSteps % kFwdTL == 0);
 
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
-
-// V elements of T moved as one aligned vector.
+// V floats moved as one aligned vector (the staged weights).
 template <typename T, int V>
 struct alignas(sizeof(T) * V) Pack {
   T v[V];
 };
 
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
-  return *reinterpret_cast<const Pack<T, V>*>(p);
-}
-template <typename T, int V>
-__device__ __forceinline__ void unpack(const Pack<T, V>& pk, float (&o)[V]) {
-#pragma unroll
-  for (int i = 0; i < V; ++i) o[i] = to_f(pk.v[i]);
-}
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> zero_pack() {
-  Pack<T, V> pk;
-#pragma unroll
-  for (int i = 0; i < V; ++i) pk.v[i] = from_f<T>(0.f);
-  return pk;
-}
-template <typename T, int V>
-__device__ __forceinline__ void store_vec(T* p, const float (&o)[V]) {
-  Pack<T, V> pk;
-#pragma unroll
-  for (int i = 0; i < V; ++i) pk.v[i] = from_f<T>(o[i]);
-  *reinterpret_cast<Pack<T, V>*>(p) = pk;
-}
 template <int V>
 __device__ __forceinline__ void zero(float (&o)[V]) {
 #pragma unroll
@@ -451,23 +416,27 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
     const T* gb = p.gy + b * L * D + c0;
     const int32_t* sb = p.seq ? p.seq + b * L : nullptr;
     for (int64_t tc = t0; tc <= t_last; tc += kChunk) {
-      Pack<T, V> xc[kChunk], gc[kChunk];  // raw inputs of the chunk, converted when used
+      Words<T, V> xc[kChunk], gc[kChunk];  // raw inputs of the chunk, converted when used
       int sc[kChunk];
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) {
         const int64_t t = tc + i;
         const bool in = t <= t_last && t < L;
         sc[i] = sb && in ? sb[t] : 0;  // times >= L: gpre is 0, so their document id is never used
-        xc[i] = in ? load_pack<T, V>(xb + t * D) : zero_pack<T, V>();
-        gc[i] = in ? load_pack<T, V>(gb + t * D) : zero_pack<T, V>();
+        xc[i].zero();
+        gc[i].zero();
+        if (in) {
+          xc[i].load(xb + t * D);
+          gc[i].load(gb + t * D);
+        }
       }
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) {
         const int64_t t = tc + i;
         if (t > t_last) break;
         float xt[V], gt[V], xm[W][V], gp[V];
-        unpack(xc[i], xt);
-        unpack(gc[i], gt);
+        xc[i].to_float(xt);
+        gc[i].to_float(gt);
         th.taps(xt, sc[i], xm);
         if (p.silu) {
           float pr[V];
@@ -505,10 +474,12 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
             for (int v = 0; v < V; ++v)
               if (same) o[v] = fmaf(th.wr[k][v], gw_win[W - 1 - k][v], o[v]);
           }
+          Words<T, V> out;
+          out.from_float(o);
           if (s >= 0) {
-            if (p.gx) store_vec<T, V>(p.gx + (b * L + s) * D + c0, o);
+            if (p.gx) out.store(p.gx + (b * L + s) * D + c0);
           } else {
-            store_vec<T, V>(p.gxi + (b * (W - 1) + (W - 1 + s)) * D + c0, o);
+            out.store(p.gxi + (b * (W - 1) + (W - 1 + s)) * D + c0);
           }
         }
         th.push(xt, sc[i]);
