@@ -16,7 +16,8 @@
 // ahead. The window before the segment is loaded with the first chunk, before the weights are staged, so
 // a single memory round trip (and one barrier) precedes the first output.
 //   y_t = act(bias + sum_k w_k xx_{t-(W-1)+k}), taps outside t's document read 0.
-// Backward (one pass, no saved activations; loads kChunk steps ahead): the thread walks t = t0 .. t1+W-2,
+// Backward (one pass, no saved activations; x and grad y through a ring of kChunk raw steps, as the forward,
+//   the window and the first steps loaded before the weights are staged): the thread walks t = t0 .. t1+W-2,
 //   recomputes pre_t and gpre_t = g_t silu'(pre_t) (0 for t >= L), keeps the last W-1 gpre in registers and emits
 //   gx_s = sum_k w_k gpre_{s+(W-1)-k} (same document) for s = t-(W-1) once all its terms are known.
 //   Tile 0 also emits s = -(W-1)..-1 (grad of x_init). gw_k += gpre_t xx_{t-(W-1)+k}, gbias += gpre_t
@@ -39,7 +40,7 @@ namespace {
 
 constexpr int kThreadsC = 32;  // threads along channels (one warp)
 constexpr int kTL = 32;        // backward: time steps per thread
-constexpr int kChunk = 4;      // backward: time steps loaded ahead (kTL is a multiple)
+constexpr int kChunk = 4;      // backward: steps in flight (the ring; kTL is a multiple; 8 spills at 168 registers)
 constexpr int kFwdTL = 8;      // forward: steps per chunk = loads in flight per thread (the ring of raw steps)
 constexpr int kFwdSteps = 64;  // forward: steps per thread (its segment; the W-1 steps before it are read twice)
 constexpr int kFwdTY = 4;      // segments per forward block: 128 threads, 256 time steps
@@ -210,21 +211,14 @@ struct Halo {
   }
 };
 
-// Shared per-thread state: weights, bias, and the window xx_{t-(W-1)} .. xx_{t-1} with document ids.
-// setup = weights + window (the forward loads the window before the weights are staged).
+// Shared per-thread state: weights, bias, and the window xx_{t-(W-1)} .. xx_{t-1} with document ids. Both
+// kernels load the window (Halo) before the weights are staged, then take weights() and window().
 template <typename T, int W, int V>
 struct Thread {
   float wr[W][V], br[V];
   float xw[W - 1][V];
   int sw[W - 1];
 
-  __device__ __forceinline__ void setup(const Params<T>& p, const BlockWeights<W, V>& bw, int64_t b, int64_t c0,
-                                        int64_t t0) {
-    weights(bw);
-    Halo<T, W, V> h;
-    h.load(p, b, c0, t0, true);
-    window(h);
-  }
   __device__ __forceinline__ void weights(const BlockWeights<W, V>& bw) {
     const int cc = int(threadIdx.x) * V;  // this thread's first channel in the block
     using FV = Pack<float, V>;
@@ -394,42 +388,49 @@ template <typename T, int W, int V>
 __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_kernel(Params<T> p) {
   __shared__ float red[kBwdTY][kThreadsC * V];
   __shared__ BlockWeights<W, V> bw;
-  bw.stage(p.w, p.bias, p.D);
-  const int64_t b = blockIdx.z;
+  const int64_t b = blockIdx.z, L = p.L, D = p.D;
   const int64_t c0 = (int64_t(blockIdx.y) * kThreadsC + threadIdx.x) * V;
   const int64_t t0 = (int64_t(blockIdx.x) * kBwdTY + threadIdx.y) * kTL;
-  const bool active = c0 < p.D && t0 < p.L;
+  const bool active = c0 < D && t0 < L;
+  const int64_t t1 = !active ? t0 : t0 + kTL < L ? t0 + kTL : L;
+  const int64_t t_last = t1 + (W - 2);  // last step: finishes gx_{t1-1}
+  const T* xb = p.x + b * L * D + c0;
+  const T* gb = p.gy + b * L * D + c0;
+  const int32_t* sb = p.seq ? p.seq + b * L : nullptr;
+  // The ring of raw steps: slot i holds step t0 + i + kChunk j; refilled with the step kChunk later as soon as
+  // it is converted (kChunk steps of x and grad y in flight at every step). Times >= L (or past t_last) read 0;
+  // their gpre is 0, so their document id is never used.
+  Words<T, V> xc[kChunk], gc[kChunk];
+  int sc[kChunk];
+  const auto fetch = [&](int i, int64_t t) {
+    xc[i].zero();
+    gc[i].zero();
+    sc[i] = 0;
+    if (active && t <= t_last && t < L) {
+      if (sb) sc[i] = sb[t];
+      xc[i].load(xb + t * D);
+      gc[i].load(gb + t * D);
+    }
+  };
+  // One round trip before the first step: the window and the first kChunk steps are in flight while the
+  // weights are staged.
+  Halo<T, W, V> h{};  // (zeroed: read only when active, which the host compiler of tests/emu cannot see)
+  if (active) h.load(p, b, c0, t0, true);
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) fetch(i, t0 + i);
+  bw.stage(p.w, p.bias, D);
   float accw[W + 1][V];  // gw taps 0..W-1, then gbias
 #pragma unroll
   for (int k = 0; k <= W; ++k) zero(accw[k]);
   if (active) {
-    const int64_t L = p.L, D = p.D;
-    const int64_t t1 = t0 + kTL < L ? t0 + kTL : L;
-    const int64_t t_last = t1 + (W - 2);                          // last step: finishes gx_{t1-1}
     const int64_t s_begin = (t0 == 0 && p.gxi) ? -(W - 1) : t0;  // first gx row this thread writes
     Thread<T, W, V> th;
-    th.setup(p, bw, b, c0, t0);
+    th.weights(bw);
+    th.window(h);
     float gw_win[W - 1][V];  // gpre_{t-(W-1)} .. gpre_{t-1} (0 before t0: never needed for our rows)
 #pragma unroll
     for (int j = 0; j < W - 1; ++j) zero(gw_win[j]);
-    const T* xb = p.x + b * L * D + c0;
-    const T* gb = p.gy + b * L * D + c0;
-    const int32_t* sb = p.seq ? p.seq + b * L : nullptr;
     for (int64_t tc = t0; tc <= t_last; tc += kChunk) {
-      Words<T, V> xc[kChunk], gc[kChunk];  // raw inputs of the chunk, converted when used
-      int sc[kChunk];
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) {
-        const int64_t t = tc + i;
-        const bool in = t <= t_last && t < L;
-        sc[i] = sb && in ? sb[t] : 0;  // times >= L: gpre is 0, so their document id is never used
-        xc[i].zero();
-        gc[i].zero();
-        if (in) {
-          xc[i].load(xb + t * D);
-          gc[i].load(gb + t * D);
-        }
-      }
 #pragma unroll
       for (int i = 0; i < kChunk; ++i) {
         const int64_t t = tc + i;
@@ -437,7 +438,9 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
         float xt[V], gt[V], xm[W][V], gp[V];
         xc[i].to_float(xt);
         gc[i].to_float(gt);
-        th.taps(xt, sc[i], xm);
+        const int st = sc[i];
+        fetch(i, t + kChunk);
+        th.taps(xt, st, xm);
         if (p.silu) {
           float pr[V];
           th.pre(xm, pr);
@@ -459,12 +462,12 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
           }
         }
         // gx_s, s = t-(W-1): tap k pairs s with output t-k; th.sw[0] is s's document, th.sw[W-1-k]
-        // (k >= 1) or sc[i] (k = 0) the output's.
+        // (k >= 1) or st (k = 0) the output's.
         const int64_t s = t - (W - 1);
         if (s >= s_begin && s < t1) {
           float o[V];
           const int ds = th.sw[0];
-          const bool same0 = ds == sc[i];
+          const bool same0 = ds == st;
 #pragma unroll
           for (int v = 0; v < V; ++v) o[v] = same0 ? th.wr[0][v] * gp[v] : 0.f;
 #pragma unroll
@@ -482,7 +485,7 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
             out.store(p.gxi + (b * (W - 1) + (W - 1 + s)) * D + c0);
           }
         }
-        th.push(xt, sc[i]);
+        th.push(xt, st);
 #pragma unroll
         for (int j = 0; j + 1 < W - 1; ++j)
 #pragma unroll
