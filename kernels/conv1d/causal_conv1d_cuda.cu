@@ -272,17 +272,6 @@ struct Thread {
   }
 };
 
-// 2^x on the MUFU unit (ex2.approx.ftz: a subnormal result reads 0); exp2f where the host compiles it
-// (tests/emu).
-__device__ __forceinline__ float ex2(float x) {
-#ifdef __CUDA_ARCH__
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-  return r;
-#else
-  return exp2f(x);
-#endif
-}
 // Forward SiLU: y = p sigmoid(p) = p / (1 + 2^(-p log2 e)), the division by MUFU.RCP (__fdividef: 2 ulp;
 // 2^-p = inf gives -0): 5 instructions an element, where sigmoid_f's IEEE division takes a dozen and a branch.
 __device__ __forceinline__ float silu_f(float p) { return __fdividef(p, 1.f + ex2(-1.4426950408889634f * p)); }

@@ -38,17 +38,6 @@ __device__ __forceinline__ void st_any(void* p, int64_t i, int code, float v) {
   else static_cast<__half*>(p)[i] = __float2half(v);
 }
 
-// 2^x on the MUFU unit (decays are exp2(dt A log2 e)); exp2f where the host compiles it (tests/emu).
-__device__ __forceinline__ float ex2(float x) {
-#ifdef __CUDA_ARCH__
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
-  return r;
-#else
-  return exp2f(x);
-#endif
-}
-
 // softplus(x) = log(1 + e^x); below -4 the series y - y^2/2 + y^3/3 (y = e^x < 0.019, rel. error < 2e-6).
 __device__ __forceinline__ float softplus_f(float x) {
   if (x > 20.f) return x;

@@ -4,6 +4,7 @@
 #pragma once
 #include "tests/emu/cuda_emu.h"
 
+#include <cmath>
 #include <cstdint>
 
 #include "core/error.h"
@@ -28,6 +29,8 @@ template <typename T>
 inline T* dynamic_smem() {
   return static_cast<T*>(::ssm::emu::dynamic_shared());
 }
+
+inline float ex2(float x) { return std::exp2(x); }
 
 }  // namespace
 }  // namespace ssm::kernels::cuda
