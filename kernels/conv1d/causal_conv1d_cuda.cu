@@ -466,12 +466,13 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
             for (int v = 0; v < V; ++v)
               if (same) o[v] = fmaf(th.wr[k][v], gw_win[W - 1 - k][v], o[v]);
           }
-          Words<T, V> out;
-          out.from_float(o);
-          if (s >= 0) {
-            if (p.gx) out.store(p.gx + (b * L + s) * D + c0);
-          } else {
-            out.store(p.gxi + (b * (W - 1) + (W - 1 + s)) * D + c0);
+          // One store site (two, for gx and gx_init, compiled to 2 scalar stores each instead of one vector).
+          T* dst = s >= 0 ? (p.gx ? p.gx + (b * L + s) * D + c0 : nullptr)
+                          : p.gxi + (b * (W - 1) + (W - 1 + s)) * D + c0;
+          if (dst) {
+            Words<T, V> out;
+            out.from_float(o);
+            out.store(dst);
           }
         }
         th.push(xt, st);
