@@ -18,6 +18,9 @@
 #       Not in the default set (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
 #          stall reasons (scripts/profile_kernels.sh), into the log and $OUT/ncu-*. Not in the default set.
+# lab: each kernel variant of bench/lab/*.patch against the tree it was made from: applies it, rebuilds
+#      bench_selective_scan, runs `bench_selective_scan --only 0` once per setting on the patch's `lab-runs:` line
+#      (env assignments, or `default`), reverts it and rebuilds; output in $OUT/lab.txt. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
 #       bit-exact resume, a killed rank) and scripts/scaling_bench.sh (1 vs 2, 4, 8 GPUs as there are, network transport,
 #       ZeRO-1) into $OUT/scaling, then PyTorch DDP's figure beside it (bench/ddp_reference.py). Not in the default set.
@@ -39,7 +42,7 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(build tests bench train lm hf)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case "$p" in build|tests|bench|train|lm|hf|profile|dist|scan) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist, scan)" >&2; exit 2 ;; esac
+  case "$p" in build|tests|bench|train|lm|hf|profile|dist|scan|lab) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist, scan, lab)" >&2; exit 2 ;; esac
 done
 
 declare -a S_NAME S_RESULT S_SECS
@@ -63,7 +66,7 @@ skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: s
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
 
-if want build || want tests || want bench || want train || want lm || want hf || want profile || want dist || want scan; then
+if want build || want tests || want bench || want train || want lm || want hf || want profile || want dist || want scan || want lab; then
   if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
     step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
@@ -107,6 +110,23 @@ if want scan; then
   for impl in legacy chunk; do
     step "lm-130m-$impl" sh -c "SSM_SCAN_IMPL=$impl timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 | tee '$OUT/ssm_bench_130m_$impl.json'"
   done
+fi
+
+if want lab; then
+  for patch in bench/lab/*.patch; do
+    name=$(basename "$patch" .patch)
+    runs=$(sed -n 's/^lab-runs: //p' "$patch")
+    if ! git apply "$patch"; then skip "lab-$name" "does not apply to this tree"; failed=1; continue; fi
+    if step "lab-$name-build" cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"; then
+      for r in $runs; do
+        [ "$r" = default ] && r=
+        step "lab-$name ${r:-default}" sh -c "echo '--- $name ${r:-default}' >>'$OUT/lab.txt'; env $r timeout -k 10 60 \
+          '$BUILD/bin/bench_selective_scan' --only 0 2>&1 | tee -a '$OUT/lab.txt'"
+      done
+    fi
+    git apply -R "$patch"
+  done
+  step lab-rebuild cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"
 fi
 
 # train: the quickstart recipe on the GPU with the 784-step sequence (issue: >= 90% in < 3 minutes).
