@@ -136,6 +136,11 @@ inline float atomicAdd(float* p, float v) {  // one OS thread: a plain read-modi
   *p = old + v;
   return old;
 }
+inline float4 atomicAdd(float4* p, float4 v) {  // sm_90's 16-byte vector add (global memory)
+  const float4 old = *p;
+  *p = make_float4(old.x + v.x, old.y + v.y, old.z + v.z, old.w + v.w);
+  return old;
+}
 inline int atomicAdd(int* p, int v) {
   const int old = *p;
   *p = old + v;

@@ -1,5 +1,5 @@
 // The CUDA emulator itself (cuda_emu.h): thread and block indices, shared memory, __syncthreads, the
-// shuffles and votes at their widths, and the deadlock report.
+// shuffles and votes at their widths, the atomics, and the deadlock report.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -42,6 +42,13 @@ __global__ void shuffle_kernel(float* out) {
   o[5] = sum;
 }
 
+// Every thread of every block adds (1, t, -t, 2) into four float4 cells, (t % 4), and 1 into an int counter.
+__global__ void atomics_kernel(float4* cells, int* count) {
+  const int t = int(threadIdx.x);
+  atomicAdd(&cells[t % 4], make_float4(1.f, float(t), float(-t), 2.f));
+  atomicAdd(count, 1);
+}
+
 __global__ void deadlock_kernel() {
   if (threadIdx.x == 0) __syncthreads();  // the others have exited... and thread 1 waits on a warp barrier
   if (threadIdx.x == 1) __syncwarp();
@@ -76,6 +83,21 @@ TEST(EmuRuntime, ShufflesAndBallot) {
     for (int l = 0; l < 16; ++l) want |= unsigned((warp0 + l) % 3 == 0) << l;
     EXPECT_EQ(o[4], float(want)) << t;
     EXPECT_EQ(o[5], float(32 * warp0 + 31 * 16)) << t;
+  }
+}
+
+TEST(EmuRuntime, Atomics) {
+  std::vector<float4> cells(4, make_float4(0.f, 0.f, 0.f, 0.f));
+  int count = 0;
+  launch_with(Config(3, 64), atomics_kernel, cells.data(), &count);
+  EXPECT_EQ(count, 3 * 64);
+  for (int k = 0; k < 4; ++k) {
+    float tsum = 0.f;  // the thread indices t < 64 with t % 4 == k, once per block
+    for (int t = k; t < 64; t += 4) tsum += float(t);
+    EXPECT_EQ(cells[size_t(k)].x, 3.f * 16.f) << k;
+    EXPECT_EQ(cells[size_t(k)].y, 3.f * tsum) << k;
+    EXPECT_EQ(cells[size_t(k)].z, -3.f * tsum) << k;
+    EXPECT_EQ(cells[size_t(k)].w, 3.f * 32.f) << k;
   }
 }
 
