@@ -37,7 +37,7 @@ Variable linear_cross_entropy(const Variable& x, const Variable& w, const Tensor
     if (!want_x && !want_w) continue;
     const Tensor d = ssm::cross_entropy_backward(logits, tc, double(n) / double(N));  // (n, V), logits' dtype
     if (want_x) dx.narrow(0, r0, n).copy_(ssm::matmul(d, W, false, false));
-    if (want_w) dw = ssm::add(dw, ssm::matmul(d, xc, true, false).to(acc));
+    if (want_w) ssm::matmul_add_(dw, d, xc, /*trans_a=*/true);  // f32 accumulation across chunks, no rounding
   }
   return Variable(loss_sum, {x, w}, [dx, dw](std::vector<Variable>& in, const Tensor& g) {
     const double scale = g.item();

@@ -57,6 +57,10 @@ double norm2(const Tensor& x);
 // leading (batch) dims broadcast; a 2-D B with batched A is applied to every batch. CPU: OpenBLAS
 // (or a blocked fallback). CUDA: cuBLASLt; f32 inputs run as tf32-free f32; bf16 in, f32 accumulate.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// c += op(a) op(b) for 2-D a, b of one floating dtype and a contiguous c of that dtype, or f32 for bf16 / f16
+// inputs: the GEMM adds its f32 accumulators into c directly (a weight gradient summed over chunks, with no
+// rounded temporary, no cast and no separate add).
+void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 
 // ---------------- softmax and losses ----------------
 Tensor softmax(const Tensor& x, int64_t dim);

@@ -21,6 +21,7 @@ Tensor amax(const Tensor& x, int64_t dim, bool keepdim);
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim);
 double norm2(const Tensor& x);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
+void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);  // 2-D, c contiguous
 Tensor softmax(const Tensor& x, int64_t dim, bool log);
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index);
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, double grad_scale, int64_t ignore_index);

@@ -158,10 +158,13 @@ void set_batch(cublasLtMatrixLayout_t l, int32_t count, int64_t stride) {
   SSM_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
 }
 
-// Column-major D (m x n, ldd) = op(X) (m x k) * op(Y) (k x n), `batch` times with the given strides.
+// Column-major D (m x n, ldd) = op(X) (m x k) * op(Y) (k x n) + (accumulate ? D : 0), `batch` times with the
+// given strides. D's type is X's and Y's, or f32 (dt_out) for bf16 / f16 inputs.
 void gemm(DType dt, bool tx, bool ty, int64_t m, int64_t n, int64_t k, const void* x, int64_t ldx, int64_t sx,
-          const void* y, int64_t ldy, int64_t sy, void* d, int64_t ldd, int64_t sd, int64_t batch, cudaStream_t st) {
+          const void* y, int64_t ldy, int64_t sy, void* d, int64_t ldd, int64_t sd, int64_t batch, cudaStream_t st,
+          DType dt_out, bool accumulate) {
   const GemmDesc g = gemm_desc(dt);
+  const cudaDataType_t d_type = gemm_desc(dt_out).type;
   int dev = current_device();
   BlasState& s = blas_state();
   std::lock_guard<std::mutex> lock(s.mu);
@@ -170,18 +173,20 @@ void gemm(DType dt, bool tx, bool ty, int64_t m, int64_t n, int64_t k, const voi
   const float one_f = 1.0f, zero_f = 0.0f;
   const double one_d = 1.0, zero_d = 0.0;
   const void* alpha = dt == DType::f64 ? static_cast<const void*>(&one_d) : static_cast<const void*>(&one_f);
-  const void* beta = dt == DType::f64 ? static_cast<const void*>(&zero_d) : static_cast<const void*>(&zero_f);
+  const void* beta = dt == DType::f64 ? static_cast<const void*>(accumulate ? &one_d : &zero_d)
+                                      : static_cast<const void*>(accumulate ? &one_f : &zero_f);
   const cublasOperation_t opx = tx ? CUBLAS_OP_T : CUBLAS_OP_N, opy = ty ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int ax = alignment_of(x), ay = alignment_of(y), ad = alignment_of(d);
 
-  const AlgoKey key{int(dt), int(tx), int(ty), m, n, k, ldx, ldy, ldd, sx, sy, sd, batch, ax, ay, ad, 0};
+  const AlgoKey key{int(dt), int(tx), int(ty), m, n, k, ldx, ldy, ldd, sx, sy, sd, batch, ax, ay, ad,
+                   int(dt_out) * 2 + int(accumulate)};
   LtDescs D;
   SSM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&D.op, g.compute, g.scale));
   SSM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(D.op, CUBLASLT_MATMUL_DESC_TRANSA, &opx, sizeof(opx)));
   SSM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(D.op, CUBLASLT_MATMUL_DESC_TRANSB, &opy, sizeof(opy)));
   SSM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&D.a, g.type, uint64_t(tx ? k : m), uint64_t(tx ? m : k), ldx));
   SSM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&D.b, g.type, uint64_t(ty ? n : k), uint64_t(ty ? k : n), ldy));
-  SSM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&D.c, g.type, uint64_t(m), uint64_t(n), ldd));
+  SSM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&D.c, d_type, uint64_t(m), uint64_t(n), ldd));
   if (batch > 1) {
     set_batch(D.a, int32_t(batch), sx);
     set_batch(D.b, int32_t(batch), sy);
@@ -211,7 +216,7 @@ void gemm(DType dt, bool tx, bool ty, int64_t m, int64_t n, int64_t k, const voi
   // No cuBLASLt algorithm for this case: classic cuBLAS.
   SSM_CUBLAS_CHECK(cublasSetStream(db.blas, st));
   SSM_CUBLAS_CHECK(cublasGemmStridedBatchedEx(db.blas, opx, opy, int(m), int(n), int(k), alpha, x, g.type, int(ldx),
-                                              sx, y, g.type, int(ldy), sy, beta, d, g.type, int(ldd), sd, int(batch),
+                                              sx, y, g.type, int(ldy), sy, beta, d, d_type, int(ldd), sd, int(batch),
                                               g.compute, CUBLAS_GEMM_DEFAULT));
 }
 
@@ -245,8 +250,19 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
   // Column-major: D (N x rows) = op(B) (N x K) * op(A) (K x rows). Our B stored row-major (K x N) is the
   // column-major (N x K) matrix: no transpose; stored as (N x K) (B.trans) it needs op T. Same for A.
   gemm(a.dtype(), B.trans, A.trans, N, rows, K, B.t.data_ptr(), B.ld, B.batch_stride, A.t.data_ptr(), A.ld,
-       A.batch_stride, out.data_ptr(), N, M * N, count, td.stream);
+       A.batch_stride, out.data_ptr(), N, M * N, count, td.stream, a.dtype(), false);
   return out;
+}
+
+void matmul_add_(Tensor& c, const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
+  TensorDevice td(c);
+  const Tensor a = trans_a ? a_in.transpose(-1, -2) : a_in;  // (M, K)
+  const Tensor b = trans_b ? b_in.transpose(-1, -2) : b_in;  // (K, N)
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  if (c.numel() == 0 || K == 0) return;
+  const MatArg A = make_arg(a, {}), B = make_arg(b, {});
+  gemm(a.dtype(), B.trans, A.trans, N, M, K, B.t.data_ptr(), B.ld, 0, A.t.data_ptr(), A.ld, 0, c.data_ptr(), N, 0, 1,
+       td.stream, c.dtype(), true);
 }
 
 }  // namespace ssm::cuda

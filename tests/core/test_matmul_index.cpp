@@ -95,6 +95,39 @@ TEST(Matmul, Errors) {
   expect_bad_input([] { matmul(Tensor::zeros({2, 3}, DType::i64), Tensor::zeros({3, 5}, DType::i64)); }, {"i64"});
 }
 
+TEST(Matmul, AddInPlace) {
+  // c += op(a) op(b): every transpose pair, f64 and f32 as is, bf16 inputs into an f32 c.
+  for (DType dt : {DType::f64, DType::f32, DType::bf16})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Tensor a = rand_t(ta ? Shape{9, 7} : Shape{7, 9}, 1, dt);
+        const Tensor b = rand_t(tb ? Shape{5, 9} : Shape{9, 5}, 2, dt);
+        const DType cdt = dt == DType::bf16 ? DType::f32 : dt;
+        Tensor c = rand_t({7, 5}, 3, cdt);
+        const std::vector<double> c0 = c.to_double_vector();
+        Shape os;
+        const std::vector<double> prod = ref_matmul(a, b, ta, tb, &os);
+        matmul_add_(c, a, b, ta, tb);
+        ASSERT_EQ(c.shape(), os);
+        const std::vector<double> got = c.to_double_vector();
+        const double tol = dt == DType::f64 ? 1e-12 : 1e-5;  // bf16 inputs are exact in f32; only the sum rounds
+        for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], c0[i] + prod[i], tol) << i;
+      }
+}
+
+TEST(Matmul, AddInPlaceErrors) {
+  Tensor c = Tensor::zeros({2, 5});
+  expect_bad_input([&] { matmul_add_(c, Tensor::zeros({2, 3}), Tensor::zeros({4, 5})); }, {"matmul_add_", "[2, 3]", "[4, 5]"});
+  expect_bad_input([&] { matmul_add_(c, Tensor::zeros({2, 3}), Tensor::zeros({3, 4})); }, {"[2, 5]", "chain"});
+  expect_bad_input([&] { matmul_add_(c, Tensor::zeros({2, 3}, DType::f64), Tensor::zeros({3, 5}, DType::f64)); },
+                   {"f32", "f64"});
+  Tensor cb = Tensor::zeros({2, 5}, DType::bf16);
+  expect_bad_input([&] { matmul_add_(cb, Tensor::zeros({2, 3}), Tensor::zeros({3, 5})); }, {"bf16", "f32"});
+  Tensor wide = Tensor::zeros({5, 2});
+  Tensor ct = wide.transpose(0, 1);
+  expect_bad_input([&] { matmul_add_(ct, Tensor::zeros({2, 3}), Tensor::zeros({3, 5})); }, {"contiguous"});
+}
+
 TEST(Index, IndexSelectAndIndexAdd) {
   Tensor x = rand_t({4, 6, 3}, 1, DType::f64);
   std::vector<double> xv = x.to_double_vector();

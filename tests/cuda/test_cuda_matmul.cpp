@@ -69,6 +69,28 @@ TEST(CudaMatmul, StridedViews) {
   }
 }
 
+TEST(CudaMatmul, AddInPlace) {
+  if (!ssm::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  // c += op(a) op(b) against the CPU, twice (the second adds onto the first); bf16 / f16 inputs into f32.
+  for (DType dt : test::float_dtypes())
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const int64_t M = 37, K = 301, N = 24;
+        const Tensor a = rand_cpu(ta ? Shape{K, M} : Shape{M, K}, dt, -1, 1, 81);
+        const Tensor b = rand_cpu(tb ? Shape{N, K} : Shape{K, N}, dt, -1, 1, 82);
+        const bool half = dt == DType::bf16 || dt == DType::f16;
+        const DType cdt = half ? DType::f32 : dt;
+        Tensor c = rand_cpu({M, N}, cdt, -1, 1, 83);
+        Tensor cg = gpu(c);
+        for (int rep = 0; rep < 2; ++rep) {
+          matmul_add_(c, a, b, ta, tb);
+          matmul_add_(cg, gpu(a), gpu(b), ta, tb);
+        }
+        const test::Tol tol = half ? test::Tol{1e-5, 1e-5 * std::sqrt(double(K))} : mm_tol(dt, K);
+        EXPECT_TRUE(close(cg, c, tol)) << test::name(dt, {M, K}) << (ta ? " (T)" : "") << (tb ? " B (T)" : "");
+      }
+}
+
 TEST(CudaMatmul, EmptyAndZeroK) {
   if (!ssm::cuda_available()) GTEST_SKIP() << "no CUDA device";
   const Tensor a = Tensor::zeros({3, 0}, DType::f32), b = Tensor::zeros({0, 4}, DType::f32);
