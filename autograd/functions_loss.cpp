@@ -33,9 +33,14 @@ Variable linear_cross_entropy(const Variable& x, const Variable& w, const Tensor
     Tensor logits = ssm::matmul(xc, W, false, true);  // (n, rows)
     if (classes < rows) logits.narrow(1, classes, rows - classes).fill_(-INFINITY);  // padding: no class
     // cross_entropy is the chunk's mean: weight it by n / N.
-    loss_sum = ssm::add(loss_sum, ssm::mul(ssm::cross_entropy(logits, tc).to(acc), double(n) / double(N)));
-    if (!want_x && !want_w) continue;
-    const Tensor d = ssm::cross_entropy_backward(logits, tc, double(n) / double(N));  // (n, V), logits' dtype
+    const double weight = double(n) / double(N);
+    if (!want_x && !want_w) {
+      loss_sum = ssm::add(loss_sum, ssm::mul(ssm::cross_entropy(logits, tc).to(acc), weight));
+      continue;
+    }
+    // The loss and, over the logits, their gradient (n, V) in one pass.
+    loss_sum = ssm::add(loss_sum, ssm::mul(ssm::cross_entropy_with_grad_(logits, tc, weight).to(acc), weight));
+    const Tensor& d = logits;
     if (want_x) dx.narrow(0, r0, n).copy_(ssm::matmul(d, W, false, false));
     if (want_w) ssm::matmul_add_(dw, d, xc, /*trans_a=*/true);  // f32 accumulation across chunks, no rounding
   }

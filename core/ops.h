@@ -71,6 +71,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // d loss / d logits for the loss above, times grad_scale: (softmax - onehot) * grad_scale / n_valid.
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, double grad_scale,
                               int64_t ignore_index = -100);
+// Both in one pass for a consumer that needs the logits no more: returns cross_entropy(logits, targets) and
+// overwrites logits (contiguous) with cross_entropy_backward(logits, targets, grad_scale). On CUDA one block
+// per row reads it twice (the second time from L2) and writes the gradient over it: 1 HBM read + 1 write of the
+// logits where the two ops take 3 reads + 1 write and a buffer of the logits' size.
+Tensor cross_entropy_with_grad_(Tensor& logits, const Tensor& targets, double grad_scale, int64_t ignore_index = -100);
 
 // ---------------- indexing ----------------
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);  // index: 1-D i64/i32

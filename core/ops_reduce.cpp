@@ -449,4 +449,16 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, doubl
   return out;
 }
 
+Tensor cross_entropy_with_grad_(Tensor& logits, const Tensor& targets, double grad_scale, int64_t ignore_index) {
+  check_ce(logits, targets, "cross_entropy_with_grad_");
+  SSM_CHECK_INPUT(logits.is_contiguous(), "cross_entropy_with_grad_: logits ", shape_str(logits.shape()),
+                  " must be contiguous (their gradient is written over them)");
+#ifdef SSM_WITH_CUDA
+  if (logits.device().is_cuda()) return cuda::cross_entropy_with_grad_(logits, targets, grad_scale, ignore_index);
+#endif
+  Tensor loss = cross_entropy(logits, targets, ignore_index);
+  logits.copy_(cross_entropy_backward(logits, targets, grad_scale, ignore_index));
+  return loss;
+}
+
 }  // namespace ssm

@@ -25,6 +25,7 @@ void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool
 Tensor softmax(const Tensor& x, int64_t dim, bool log);
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index);
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, double grad_scale, int64_t ignore_index);
+Tensor cross_entropy_with_grad_(Tensor& logits, const Tensor& targets, double grad_scale, int64_t ignore_index);
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);

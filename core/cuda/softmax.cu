@@ -10,22 +10,23 @@
 // adds them in a fixed order and divides by the number of valid rows (0 when none). A target outside
 // [0, C) that is not ignore_index sets a device flag (the first such row, by atomicMin) and the host then
 // throws BadInput naming it. The backward writes (softmax - onehot) * grad_scale / n_valid.
+// cross_entropy_with_grad_: both at once, in place, one block per row: pass 1 folds the row into (m, s) 16 bytes
+// a load (a vector's max first, so one rescale per vector, not per element), pass 2 reads the row again (from
+// L2: a resident block's row is at most C elements, and all resident rows together fit in it) and writes the
+// gradient over it. One HBM read and one write of the logits; 2 exps an element.
 #include <cfloat>
 #include <climits>
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/cuda_ops.h"
 #include "core/cuda/math.cuh"
+#include "core/cuda/softmax_rows.cuh"
 
 namespace ssm::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kSoftmaxThreads;
 
-template <class A>
-struct MS {
-  A m, s;
-};
 template <class A>
 __device__ __forceinline__ MS<A> ms_add(MS<A> p, A v) {  // fold one value in
   if (v == -INFINITY) return p;                          // contributes e^-inf = 0
@@ -34,22 +35,6 @@ __device__ __forceinline__ MS<A> ms_add(MS<A> p, A v) {  // fold one value in
     p.m = v;
   } else {
     p.s += m_exp(v - p.m);  // NaN v makes s NaN, as on the CPU
-  }
-  return p;
-}
-template <class A>
-__device__ __forceinline__ MS<A> ms_merge(MS<A> p, MS<A> q) {
-  const A m = p.m > q.m ? p.m : q.m;
-  if (m == -INFINITY) return p;
-  const A s = (p.s == A(0) ? A(0) : p.s * m_exp(p.m - m)) + (q.s == A(0) ? A(0) : q.s * m_exp(q.m - m));
-  return MS<A>{m, s};
-}
-template <class A>
-__device__ __forceinline__ MS<A> warp_ms(MS<A> p) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    MS<A> q{__shfl_xor_sync(0xffffffffu, p.m, o), __shfl_xor_sync(0xffffffffu, p.s, o)};
-    p = ms_merge(p, q);
   }
   return p;
 }
@@ -308,6 +293,50 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets_in, do
     if (tg.dtype() == DType::i64) run(tg.data<int64_t>()); else run(tg.data<int32_t>());
   });
   check_bad_target("cross_entropy_backward", bad, tg, N, C, ignore_index, td.stream);
+  return out;
+}
+
+Tensor cross_entropy_with_grad_(Tensor& x, const Tensor& targets_in, double grad_scale, int64_t ignore_index) {
+  TensorDevice td(x);
+  const Tensor tg = targets_in.contiguous();
+  const int64_t N = x.shape()[0], C = x.shape()[1];
+  const DType odt = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  Tensor out = Tensor::empty({}, odt, x.device());
+  if (N == 0) {
+    fill(out, 0.0);
+    return out;
+  }
+  SSM_CHECK_INPUT(C > 0, "cross_entropy_with_grad_: logits of shape ", shape_str(x.shape()), " have no classes");
+  SSM_CHECK(N <= INT32_MAX, "cross_entropy_with_grad_: ", N, " rows are too many for one grid");
+  Tensor loss = Tensor::empty({N}, DType::f64, x.device());
+  Tensor valid = Tensor::empty({N}, DType::i32, x.device());
+  Tensor count = Tensor::empty({1}, DType::i64, x.device());
+  Tensor bad = make_bad_flag(N, x.device());
+  SSM_DISPATCH_FLOAT(x.dtype(), "cross_entropy_with_grad_", {
+    constexpr int V = 16 / int(sizeof(scalar_t));
+    const bool vec = C % V == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+    auto run = [&](auto* ti) {
+      using I = std::remove_const_t<std::remove_pointer_t<decltype(ti)>>;
+      ce_count<I><<<1, 1024, 0, td.stream>>>(ti, N, C, ignore_index, static_cast<long long*>(count.data_ptr()),
+                                             static_cast<unsigned long long*>(bad.data_ptr()));
+      SSM_CUDA_LAUNCH_CHECK();
+      const long long* cnt = static_cast<const long long*>(count.data_ptr());
+      if (vec)
+        ce_with_grad_rows<scalar_t, I, V><<<unsigned(N), kThreads, 0, td.stream>>>(
+            x.data<scalar_t>(), ti, C, ignore_index, grad_scale, cnt, loss.data<double>(), valid.data<int>());
+      else
+        ce_with_grad_rows<scalar_t, I, 1><<<unsigned(N), kThreads, 0, td.stream>>>(
+            x.data<scalar_t>(), ti, C, ignore_index, grad_scale, cnt, loss.data<double>(), valid.data<int>());
+      SSM_CUDA_LAUNCH_CHECK();
+    };
+    if (tg.dtype() == DType::i64) run(tg.data<int64_t>()); else run(tg.data<int32_t>());
+  });
+  if (odt == DType::f64)
+    ce_mean<double><<<1, 1024, 0, td.stream>>>(loss.data<double>(), valid.data<int>(), N, out.data<double>());
+  else
+    ce_mean<float><<<1, 1024, 0, td.stream>>>(loss.data<double>(), valid.data<int>(), N, out.data<float>());
+  SSM_CUDA_LAUNCH_CHECK();
+  check_bad_target("cross_entropy_with_grad_", bad, tg, N, C, ignore_index, td.stream);
   return out;
 }
 

@@ -176,6 +176,21 @@ TEST(Softmax, EveryDimMatchesNaive) {
   expect_bad_input([] { softmax(Tensor::zeros({2}), 1); }, {"softmax", "dim 1"});
 }
 
+TEST(CrossEntropy, WithGradInPlaceIsBothOps) {
+  const Tensor logits = rand_t({6, 9}, 8, DType::f64, -3, 3);
+  const Tensor t = Tensor::from_vector(std::vector<int64_t>{0, 8, -100, 2, 3, 1}, {6});
+  Tensor x = logits.clone();
+  const Tensor loss = cross_entropy_with_grad_(x, t, 0.25);
+  EXPECT_EQ(loss.item(), cross_entropy(logits, t).item());
+  EXPECT_EQ(x.to_double_vector(), cross_entropy_backward(logits, t, 0.25).to_double_vector());
+  Tensor wide = rand_t({9, 6}, 9, DType::f64);
+  Tensor strided = wide.transpose(0, 1);
+  expect_bad_input([&] { cross_entropy_with_grad_(strided, t, 1.0); }, {"cross_entropy_with_grad_", "contiguous"});
+  Tensor y = logits.clone();
+  const Tensor bad = Tensor::from_vector(std::vector<int64_t>{0, 9, 1, 2, 3, 1}, {6});
+  expect_bad_input([&] { cross_entropy_with_grad_(y, bad, 1.0); }, {"target 9", "row 1"});
+}
+
 TEST(CrossEntropy, ForwardBackwardWithIgnoreIndex) {
   const int64_t N = 7, C = 5;
   Tensor logits = rand_t({N, C}, 6, DType::f64, -3, 3);

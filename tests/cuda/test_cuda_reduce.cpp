@@ -142,6 +142,38 @@ TEST(CudaCrossEntropy, MatchesCpu) {
   EXPECT_EQ(norm2(cross_entropy_backward(gpu(x), gpu(t), 1.0)), 0.0);
 }
 
+TEST(CudaCrossEntropy, WithGradInPlaceMatchesCpu) {
+  if (!ssm::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  // Odd C (the scalar path), C a multiple of the 16-byte vector (the vector path, up to an LM head's width),
+  // -inf padding columns at the end of some rows (the LM head's padded vocabulary), ignored rows.
+  const std::vector<std::pair<int64_t, int64_t>> sizes = {{1, 1}, {33, 7}, {5, 3000}, {9, 50280}, {64, 256}};
+  for (DType dt : test::float_dtypes())
+    for (const auto& [N, C] : sizes) {
+      Tensor x = rand_cpu({N, C}, dt, -4, 4, 19);
+      if (C > 3) x.narrow(1, C - 3, 3).fill_(-INFINITY);
+      std::vector<int64_t> tv = test::randint_cpu({N}, DType::i64, 0, std::max<int64_t>(C - 4, 0), 20).to_int_vector();
+      for (size_t i = 1; i < tv.size(); i += 4) tv[i] = -100;
+      const Tensor t = Tensor::from_vector(tv, {N});
+      Tensor xg = gpu(x);
+      const Tensor loss = cross_entropy_with_grad_(xg, gpu(t), 0.3);
+      const test::Tol tol = dt == DType::f64 ? test::Tol{1e-12, 1e-12} : test::Tol{1e-5, 1e-5};
+      EXPECT_TRUE(close(loss, cross_entropy(x, t), tol)) << "loss " << test::name(dt, {N, C});
+      test::Tol btol = test::tol_for(dt);
+      if (dt == DType::f32) btol = {1e-5, 1e-7};
+      EXPECT_TRUE(close(xg, cross_entropy_backward(x, t, 0.3), btol)) << "grad " << test::name(dt, {N, C});
+    }
+  // A bad target: BadInput naming the row.
+  Tensor x = gpu(rand_cpu({4, 8}, DType::f32, -1, 1, 21));
+  const Tensor t = gpu(Tensor::from_vector(std::vector<int64_t>{0, 2, 1, 8}, {4}));
+  try {
+    cross_entropy_with_grad_(x, t, 1.0);
+    ADD_FAILURE() << "target 8 was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::BadInput);
+    EXPECT_NE(std::string(e.what()).find("row 3"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CudaCrossEntropy, BadTargetIsBadInput) {
   if (!ssm::cuda_available()) GTEST_SKIP() << "no CUDA device";
   const Tensor x = gpu(rand_cpu({4, 3}, DType::f32, -1, 1, 18));
