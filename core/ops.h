@@ -51,6 +51,9 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);  // i64
 Tensor sum_to(const Tensor& x, const Shape& shape);
 // sqrt(sum(x^2)) over all elements, as a host double (gradient clipping).
 double norm2(const Tensor& x);
+// sqrt(sum of x^2 over every tensor of xs), with one host sync for all of them (gradient clipping over a
+// model's parameters: one per tensor stalls the GPU once per parameter). Tensors may be on different devices.
+double norm2(const std::vector<Tensor>& xs);
 
 // ---------------- matmul ----------------
 // C = op(A) op(B) where op transposes the last two dims when asked. A: (..., M, K), B: (..., K, N);

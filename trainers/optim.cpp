@@ -211,13 +211,10 @@ std::unique_ptr<Optimizer> make_optimizer(const Config& c, std::vector<nn::Param
 
 double clip_grad_norm(const std::vector<nn::Parameter>& params, double max_norm) {
   SSM_CHECK_INPUT(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
-  double sq = 0;
-  for (const auto& p : params) {
-    if (!p.var.has_grad()) continue;
-    double n = norm2(p.var.grad());
-    sq += n * n;
-  }
-  double total = std::sqrt(sq);
+  std::vector<Tensor> grads;
+  for (const auto& p : params)
+    if (p.var.has_grad()) grads.push_back(p.var.grad());
+  const double total = norm2(grads);  // one host sync for all of them
   if (std::isfinite(total) && total > max_norm) {
     double scale = max_norm / (total + 1e-6);
     for (const auto& p : params) {

@@ -434,23 +434,47 @@ Tensor amax(const Tensor& x, int64_t dim, bool keepdim) { return max_impl(x, dim
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) { return max_impl(x, dim, keepdim, true); }
 
 // sqrt(sum x^2): per-block partial sums (f32 tree for f32/bf16/f16, f64 for f64), added in f64 on the host.
-double norm2(const Tensor& x_in) {
-  TensorDevice td(x_in);
-  if (x_in.numel() == 0) return 0.0;
-  Tensor x = x_in.contiguous();
-  const int64_t n = x.numel();
-  const unsigned blocks = unsigned(std::min<int64_t>(blocks_for(n, int64_t(kThreads) * 8), target_blocks()));
-  Tensor part = Tensor::empty({int64_t(blocks)}, DType::f64, x.device());
+// sum_squares: the same for many tensors into one buffer of partials, read back once.
+namespace {
+unsigned sumsq_blocks(int64_t n) {
+  return unsigned(std::min<int64_t>(blocks_for(n, int64_t(kThreads) * 8), target_blocks()));
+}
+void launch_sumsq(const Tensor& x, double* partial, cudaStream_t st) {
   SSM_DISPATCH_FLOAT(x.dtype(), "norm2", {
-    sumsq_kernel<scalar_t><<<blocks, kThreads, 0, td.stream>>>(x.data<scalar_t>(), n, part.data<double>());
+    sumsq_kernel<scalar_t><<<sumsq_blocks(x.numel()), kThreads, 0, st>>>(x.data<scalar_t>(), x.numel(), partial);
     SSM_CUDA_LAUNCH_CHECK();
   });
-  std::vector<double> h(blocks);
-  SSM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part.data_ptr(), blocks * sizeof(double), cudaMemcpyDeviceToHost, td.stream));
-  SSM_CUDA_CHECK(cudaStreamSynchronize(td.stream));
+}
+double host_sum(const Tensor& part, cudaStream_t st) {
+  std::vector<double> h(size_t(part.numel()));
+  SSM_CUDA_CHECK(cudaMemcpyAsync(h.data(), part.data_ptr(), h.size() * sizeof(double), cudaMemcpyDeviceToHost, st));
+  SSM_CUDA_CHECK(cudaStreamSynchronize(st));
   double s = 0;
   for (double v : h) s += v;
-  return std::sqrt(s);
+  return s;
+}
+}  // namespace
+
+double norm2(const Tensor& x) { return std::sqrt(sum_squares({x})); }
+
+double sum_squares(const std::vector<Tensor>& xs) {
+  if (xs.empty()) return 0.0;
+  TensorDevice td(xs[0]);
+  std::vector<Tensor> cs;
+  int64_t total = 0;
+  for (const Tensor& x : xs) {
+    if (x.numel() == 0) continue;
+    cs.push_back(x.contiguous());
+    total += sumsq_blocks(x.numel());
+  }
+  if (cs.empty()) return 0.0;
+  Tensor part = Tensor::empty({total}, DType::f64, xs[0].device());
+  int64_t off = 0;
+  for (const Tensor& c : cs) {
+    launch_sumsq(c, part.data<double>() + off, td.stream);
+    off += sumsq_blocks(c.numel());
+  }
+  return host_sum(part, td.stream);
 }
 
 }  // namespace ssm::cuda

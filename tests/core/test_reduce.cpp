@@ -138,6 +138,13 @@ TEST(Reduce, SumToAndNorm2) {
   for (double e : v) ss += e * e;
   EXPECT_NEAR(norm2(g), std::sqrt(ss), 1e-12);
   EXPECT_NEAR(norm2(g.permute({3, 1, 0, 2}).to(DType::f32)), std::sqrt(ss), 1e-5);
+  // Over a list: the norm of all elements together; empty tensors and an empty list count 0.
+  const Tensor h = rand_t({7}, 4, DType::f32);
+  double hs = 0;
+  for (double e : h.to_double_vector()) hs += e * e;
+  EXPECT_NEAR(norm2(std::vector<Tensor>{g, Tensor::zeros({0}), h}), std::sqrt(ss + hs), 1e-6);
+  EXPECT_EQ(norm2(std::vector<Tensor>{}), 0.0);
+  expect_bad_input([&] { norm2(std::vector<Tensor>{g, Tensor::zeros({2}, DType::i64)}); }, {"norm2", "i64"});
 }
 
 TEST(Softmax, EveryDimMatchesNaive) {

@@ -90,6 +90,12 @@ TEST(CudaReduce, Norm2MatchesCpu) {
     }
   const Tensor x = rand_cpu({33, 7}, DType::f32, -1, 1, 13);
   EXPECT_NEAR(norm2(gpu(x).transpose(0, 1)), norm2(x), 1e-5 * norm2(x));
+  // A list (gradient clipping): mixed dtypes, a strided view, an empty tensor, one CPU tensor beside them.
+  const std::vector<Tensor> xs = {rand_cpu({1000003}, DType::bf16, -1, 1, 14), rand_cpu({5, 9}, DType::f32, -1, 1, 15),
+                                  Tensor::zeros({0}), rand_cpu({3}, DType::f64, -1, 1, 16)};
+  std::vector<Tensor> xg = {gpu(xs[0]), gpu(xs[1]).transpose(0, 1), gpu(xs[2]), xs[3]};
+  std::vector<Tensor> xc = {xs[0], xs[1].transpose(0, 1), xs[2], xs[3]};
+  EXPECT_NEAR(norm2(xg), norm2(xc), 1e-5 * norm2(xc));
 }
 
 TEST(CudaSoftmax, MatchesCpu) {
