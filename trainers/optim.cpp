@@ -57,6 +57,7 @@ void Optimizer::add_state(size_t i, const std::string& suffix, Tensor t) { state
 void Optimizer::step(double lr_scale) {
   SSM_CHECK_INPUT(std::isfinite(lr_scale) && lr_scale >= 0, name(), ".step: lr_scale must be >= 0, got ", lr_scale);
   last_lr_scale_ = lr_scale;
+  std::vector<Update> updates;
   for (const Group& g : groups_) {
     for (size_t i : g.members) {
       nn::Parameter& p = params_[i];
@@ -65,11 +66,16 @@ void Optimizer::step(double lr_scale) {
       const Tensor& grad = p.var.grad();
       SSM_CHECK_INPUT(grad.shape() == data.shape(), name(), ": gradient of '", p.name, "' has shape ",
                       shape_str(grad.shape()), ", parameter ", shape_str(data.shape()));
-      ++param_steps_[i];
-      update(i, data, grad, g.lr * lr_scale, g.weight_decay);
+      updates.push_back({i, &data, &grad, g.lr * lr_scale, g.weight_decay});
     }
   }
+  for (const Update& u : updates) ++param_steps_[u.i];
+  update_all(updates);
   ++step_count_;
+}
+
+void Optimizer::update_all(const std::vector<Update>& updates) {
+  for (const Update& u : updates) update(u.i, *u.param, *u.grad, u.lr, u.weight_decay);
 }
 
 void Optimizer::zero_grad() {
@@ -139,6 +145,14 @@ AdamW::AdamW(std::vector<nn::Parameter> params, double lr, std::pair<double, dou
 void AdamW::update(size_t i, Tensor& param, const Tensor& grad, double lr, double weight_decay) {
   kernels::adamw_step(param, grad, state(i, 0), state(i, 1), lr, beta1_, beta2_, eps_, weight_decay,
                       param_step(i));
+}
+
+void AdamW::update_all(const std::vector<Update>& updates) {
+  std::vector<kernels::AdamWParam> ps;
+  ps.reserve(updates.size());
+  for (const Update& u : updates)
+    ps.push_back({u.param, u.grad, &state(u.i, 0), &state(u.i, 1), u.lr, u.weight_decay, param_step(u.i)});
+  kernels::adamw_step_many(ps, beta1_, beta2_, eps_);
 }
 
 // ---------------- SGD ----------------

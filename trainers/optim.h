@@ -73,6 +73,14 @@ class Optimizer {
   // Updates parameter i (which has a gradient) with the group's lr (already scaled) and weight decay;
   // param_step(i) is already incremented (1 on the first update).
   virtual void update(size_t i, Tensor& param, const Tensor& grad, double lr, double weight_decay) = 0;
+  // One step's updates together (each as update() takes it); the default calls update() for each.
+  struct Update {
+    size_t i;
+    Tensor* param;
+    const Tensor* grad;
+    double lr, weight_decay;
+  };
+  virtual void update_all(const std::vector<Update>& updates);
   // Derived classes register per-parameter state here (suffix -> tensor), in their constructors.
   void add_state(size_t i, const std::string& suffix, Tensor t);
   Tensor& state(size_t i, size_t k) { return state_[i][k].second; }
@@ -98,6 +106,7 @@ class AdamW : public Optimizer {
 
  protected:
   void update(size_t i, Tensor& param, const Tensor& grad, double lr, double weight_decay) override;
+  void update_all(const std::vector<Update>& updates) override;  // one fused call (kernels::adamw_step_many)
 
  private:
   double beta1_, beta2_, eps_;

@@ -57,8 +57,13 @@ void sgd_cpu(int64_t n, T* p, const T* g, T* buf, T lr, T mom, T wd, bool nester
 
 }  // namespace
 
-void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, double lr, double beta1,
-                double beta2, double eps, double weight_decay, int64_t step) {
+namespace {
+// AdamW's folded constants for one parameter: decay 1 - lr wd, step size lr / (1 - b1^t), 1 / sqrt(1 - b2^t).
+struct AdamConstants {
+  double decay, step_size, inv_sqrt_bc2;
+};
+AdamConstants checked_adamw(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                            double lr, double beta1, double beta2, double weight_decay, int64_t step) {
   const char* op = "adamw_step";
   check_param(op, param);
   check_like(op, param, grad, "grad", true);
@@ -68,7 +73,14 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_
   SSM_CHECK_INPUT(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, op, ": betas must be in [0, 1), got (", beta1,
                   ", ", beta2, ")");
   const double bc1 = 1 - std::pow(beta1, double(step)), bc2 = 1 - std::pow(beta2, double(step));
-  const double decay = 1 - lr * weight_decay, step_size = lr / bc1, inv_sqrt_bc2 = 1 / std::sqrt(bc2);
+  return {1 - lr * weight_decay, lr / bc1, 1 / std::sqrt(bc2)};
+}
+}  // namespace
+
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, double lr, double beta1,
+                double beta2, double eps, double weight_decay, int64_t step) {
+  const AdamConstants k = checked_adamw(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, weight_decay, step);
+  const double decay = k.decay, step_size = k.step_size, inv_sqrt_bc2 = k.inv_sqrt_bc2;
   const int64_t n = param.numel();
   if (n == 0) return;
 #ifdef SSM_WITH_CUDA
@@ -84,6 +96,33 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_
   else
     adamw_cpu<double>(n, param.data<double>(), grad.data<double>(), exp_avg.data<double>(),
                       exp_avg_sq.data<double>(), decay, beta1, beta2, step_size, inv_sqrt_bc2, eps);
+}
+
+void adamw_step_many(const std::vector<AdamWParam>& params, double beta1, double beta2, double eps) {
+  std::vector<AdamConstants> ks;
+  for (const AdamWParam& q : params)
+    ks.push_back(checked_adamw(*q.param, *q.grad, *q.exp_avg, *q.exp_avg_sq, q.lr, beta1, beta2, q.weight_decay, q.step));
+#ifdef SSM_WITH_CUDA
+  // The parameters on the first CUDA device in one list; the rest one by one.
+  std::vector<cuda::AdamWListItem> list;
+  Device dev = Device::cpu();
+  std::vector<bool> done(params.size(), false);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& p = *params[i].param;
+    if (!p.device().is_cuda() || (dev.is_cuda() && !(p.device() == dev))) continue;
+    dev = p.device();
+    list.push_back({params[i].param, params[i].grad, params[i].exp_avg, params[i].exp_avg_sq, float(ks[i].decay),
+                    float(ks[i].step_size), float(ks[i].inv_sqrt_bc2)});
+    done[i] = true;
+  }
+  if (!list.empty()) cuda::adamw_step_list(list, float(beta1), float(beta2), float(eps));  // as adamw_step: on the current device's stream
+#else
+  const std::vector<bool> done(params.size(), false);
+#endif
+  for (size_t i = 0; i < params.size(); ++i)
+    if (!done[i])
+      adamw_step(*params[i].param, *params[i].grad, *params[i].exp_avg, *params[i].exp_avg_sq, params[i].lr, beta1,
+                 beta2, eps, params[i].weight_decay, params[i].step);
 }
 
 void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, double lr, double momentum,

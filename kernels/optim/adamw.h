@@ -16,6 +16,7 @@
 // momentum_buf may be undefined when momentum == 0.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -23,6 +24,19 @@ namespace ssm::kernels {
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, double lr, double beta1,
                 double beta2, double eps, double weight_decay, int64_t step);
+
+// adamw_step for many parameters (an optimizer's step): each with its own lr, weight decay and step, the
+// betas and eps shared. On CUDA one launch covers up to 48 parameters of one device (the kernel per parameter
+// costs a launch each: ~240 for the 130M LM); elsewhere it is adamw_step per parameter. Every parameter is
+// checked before any is updated.
+struct AdamWParam {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor *exp_avg, *exp_avg_sq;
+  double lr, weight_decay;
+  int64_t step;
+};
+void adamw_step_many(const std::vector<AdamWParam>& params, double beta1, double beta2, double eps);
 
 void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buf, double lr, double momentum,
               double weight_decay, bool nesterov);

@@ -1,5 +1,9 @@
 // AdamW / SGD on CUDA (math in adamw.h): one thread per 4 elements with float4 loads and stores when
 // every pointer is 16-byte aligned (a scalar path otherwise, and for the tail). grad may be bf16.
+// adamw_step_list: up to kListMax parameters a launch, their pointers and constants in the kernel's parameter
+// block (AdamWList, under the 4 KB limit). The parameters are cut into chunks of kChunk elements, numbered
+// parameter after parameter; block b updates chunks b, b + grid, ... (a chunk's parameter is found from the
+// running chunk counts). One launch where the per-parameter kernels took one each (~240 for the 130M LM).
 #include <cuda_bf16.h>
 
 #include "kernels/common/cuda_utils.cuh"
@@ -69,6 +73,61 @@ __global__ void sgd_kernel(float* __restrict__ p, const G* __restrict__ g, float
   }
 }
 
+constexpr int kListMax = 48;
+constexpr int64_t kChunk = 4096;  // a multiple of 4: chunks keep the float4 alignment of their parameter
+struct AdamWList {
+  int n;
+  float b1, b2, eps;
+  int64_t chunks_to[kListMax];  // chunks of parameters 0..i together
+  int64_t numel[kListMax];
+  float* p[kListMax];
+  const void* g[kListMax];
+  float* m[kListMax];
+  float* v[kListMax];
+  float decay[kListMax], step_size[kListMax], inv_sqrt_bc2[kListMax];
+  uint8_t g_bf16[kListMax], vec[kListMax];
+};
+
+// Elements [begin, end) of one parameter; vec: float4 steps from begin (a multiple of 4), then the tail.
+template <typename G>
+__device__ inline void adamw_chunk(float* p, const G* g, float* m, float* v, int64_t begin, int64_t end, bool vec,
+                                   const AdamArgs& a) {
+  int64_t i0 = begin;
+  if (vec) {
+    const int64_t n4 = (end - begin) / 4;
+    for (int64_t q = threadIdx.x; q < n4; q += blockDim.x) {
+      const int64_t i = begin + 4 * q;
+      float4 pp = *reinterpret_cast<float4*>(p + i), mm = *reinterpret_cast<float4*>(m + i),
+             vv = *reinterpret_cast<float4*>(v + i);
+      const float4 gg = load4(g, i);
+      adam_one(pp.x, gg.x, mm.x, vv.x, a);
+      adam_one(pp.y, gg.y, mm.y, vv.y, a);
+      adam_one(pp.z, gg.z, mm.z, vv.z, a);
+      adam_one(pp.w, gg.w, mm.w, vv.w, a);
+      *reinterpret_cast<float4*>(p + i) = pp;
+      *reinterpret_cast<float4*>(m + i) = mm;
+      *reinterpret_cast<float4*>(v + i) = vv;
+    }
+    i0 = begin + 4 * n4;
+  }
+  for (int64_t i = i0 + threadIdx.x; i < end; i += blockDim.x) adam_one(p[i], load1(g, i), m[i], v[i], a);
+}
+
+__global__ void adamw_list(AdamWList L) {
+  const int64_t total = L.chunks_to[L.n - 1];
+  int t = 0;
+  for (int64_t c = blockIdx.x; c < total; c += gridDim.x) {
+    while (L.chunks_to[t] <= c) ++t;  // c only grows: the search goes on from the last parameter
+    const int64_t begin = (c - (t > 0 ? L.chunks_to[t - 1] : 0)) * kChunk;
+    const int64_t end = begin + kChunk < L.numel[t] ? begin + kChunk : L.numel[t];
+    const AdamArgs a{L.decay[t], L.b1, L.b2, L.step_size[t], L.inv_sqrt_bc2[t], L.eps};
+    if (L.g_bf16[t])
+      adamw_chunk(L.p[t], static_cast<const __nv_bfloat16*>(L.g[t]), L.m[t], L.v[t], begin, end, L.vec[t], a);
+    else
+      adamw_chunk(L.p[t], static_cast<const float*>(L.g[t]), L.m[t], L.v[t], begin, end, L.vec[t], a);
+  }
+}
+
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 unsigned grid_for(int64_t n) {
   const unsigned b = blocks_for(n, 256);
@@ -104,6 +163,43 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_
     adamw_t<__nv_bfloat16>(param, grad, exp_avg, exp_avg_sq, a);
   else
     adamw_t<float>(param, grad, exp_avg, exp_avg_sq, a);
+}
+
+void adamw_step_list(const std::vector<AdamWListItem>& items, float beta1, float beta2, float eps) {
+  AdamWList L{};
+  L.b1 = beta1;
+  L.b2 = beta2;
+  L.eps = eps;
+  auto flush = [&] {
+    if (L.n == 0) return;
+    const int64_t total = L.chunks_to[L.n - 1];
+    const unsigned grid = unsigned(total < int64_t(::ssm::cuda::sm_count()) * 8 ? total : int64_t(::ssm::cuda::sm_count()) * 8);
+    adamw_list<<<grid, 256, 0, stream()>>>(L);
+    SSM_CUDA_LAUNCH_CHECK();
+    L.n = 0;
+  };
+  for (const AdamWListItem& it : items) {
+    const int64_t n = it.param->numel();
+    if (n == 0) continue;
+    const int k = L.n;
+    float* p = it.param->data<float>();
+    const void* g = it.grad->data_ptr();
+    const bool bf = it.grad->dtype() == DType::bf16;
+    L.numel[k] = n;
+    L.chunks_to[k] = (k > 0 ? L.chunks_to[k - 1] : 0) + (n + kChunk - 1) / kChunk;
+    L.p[k] = p;
+    L.g[k] = g;
+    L.m[k] = it.exp_avg->data<float>();
+    L.v[k] = it.exp_avg_sq->data<float>();
+    L.decay[k] = it.decay;
+    L.step_size[k] = it.step_size;
+    L.inv_sqrt_bc2[k] = it.inv_sqrt_bc2;
+    L.g_bf16[k] = bf;
+    L.vec[k] = aligned16(p) && aligned16(L.m[k]) && aligned16(L.v[k]) &&
+               (reinterpret_cast<uintptr_t>(g) % (bf ? 8u : 16u)) == 0;
+    if (++L.n == kListMax) flush();
+  }
+  flush();
 }
 
 void sgd_step(Tensor& param, const Tensor& grad, Tensor* momentum_buf, float lr, float momentum, float weight_decay,

@@ -16,6 +16,7 @@
 #define add_norm_forward emu_add_norm_forward
 #define add_norm_backward emu_add_norm_backward
 #define adamw_step emu_adamw_step
+#define adamw_step_list emu_adamw_step_list
 #define sgd_step emu_sgd_step
 #define norm_forward emu_norm_forward
 #define norm_backward emu_norm_backward

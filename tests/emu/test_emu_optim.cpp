@@ -58,5 +58,58 @@ TEST(EmuOptim, AdamWAndSgdMatchCpu) {
     }
 }
 
+TEST(EmuOptim, AdamWListMatchesCpu) {
+  // 53 parameters (two launches of at most 48), sizes around the chunk (4096) and the vector (4), some starting
+  // 4 bytes into their storage (the scalar path), f32 and bf16 gradients, each its own lr, decay and step.
+  const double b1 = 0.9, b2 = 0.99, eps = 1e-8;
+  const std::vector<int64_t> sizes = {1, 3, 4, 4095, 4096, 4097, 10001, 8192, 37};
+  struct Param {
+    Tensor pc, mc, vc, g;     // the CPU's
+    Tensor pe, me, ve, ge;    // the emulated kernel's (pe, me, ve 4 bytes into their storage when `offset`)
+    double lr, wd;
+    int64_t step;
+  };
+  // A copy of t, aligned or 4 bytes past an aligned start.
+  auto placed = [](const Tensor& t, bool offset) {
+    if (!offset) return t.clone();
+    Tensor base = Tensor::zeros({t.numel() + 1}, t.dtype());
+    Tensor view = base.narrow(0, 1, t.numel());
+    view.copy_(t);
+    return view;
+  };
+  std::vector<Param> ps;
+  for (int k = 0; k < 53; ++k) {
+    const int64_t n = sizes[size_t(k) % sizes.size()];
+    const bool offset = k % 5 == 2, bf16_grad = k % 3 == 1;
+    Param q;
+    q.pc = test::rand_cpu({n}, DType::f32, -1, 1, uint32_t(100 + k));
+    q.mc = test::rand_cpu({n}, DType::f32, -0.1, 0.1, uint32_t(300 + k));
+    q.vc = test::rand_cpu({n}, DType::f32, 0, 0.01, uint32_t(500 + k));
+    q.g = test::rand_cpu({n}, DType::f32, -1, 1, uint32_t(700 + k));
+    if (bf16_grad) q.g = q.g.to(DType::bf16).to(DType::f32);  // the CPU sees the rounded values
+    q.pe = placed(q.pc, offset);
+    q.me = placed(q.mc, offset);
+    q.ve = placed(q.vc, offset);
+    q.ge = placed(bf16_grad ? q.g.to(DType::bf16) : q.g, offset);
+    q.lr = 1e-3 * (1 + k % 4);
+    q.wd = k % 2 ? 0.0 : 0.1;
+    q.step = 1 + k % 7;
+    ps.push_back(q);
+  }
+  std::vector<kernels::cuda::AdamWListItem> items;
+  for (Param& q : ps) {
+    cpu_adamw_step(q.pc, q.g, q.mc, q.vc, q.lr, b1, b2, eps, q.wd, q.step);
+    const double bc1 = 1 - std::pow(b1, double(q.step)), bc2 = 1 - std::pow(b2, double(q.step));
+    items.push_back({&q.pe, &q.ge, &q.me, &q.ve, float(1 - q.lr * q.wd), float(q.lr / bc1), float(1 / std::sqrt(bc2))});
+  }
+  kernels::cuda::adamw_step_list(items, float(b1), float(b2), float(eps));
+  for (size_t k = 0; k < ps.size(); ++k) {
+    SCOPED_TRACE(cat("parameter ", k, " of ", ps[k].pc.numel()));
+    EXPECT_LT(max_diff(ps[k].pe, ps[k].pc), 1e-6);
+    EXPECT_LT(max_diff(ps[k].me, ps[k].mc), 1e-6);
+    EXPECT_LT(max_diff(ps[k].ve, ps[k].vc), 1e-6);
+  }
+}
+
 }  // namespace
 }  // namespace ssm

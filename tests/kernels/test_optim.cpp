@@ -148,6 +148,63 @@ TEST(AdamW, BadInputsNameTheTensors) {
   expect_bad([&] { kernels::sgd_step(p, g, b, 0.1, 0.9, 0, false); }, "sgd_step: momentum_buf [5]");
 }
 
+// adamw_step_many over three parameters (own lr, decay and step each) on `dev`, against adamw_step one by one.
+void check_many(Device dev) {
+  std::vector<Tensor> p, g, m, v, pr, mr, vr;
+  const std::vector<int64_t> sizes = {5, 4099, 1};
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    const int64_t n = sizes[k];
+    p.push_back(Tensor::from_vector(randv(size_t(n), 20 + k), {n}).to(DType::f32));
+    g.push_back(Tensor::from_vector(randv(size_t(n), 30 + k), {n}).to(DType::f32));
+    m.push_back(Tensor::zeros({n}));
+    v.push_back(Tensor::zeros({n}));
+    pr.push_back(p.back().clone());
+    mr.push_back(m.back().clone());
+    vr.push_back(v.back().clone());
+  }
+  std::vector<Tensor> pd, gd, md, vd;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    pd.push_back(p[k].to(dev));
+    gd.push_back(g[k].to(dev));
+    md.push_back(m[k].to(dev));
+    vd.push_back(v[k].to(dev));
+  }
+  std::vector<kernels::AdamWParam> ps;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    const double lr = 1e-2 * double(k + 1), wd = k == 1 ? 0.0 : 0.1;
+    const int64_t step = int64_t(k) + 1;
+    ps.push_back({&pd[k], &gd[k], &md[k], &vd[k], lr, wd, step});
+    kernels::adamw_step(pr[k], g[k], mr[k], vr[k], lr, 0.9, 0.99, 1e-8, wd, step);
+  }
+  kernels::adamw_step_many(ps, 0.9, 0.99, 1e-8);
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    EXPECT_LT(max_abs_diff(pd[k].to(Device::cpu()).to_double_vector(), pr[k].to_double_vector()), 1e-6) << k;
+    EXPECT_LT(max_abs_diff(md[k].to(Device::cpu()).to_double_vector(), mr[k].to_double_vector()), 1e-6) << k;
+    EXPECT_LT(max_abs_diff(vd[k].to(Device::cpu()).to_double_vector(), vr[k].to_double_vector()), 1e-6) << k;
+  }
+}
+
+TEST(AdamW, ManyIsEachInTurn) {
+  check_many(Device::cpu());
+  // A bad parameter anywhere in the list is named, and nothing is updated.
+  Tensor p = Tensor::ones({3}), g = Tensor::ones({3}), m = Tensor::zeros({3}), v = Tensor::zeros({3});
+  Tensor p2 = Tensor::ones({3}), g2 = Tensor::ones({4}), m2 = Tensor::zeros({3}), v2 = Tensor::zeros({3});
+  std::vector<kernels::AdamWParam> ps = {{&p, &g, &m, &v, 0.1, 0.0, 1}, {&p2, &g2, &m2, &v2, 0.1, 0.0, 1}};
+  try {
+    kernels::adamw_step_many(ps, 0.9, 0.999, 1e-8);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::BadInput);
+    EXPECT_NE(std::string(e.what()).find("grad [4] must match param [3]"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(p.to_double_vector(), std::vector<double>(3, 1.0));
+}
+
+TEST(OptimCuda, ManyMatchesCpu) {
+  if (!ssm::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  check_many(Device::cuda());
+}
+
 TEST(OptimCuda, MatchesCpu) {
   if (!ssm::cuda_available()) GTEST_SKIP() << "no CUDA device";
   for (int64_t n : {1, 3, 4, 1001, 65537}) {
