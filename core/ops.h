@@ -54,6 +54,9 @@ double norm2(const Tensor& x);
 // sqrt(sum of x^2 over every tensor of xs), with one host sync for all of them (gradient clipping over a
 // model's parameters: one per tensor stalls the GPU once per parameter). Tensors may be on different devices.
 double norm2(const std::vector<Tensor>& xs);
+// x *= s for every tensor of xs, in place (gradient clipping's scaling): on CUDA one launch covers up to 128
+// contiguous f32 tensors of a device.
+void scale_(const std::vector<Tensor>& xs, double s);
 
 // ---------------- matmul ----------------
 // C = op(A) op(B) where op transposes the last two dims when asked. A: (..., M, K), B: (..., K, N);

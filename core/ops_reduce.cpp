@@ -321,6 +321,28 @@ double norm2(const std::vector<Tensor>& xs) {
   return std::sqrt(sq);
 }
 
+void scale_(const std::vector<Tensor>& xs, double s) {
+#ifdef SSM_WITH_CUDA
+  std::vector<Tensor> listed;  // contiguous, aligned f32 on the first CUDA device seen
+#endif
+  for (const Tensor& x : xs) {
+    check_float(x, "scale_");
+#ifdef SSM_WITH_CUDA
+    const bool aligned = (reinterpret_cast<uintptr_t>(x.data_ptr()) & 15u) == 0;
+    if (x.device().is_cuda() && x.dtype() == DType::f32 && x.is_contiguous() && aligned &&
+        (listed.empty() || listed[0].device() == x.device())) {
+      listed.push_back(x);
+      continue;
+    }
+#endif
+    Tensor t = x;
+    binary_(BinaryOp::Mul, t, Tensor::scalar(s, x.dtype(), x.device()));
+  }
+#ifdef SSM_WITH_CUDA
+  cuda::scale_(listed, s);
+#endif
+}
+
 // ---------------- softmax ----------------
 namespace {
 

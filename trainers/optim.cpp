@@ -229,15 +229,7 @@ double clip_grad_norm(const std::vector<nn::Parameter>& params, double max_norm)
   for (const auto& p : params)
     if (p.var.has_grad()) grads.push_back(p.var.grad());
   const double total = norm2(grads);  // one host sync for all of them
-  if (std::isfinite(total) && total > max_norm) {
-    double scale = max_norm / (total + 1e-6);
-    for (const auto& p : params) {
-      if (!p.var.has_grad()) continue;
-      ag::Variable v = p.var;
-      Tensor& g = v.grad();
-      binary_(BinaryOp::Mul, g, Tensor::scalar(scale, g.dtype(), g.device()));
-    }
-  }
+  if (std::isfinite(total) && total > max_norm) scale_(grads, max_norm / (total + 1e-6));  // in place
   return total;
 }
 

@@ -21,6 +21,7 @@ Tensor amax(const Tensor& x, int64_t dim, bool keepdim);
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim);
 double norm2(const Tensor& x);
 double sum_squares(const std::vector<Tensor>& xs);  // one device, one host sync
+void scale_(const std::vector<Tensor>& xs, double s);  // contiguous, 16-byte aligned f32 tensors of one device
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
 void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);  // 2-D, c contiguous
 Tensor softmax(const Tensor& x, int64_t dim, bool log);

@@ -144,6 +144,12 @@ TEST(Reduce, SumToAndNorm2) {
   for (double e : h.to_double_vector()) hs += e * e;
   EXPECT_NEAR(norm2(std::vector<Tensor>{g, Tensor::zeros({0}), h}), std::sqrt(ss + hs), 1e-6);
   EXPECT_EQ(norm2(std::vector<Tensor>{}), 0.0);
+  // scale_: in place, through handles that share the storage; any float dtype, strided views too.
+  Tensor a = Tensor::from_vector(std::vector<float>{1, -2, 3}, {3});
+  Tensor b = Tensor::from_vector(std::vector<double>{4, 5, 6, 7}, {2, 2}).transpose(0, 1);
+  scale_({a, b, Tensor::zeros({0})}, 0.5);
+  EXPECT_EQ(a.to_double_vector(), (std::vector<double>{0.5, -1, 1.5}));
+  EXPECT_EQ(b.to_double_vector(), (std::vector<double>{2, 3, 2.5, 3.5}));
   expect_bad_input([&] { norm2(std::vector<Tensor>{g, Tensor::zeros({2}, DType::i64)}); }, {"norm2", "i64"});
 }
 

@@ -96,6 +96,11 @@ TEST(CudaReduce, Norm2MatchesCpu) {
   std::vector<Tensor> xg = {gpu(xs[0]), gpu(xs[1]).transpose(0, 1), gpu(xs[2]), xs[3]};
   std::vector<Tensor> xc = {xs[0], xs[1].transpose(0, 1), xs[2], xs[3]};
   EXPECT_NEAR(norm2(xg), norm2(xc), 1e-5 * norm2(xc));
+  // scale_ over the same list (the f32 contiguous ones in one launch, the others one by one) against the CPU.
+  scale_(xg, -0.75);
+  scale_(xc, -0.75);
+  for (size_t k = 0; k < xg.size(); ++k)
+    EXPECT_TRUE(close(xg[k].to(Device::cpu()), xc[k], test::tol_for(xc[k].dtype()))) << k;
 }
 
 TEST(CudaSoftmax, MatchesCpu) {
