@@ -22,6 +22,8 @@
 # lab: each kernel variant of bench/lab/*.patch against the tree it was made from: applies it, rebuilds
 #      bench_selective_scan, runs `bench_selective_scan --only 0` once per setting on the patch's `lab-runs:` line
 #      (env assignments, or `default`), reverts it and rebuilds; output in $OUT/lab.txt. Not in the default set.
+# ab: the 130M LM's `ssm bench` at AB_BASE (a commit; default the previous session's end, 5eec8eb) and at this tree,
+#     alternately, twice each, on this machine: the base builds in $BUILD-ab from a git worktree. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
 #       bit-exact resume, a killed rank) and scripts/scaling_bench.sh (1 vs 2, 4, 8 GPUs as there are, network transport,
 #       ZeRO-1) into $OUT/scaling, then PyTorch DDP's figure beside it (bench/ddp_reference.py). Not in the default set.
@@ -43,7 +45,7 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(build tests bench train lm hf)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case "$p" in build|tests|bench|train|lm|hf|profile|dist|scan|lab) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist, scan, lab)" >&2; exit 2 ;; esac
+  case "$p" in build|tests|bench|train|lm|hf|profile|dist|scan|lab|ab) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist, scan, lab, ab)" >&2; exit 2 ;; esac
 done
 
 declare -a S_NAME S_RESULT S_SECS
@@ -67,7 +69,7 @@ skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: s
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
 
-if want build || want tests || want bench || want train || want lm || want hf || want profile || want dist || want scan || want lab; then
+if want build || want tests || want bench || want train || want lm || want hf || want profile || want dist || want scan || want lab || want ab; then
   if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
     step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
@@ -130,6 +132,24 @@ if want lab; then
     git apply -R "$patch"
   done
   step lab-rebuild cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"
+fi
+
+if want ab; then
+  base=${AB_BASE:-5eec8eb}
+  rm -rf "$ROOT/.ab-base"
+  if step ab-worktree git worktree add -f --detach "$ROOT/.ab-base" "$base" &&
+     step ab-configure cmake -S "$ROOT/.ab-base" -B "$BUILD-ab" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
+       -DCMAKE_CUDA_ARCHITECTURES="$ARCH" &&
+     step ab-build cmake --build "$BUILD-ab" --target ssm -j"$JOBS"; then
+    for round in 1 2; do
+      for side in base head; do
+        bin="$BUILD/bin/ssm"; [ $side = base ] && bin="$BUILD-ab/bin/ssm"
+        step "ab-$side-$round" sh -c "timeout -k 10 200 '$bin' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 \
+          | tee -a '$OUT/ab_130m_$side.json'"
+      done
+    done
+  fi
+  git worktree remove --force "$ROOT/.ab-base" 2>/dev/null
 fi
 
 # train: the quickstart recipe on the GPU with the 784-step sequence (issue: >= 90% in < 3 minutes).
