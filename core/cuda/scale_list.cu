@@ -21,8 +21,7 @@ void scale_(const std::vector<Tensor>& xs, double s) {
   for (const Tensor& x : xs) {
     if (x.numel() == 0) continue;
     const int k = L.n;
-    L.numel[k] = x.numel();
-    L.chunks_to[k] = (k > 0 ? L.chunks_to[k - 1] : 0) + (x.numel() + kScaleChunk - 1) / kScaleChunk;
+    add_list_chunks<kScaleChunk>(L.chunks_to, L.numel, k, x.numel());
     L.x[k] = static_cast<float*>(const_cast<void*>(x.data_ptr()));
     if (++L.n == kScaleListMax) flush();
   }

@@ -1,10 +1,10 @@
 // x *= s over a list of f32 tensors in one launch (gradient clipping's scaling of every gradient: one launch per
-// tensor otherwise, ~240 for the 130M LM). The tensors' pointers go in the kernel's parameter block (ScaleList,
-// under the 4 KB limit); they are cut into chunks of kScaleChunk elements, numbered tensor after tensor, and
-// block b scales chunks b, b + grid, ... A header of its own so that tests/emu runs the kernel on the CPU.
-// Internal to core/cuda/.
+// tensor otherwise, ~240 for the 130M LM), walked as list_chunks.cuh says. A header of its own so that tests/emu
+// runs the kernel on the CPU. Internal to core/cuda/.
 #pragma once
 #include <cstdint>
+
+#include "core/cuda/list_chunks.cuh"
 
 namespace ssm::cuda {
 
@@ -21,12 +21,7 @@ struct ScaleList {
 namespace {  // one kernel per including file (scale_list.cu; tests/emu's test beside the library)
 
 __global__ void __launch_bounds__(256) scale_list(ScaleList L) {
-  const int64_t total = L.chunks_to[L.n - 1];
-  int t = 0;
-  for (int64_t c = blockIdx.x; c < total; c += gridDim.x) {
-    while (L.chunks_to[t] <= c) ++t;  // c only grows: the search goes on from the last tensor
-    const int64_t begin = (c - (t > 0 ? L.chunks_to[t - 1] : 0)) * kScaleChunk;
-    const int64_t end = begin + kScaleChunk < L.numel[t] ? begin + kScaleChunk : L.numel[t];
+  for_list_chunks<kScaleChunk>(L.chunks_to, L.numel, L.n, [&](int t, int64_t begin, int64_t end) {
     float* x = L.x[t];
     const int64_t n4 = (end - begin) / 4;
     for (int64_t q = threadIdx.x; q < n4; q += blockDim.x) {
@@ -38,7 +33,7 @@ __global__ void __launch_bounds__(256) scale_list(ScaleList L) {
       *reinterpret_cast<float4*>(x + begin + 4 * q) = v;
     }
     for (int64_t i = begin + 4 * n4 + threadIdx.x; i < end; i += blockDim.x) x[i] *= L.s;
-  }
+  });
 }
 
 }  // namespace

@@ -1,12 +1,13 @@
-// AdamW / SGD on CUDA (math in adamw.h): one thread per 4 elements with float4 loads and stores when
-// every pointer is 16-byte aligned (a scalar path otherwise, and for the tail). grad may be bf16.
-// adamw_step_list: up to kListMax parameters a launch, their pointers and constants in the kernel's parameter
-// block (AdamWList, under the 4 KB limit). The parameters are cut into chunks of kChunk elements, numbered
-// parameter after parameter; block b updates chunks b, b + grid, ... (a chunk's parameter is found from the
-// running chunk counts). One launch where the per-parameter kernels took one each (~240 for the 130M LM).
+// AdamW / SGD on CUDA (math in adamw.h). grad may be bf16.
+// AdamW: up to kListMax parameters a launch (adamw_step is a list of one), their pointers and constants in the
+// kernel's parameter block (AdamWList), walked in chunks as core/cuda/list_chunks.cuh says: one launch where a
+// kernel per parameter took ~240 for the 130M LM. In a chunk, one thread per 4 elements with float4 loads and
+// stores when the parameter's pointers are 16-byte aligned (a scalar path otherwise, and for the tail).
 #include <cuda_bf16.h>
 
 #include "kernels/common/cuda_utils.cuh"
+// (after cuda_utils.cuh, which tests/emu shadows with the emulator)
+#include "core/cuda/list_chunks.cuh"
 #include "kernels/optim/optim_cuda.h"
 
 namespace ssm::kernels::cuda {
@@ -33,31 +34,6 @@ __device__ inline float4 load4(const __nv_bfloat16* g, int64_t i) {
 }
 __device__ inline float load1(const float* g, int64_t i) { return g[i]; }
 __device__ inline float load1(const __nv_bfloat16* g, int64_t i) { return __bfloat162float(g[i]); }
-
-template <typename G>
-__global__ void adamw_vec4(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
-                           int64_t n4, AdamArgs a) {
-  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < n4; q += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = 4 * q;
-    float4 pp = *reinterpret_cast<float4*>(p + i), mm = *reinterpret_cast<float4*>(m + i),
-           vv = *reinterpret_cast<float4*>(v + i);
-    const float4 gg = load4(g, i);
-    adam_one(pp.x, gg.x, mm.x, vv.x, a);
-    adam_one(pp.y, gg.y, mm.y, vv.y, a);
-    adam_one(pp.z, gg.z, mm.z, vv.z, a);
-    adam_one(pp.w, gg.w, mm.w, vv.w, a);
-    *reinterpret_cast<float4*>(p + i) = pp;
-    *reinterpret_cast<float4*>(m + i) = mm;
-    *reinterpret_cast<float4*>(v + i) = vv;
-  }
-}
-
-template <typename G>
-__global__ void adamw_scalar(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ m,
-                             float* __restrict__ v, int64_t begin, int64_t n, AdamArgs a) {
-  for (int64_t i = begin + blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    adam_one(p[i], load1(g, i), m[i], v[i], a);
-}
 
 template <typename G>
 __global__ void sgd_kernel(float* __restrict__ p, const G* __restrict__ g, float* __restrict__ buf, int64_t n, float lr,
@@ -114,18 +90,13 @@ __device__ inline void adamw_chunk(float* p, const G* g, float* m, float* v, int
 }
 
 __global__ void adamw_list(AdamWList L) {
-  const int64_t total = L.chunks_to[L.n - 1];
-  int t = 0;
-  for (int64_t c = blockIdx.x; c < total; c += gridDim.x) {
-    while (L.chunks_to[t] <= c) ++t;  // c only grows: the search goes on from the last parameter
-    const int64_t begin = (c - (t > 0 ? L.chunks_to[t - 1] : 0)) * kChunk;
-    const int64_t end = begin + kChunk < L.numel[t] ? begin + kChunk : L.numel[t];
+  ::ssm::cuda::for_list_chunks<kChunk>(L.chunks_to, L.numel, L.n, [&](int t, int64_t begin, int64_t end) {
     const AdamArgs a{L.decay[t], L.b1, L.b2, L.step_size[t], L.inv_sqrt_bc2[t], L.eps};
     if (L.g_bf16[t])
       adamw_chunk(L.p[t], static_cast<const __nv_bfloat16*>(L.g[t]), L.m[t], L.v[t], begin, end, L.vec[t], a);
     else
       adamw_chunk(L.p[t], static_cast<const float*>(L.g[t]), L.m[t], L.v[t], begin, end, L.vec[t], a);
-  }
+  });
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
@@ -134,35 +105,11 @@ unsigned grid_for(int64_t n) {
   return b > 65535u * 4u ? 65535u * 4u : b;
 }
 
-template <typename G>
-void adamw_t(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a) {
-  const int64_t n = param.numel();
-  float* p = param.data<float>();
-  const G* g = static_cast<const G*>(grad.data_ptr());
-  const bool vec = aligned16(p) && aligned16(m.data_ptr()) && aligned16(v.data_ptr()) &&
-                   (reinterpret_cast<uintptr_t>(g) % (4 * sizeof(G))) == 0;
-  int64_t done = 0;
-  if (vec && n >= 4) {
-    const int64_t n4 = n / 4;
-    adamw_vec4<G><<<grid_for(n4), 256, 0, stream()>>>(p, g, m.data<float>(), v.data<float>(), n4, a);
-    SSM_CUDA_LAUNCH_CHECK();
-    done = 4 * n4;
-  }
-  if (done < n) {
-    adamw_scalar<G><<<grid_for(n - done), 256, 0, stream()>>>(p, g, m.data<float>(), v.data<float>(), done, n, a);
-    SSM_CUDA_LAUNCH_CHECK();
-  }
-}
-
 }  // namespace
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, float decay, float beta1,
                 float beta2, float step_size, float inv_sqrt_bc2, float eps) {
-  const AdamArgs a{decay, beta1, beta2, step_size, inv_sqrt_bc2, eps};
-  if (grad.dtype() == DType::bf16)
-    adamw_t<__nv_bfloat16>(param, grad, exp_avg, exp_avg_sq, a);
-  else
-    adamw_t<float>(param, grad, exp_avg, exp_avg_sq, a);
+  adamw_step_list({{&param, &grad, &exp_avg, &exp_avg_sq, decay, step_size, inv_sqrt_bc2}}, beta1, beta2, eps);
 }
 
 void adamw_step_list(const std::vector<AdamWListItem>& items, float beta1, float beta2, float eps) {
@@ -185,8 +132,7 @@ void adamw_step_list(const std::vector<AdamWListItem>& items, float beta1, float
     float* p = it.param->data<float>();
     const void* g = it.grad->data_ptr();
     const bool bf = it.grad->dtype() == DType::bf16;
-    L.numel[k] = n;
-    L.chunks_to[k] = (k > 0 ? L.chunks_to[k - 1] : 0) + (n + kChunk - 1) / kChunk;
+    ::ssm::cuda::add_list_chunks<kChunk>(L.chunks_to, L.numel, k, n);
     L.p[k] = p;
     L.g[k] = g;
     L.m[k] = it.exp_avg->data<float>();

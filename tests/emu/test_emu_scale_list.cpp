@@ -26,8 +26,7 @@ TEST(EmuScaleList, ScalesEveryElementOnce) {
   };
   for (Tensor& x : xs) {
     const int k = L.n;
-    L.numel[k] = x.numel();
-    L.chunks_to[k] = (k > 0 ? L.chunks_to[k - 1] : 0) + (x.numel() + cuda::kScaleChunk - 1) / cuda::kScaleChunk;
+    cuda::add_list_chunks<cuda::kScaleChunk>(L.chunks_to, L.numel, k, x.numel());
     L.x[k] = x.data<float>();
     if (++L.n == cuda::kScaleListMax) flush();
   }
