@@ -38,6 +38,7 @@
 #include "core/cuda/check.h"
 #include "core/cuda/cuda_ops.h"
 #include "core/cuda/stream.h"
+#include "bench/gpu_timing.h"
 #include "kernels/selective_scan/selective_scan_cuda.h"
 #endif
 
@@ -46,27 +47,7 @@ using namespace ssm;
 
 namespace {
 
-double median_ms(const std::function<void()>& f, int warm = 3, int reps = 25) {
-  cudaStream_t s = cuda::current_stream();
-  for (int i = 0; i < warm; ++i) f();
-  cudaEvent_t a, b;
-  SSM_CUDA_CHECK(cudaEventCreate(&a));
-  SSM_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    SSM_CUDA_CHECK(cudaEventRecord(a, s));
-    f();
-    SSM_CUDA_CHECK(cudaEventRecord(b, s));
-    SSM_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    SSM_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  SSM_CUDA_CHECK(cudaEventDestroy(a));
-  SSM_CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using bench::median_ms;
 
 struct Shape4 {
   int64_t Bt, D, L;

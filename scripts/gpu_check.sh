@@ -13,9 +13,9 @@
 #     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
 # scan: the selective-scan and conv1d GPU tests (and those of the LM step's other kernels: cross-entropy, matmul,
-#       reductions, the optimizer when test_kernels is built), the conv1d benchmark, the scan's benchmark with the chunked implementation beside the default
+#       reductions, the optimizer when test_kernels is built), the conv1d benchmark, bench_lm_step when built, the scan's benchmark with the chunked implementation beside the default
 #       (bench_selective_scan --chunk) and the 130M LM's `ssm bench` with each (SSM_SCAN_IMPL=legacy / chunk): a
-#       quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda test_kernels bench_selective_scan bench_causal_conv1d ssm").
+#       quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda test_kernels bench_selective_scan bench_causal_conv1d bench_lm_step ssm").
 #       Not in the default set (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
 #          stall reasons (scripts/profile_kernels.sh), into the log and $OUT/ncu-*. Not in the default set.
@@ -112,6 +112,7 @@ if want scan; then
   [ -x "$BUILD/bin/test_kernels" ] && step optim-tests timeout -k 10 100 "$BUILD/bin/test_kernels" --gtest_filter='OptimCuda*'
   step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk | tee '$OUT/bench_selective_scan.txt'"
   step conv-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_causal_conv1d' | tee '$OUT/bench_causal_conv1d.txt'"
+  [ -x "$BUILD/bin/bench_lm_step" ] && step lm-step-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_lm_step' | tee '$OUT/bench_lm_step.txt'"
   for impl in legacy chunk; do
     step "lm-130m-$impl" sh -c "SSM_SCAN_IMPL=$impl timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 | tee '$OUT/ssm_bench_130m_$impl.json'"
   done
