@@ -75,9 +75,11 @@ HostCache& host_cache() {
   return *c;
 }
 
+#ifndef SSM_WITH_CUDA
 [[noreturn]] void no_cuda(Device d) {
   throw_input(cat("this build has no CUDA; rebuild with nvcc available (device ", d.str(), " requested)"));
 }
+#endif
 
 }  // namespace
 
