@@ -46,7 +46,8 @@ Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ig
 // per chunk, logits_c = x_c w^T (x's dtype: bf16 under autocast), the f32 cross-entropy, and at once
 // its gradient d_c = (softmax(logits_c) - onehot) / N, giving dx_c = d_c w and dw += d_c^T x_c
 // (f32). Peak extra memory is one chunk of logits instead of N x V (5 GB at 16k x 50k in f32).
-// The backward only scales the stored dx, dw by the upstream gradient.
+// The backward only scales the stored dx, dw by the upstream gradient. Under autocast x is bf16 / f16 and w may
+// stay f32 (the master weight): the products use a cast of w, and dw reaches w as the f32 sum, never rounded.
 // classes: only w's first `classes` rows are classes (the rest is padding; -1 = all rows). The logits are
 // still computed over all rows, so the matmuls keep w's padded (aligned) width, and the padding columns
 // are set to -inf before the cross-entropy: they add exp(-inf) = 0 to every softmax, get gradient 0, and

@@ -21,7 +21,10 @@ Variable linear_cross_entropy(const Variable& x, const Variable& w, const Tensor
   const int64_t N = x.size(0);
   const bool want_x = grad_enabled() && x.requires_grad(), want_w = grad_enabled() && w.requires_grad();
   const Tensor& X = x.data();
-  const Tensor& W = w.data();
+  const bool half_x = X.dtype() == DType::bf16 || X.dtype() == DType::f16;
+  SSM_CHECK_INPUT(w.dtype() == X.dtype() || (half_x && w.dtype() == DType::f32), "linear_cross_entropy: x is ",
+                  dtype_name(X.dtype()), " and w ", dtype_name(w.dtype()), " (w must be x's dtype, or f32 for bf16 / f16 x)");
+  const Tensor W = w.dtype() == X.dtype() ? w.data() : w.data().to(X.dtype());  // the products' copy of an f32 w
   const DType acc = X.dtype() == DType::f64 ? DType::f64 : DType::f32;  // f64 for gradchecks
   Tensor loss_sum = Tensor::zeros({}, acc, X.device());
   Tensor dx = want_x ? Tensor::empty(X.shape(), X.dtype(), X.device()) : Tensor();

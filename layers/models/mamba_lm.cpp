@@ -234,11 +234,9 @@ Variable MambaLM::loss(const Tensor& tokens, const Tensor& seq_idx, const Tensor
                       " at position ", i, " is a padding row of the vocabulary (vocab_size ", cfg_.vocab_size, ")");
   }
   // All vocab_padded rows (aligned matmuls); the padding rows are excluded from the softmax.
-  Variable w = lm_head_ ? lm_head_->weight() : embedding_->weight();
-  if (ag::autocast_enabled() && h.device().is_cuda()) {
-    if (h2.dtype() == DType::f32) h2 = ag::cast(h2, DType::bf16);
-    if (w.dtype() == DType::f32) w = ag::cast(w, DType::bf16);
-  }
+  // Under autocast the head's products run in bf16 on a copy of w made inside; w's gradient arrives in f32.
+  const Variable& w = lm_head_ ? lm_head_->weight() : embedding_->weight();
+  if (ag::autocast_enabled() && h.device().is_cuda() && h2.dtype() == DType::f32) h2 = ag::cast(h2, DType::bf16);
   return ag::linear_cross_entropy(h2, w, targets.reshape({targets.numel()}).to(h.device(), DType::i64), 4096,
                                   cfg_.vocab_size);
 }

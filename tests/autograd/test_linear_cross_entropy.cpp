@@ -45,6 +45,26 @@ TEST(LinearCrossEntropy, Gradcheck) {
   EXPECT_EQ(gradcheck(padded, {rnd({5, 4}, 3), rnd({6, 4}, 4)}), "");
 }
 
+// Autocast's form: bf16 x with the f32 master w. The products run on a bf16 copy of w; w's gradient is the f32 sum
+// (here against the all-f32 composition on the same bf16-rounded values, to bf16's precision).
+TEST(LinearCrossEntropy, HalfXWithF32W) {
+  const Tensor t = Tensor::from_vector(std::vector<int64_t>{0, 4, 2, 2, 1, 3, 0}, {7});
+  const Tensor xb = rnd({7, 3}, 1).to(DType::bf16), wf = rnd({5, 3}, 2).to(DType::f32);
+  Variable xr(xb.to(DType::f32), true), wr(wf.to(DType::bf16).to(DType::f32), true);
+  Variable ref = linear_cross_entropy(xr, wr, t, 3);
+  ref.backward();
+  Variable xv(xb, true), wv(wf, true);
+  Variable l = linear_cross_entropy(xv, wv, t, 3);
+  EXPECT_NEAR(l.data().item(), ref.data().item(), 1e-2);
+  l.backward();
+  EXPECT_EQ(xv.grad().dtype(), DType::bf16);
+  EXPECT_EQ(wv.grad().dtype(), DType::f32);
+  expect_tensor_near(xv.grad().to(DType::f64), xr.grad().to(DType::f64), 2e-2);
+  expect_tensor_near(wv.grad().to(DType::f64), wr.grad().to(DType::f64), 2e-2);
+  Variable w64(rnd({5, 3}, 2), true);  // f64 beside bf16 x: refused by name
+  EXPECT_THROW(linear_cross_entropy(xv, w64, t, 3), Error);
+}
+
 TEST(LinearCrossEntropy, BadShapesNameTheTensors) {
   Variable x(rnd({4, 3}, 1)), w(rnd({5, 2}, 2));
   const Tensor t = Tensor::zeros({4}, DType::i64);
