@@ -12,7 +12,7 @@
 // throws BadInput naming it. The backward writes (softmax - onehot) * grad_scale / n_valid.
 // cross_entropy_with_grad_: both at once, in place, one block per row: pass 1 folds the row into (m, s) 16 bytes
 // a load (a vector's max first, so one rescale per vector, not per element), pass 2 reads the row again (from
-// L2: a resident block's row is at most C elements, and all resident rows together fit in it) and writes the
+// L2: long rows get blocks of 1024 threads, so few rows are in flight; softmax_rows.cuh) and writes the
 // gradient over it. One HBM read and one write of the logits; 2 exps an element.
 #include <cfloat>
 #include <climits>
@@ -322,10 +322,10 @@ Tensor cross_entropy_with_grad_(Tensor& x, const Tensor& targets_in, double grad
       SSM_CUDA_LAUNCH_CHECK();
       const long long* cnt = static_cast<const long long*>(count.data_ptr());
       if (vec)
-        ce_with_grad_rows<scalar_t, I, V><<<unsigned(N), kThreads, 0, td.stream>>>(
+        ce_with_grad_rows<scalar_t, I, V><<<unsigned(N), ce_threads(C), 0, td.stream>>>(
             x.data<scalar_t>(), ti, C, ignore_index, grad_scale, cnt, loss.data<double>(), valid.data<int>());
       else
-        ce_with_grad_rows<scalar_t, I, 1><<<unsigned(N), kThreads, 0, td.stream>>>(
+        ce_with_grad_rows<scalar_t, I, 1><<<unsigned(N), ce_threads(C), 0, td.stream>>>(
             x.data<scalar_t>(), ti, C, ignore_index, grad_scale, cnt, loss.data<double>(), valid.data<int>());
       SSM_CUDA_LAUNCH_CHECK();
     };

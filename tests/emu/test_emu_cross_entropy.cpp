@@ -26,7 +26,7 @@ std::vector<double> run_rows(Tensor& x, const std::vector<int64_t>& t, double gr
   std::vector<double> loss(size_t(N), std::nan(""));
   std::vector<int> valid(size_t(N), -1);
   constexpr int V = 16 / int(sizeof(T));
-  const emu::Config cfg(dim3(unsigned(N)), dim3(cuda::kSoftmaxThreads));
+  const emu::Config cfg(dim3(unsigned(N)), dim3(unsigned(cuda::ce_threads(C))));
   T* p = x.data<T>();
   if (C % V == 0)
     emu::launch_with(cfg, [&](auto&&... a) { cuda::ce_with_grad_rows<T, int64_t, V>(a...); }, p, t.data(), C,
