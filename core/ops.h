@@ -51,8 +51,8 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);  // i64
 Tensor sum_to(const Tensor& x, const Shape& shape);
 // sqrt(sum(x^2)) over all elements, as a host double (gradient clipping).
 double norm2(const Tensor& x);
-// sqrt(sum of x^2 over every tensor of xs), with one host sync for all of them (gradient clipping over a
-// model's parameters: one per tensor stalls the GPU once per parameter). Tensors may be on different devices.
+// sqrt(sum of x^2 over every tensor of xs), with one host sync for all of those on one device (gradient clipping
+// over a model's parameters: a sync per tensor stalls the GPU once per parameter); others one by one.
 double norm2(const std::vector<Tensor>& xs);
 // x *= s for every tensor of xs, in place (gradient clipping's scaling): on CUDA one launch covers up to 128
 // contiguous f32 tensors of a device.

@@ -297,27 +297,22 @@ double norm2(const Tensor& x) {
 double norm2(const std::vector<Tensor>& xs) {
   double sq = 0;
 #ifdef SSM_WITH_CUDA
-  // The CUDA tensors of each device together: one sync a device.
-  std::vector<std::vector<Tensor>> by_device;
-  std::vector<Device> devices;
-  for (const Tensor& x : xs) {
-    check_float(x, "norm2");
-    if (!x.device().is_cuda()) continue;
-    size_t i = 0;
-    while (i < devices.size() && !(devices[i] == x.device())) ++i;
-    if (i == devices.size()) {
-      devices.push_back(x.device());
-      by_device.emplace_back();
-    }
-    by_device[i].push_back(x);
-  }
-  for (const auto& group : by_device) sq += cuda::sum_squares(group);
+  std::vector<Tensor> listed;  // the first CUDA device's tensors: one sync for them all
 #endif
   for (const Tensor& x : xs) {
-    if (x.device().is_cuda()) continue;
+    check_float(x, "norm2");
+#ifdef SSM_WITH_CUDA
+    if (x.device().is_cuda() && (listed.empty() || listed[0].device() == x.device())) {
+      listed.push_back(x);
+      continue;
+    }
+#endif
     const double n = norm2(x);
     sq += n * n;
   }
+#ifdef SSM_WITH_CUDA
+  sq += cuda::sum_squares(listed);
+#endif
   return std::sqrt(sq);
 }
 

@@ -46,20 +46,7 @@ __device__ __forceinline__ MS<acc_t<T>> row_ms(const T* p, int64_t R, bool warp_
   const int nt = warp_rows ? 32 : blockDim.x;
   MS<A> ms{A(-INFINITY), A(0)};
   for (int64_t r = t; r < R; r += nt) ms = ms_add(ms, to_acc(p[r]));
-  ms = warp_ms(ms);
-  if (!warp_rows) {
-    __shared__ A sm[32], ss[32];
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    __syncthreads();
-    if (lane == 0) {
-      sm[w] = ms.m;
-      ss[w] = ms.s;
-    }
-    __syncthreads();
-    ms = lane < nw ? MS<A>{sm[lane], ss[lane]} : MS<A>{A(-INFINITY), A(0)};
-    ms = warp_ms(ms);
-  }
-  return ms;
+  return warp_rows ? warp_ms(ms) : block_ms(ms);
 }
 
 template <class T>
@@ -141,6 +128,15 @@ __global__ void __launch_bounds__(1024) ce_mean(const double* loss, const int* v
   s = block_sum(s);
   v = block_sum(v);
   if (threadIdx.x == 0) out[0] = O(v > 0 ? s / double(v) : 0.0);
+}
+
+// out (f32 or f64, 0-d) = the mean of the valid rows' losses.
+void launch_ce_mean(const Tensor& loss, const Tensor& valid, int64_t N, Tensor& out, cudaStream_t st) {
+  if (out.dtype() == DType::f64)
+    ce_mean<double><<<1, 1024, 0, st>>>(loss.data<double>(), valid.data<int>(), N, out.data<double>());
+  else
+    ce_mean<float><<<1, 1024, 0, st>>>(loss.data<double>(), valid.data<int>(), N, out.data<float>());
+  SSM_CUDA_LAUNCH_CHECK();
 }
 
 // n_valid (one block) and the first invalid row.
@@ -259,11 +255,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets_in, int64_t ign
     if (tg.dtype() == DType::i64) run(tg.data<int64_t>()); else run(tg.data<int32_t>());
     SSM_CUDA_LAUNCH_CHECK();
   });
-  if (odt == DType::f64)
-    ce_mean<double><<<1, 1024, 0, td.stream>>>(loss.data<double>(), valid.data<int>(), N, out.data<double>());
-  else
-    ce_mean<float><<<1, 1024, 0, td.stream>>>(loss.data<double>(), valid.data<int>(), N, out.data<float>());
-  SSM_CUDA_LAUNCH_CHECK();
+  launch_ce_mean(loss, valid, N, out, td.stream);
   check_bad_target("cross_entropy", bad, tg, N, C, ignore_index, td.stream);
   return out;
 }
@@ -331,11 +323,7 @@ Tensor cross_entropy_with_grad_(Tensor& x, const Tensor& targets_in, double grad
     };
     if (tg.dtype() == DType::i64) run(tg.data<int64_t>()); else run(tg.data<int32_t>());
   });
-  if (odt == DType::f64)
-    ce_mean<double><<<1, 1024, 0, td.stream>>>(loss.data<double>(), valid.data<int>(), N, out.data<double>());
-  else
-    ce_mean<float><<<1, 1024, 0, td.stream>>>(loss.data<double>(), valid.data<int>(), N, out.data<float>());
-  SSM_CUDA_LAUNCH_CHECK();
+  launch_ce_mean(loss, valid, N, out, td.stream);
   check_bad_target("cross_entropy_with_grad_", bad, tg, N, C, ignore_index, td.stream);
   return out;
 }

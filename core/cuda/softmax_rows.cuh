@@ -41,6 +41,22 @@ __device__ __forceinline__ MS<A> warp_ms(MS<A> p) {
   }
   return p;
 }
+// The merge of every thread's (m, s) over the block (a multiple of 32 threads, at most 1024); every thread gets
+// it. The leading barrier lets a block call it again (the shared slots are reused).
+template <class A>
+__device__ __forceinline__ MS<A> block_ms(MS<A> ms) {
+  ms = warp_ms(ms);
+  __shared__ A sm[32], ss[32];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) {
+    sm[w] = ms.m;
+    ss[w] = ms.s;
+  }
+  __syncthreads();
+  ms = lane < nw ? MS<A>{sm[lane], ss[lane]} : MS<A>{A(-INFINITY), A(0)};
+  return warp_ms(ms);
+}
 // Pass 1 and 2 of cross_entropy_with_grad_ over one row p[0, C) in chunks of V elements (V = 1, or 16 bytes
 // when the rows are 16-byte aligned).
 template <class T, int V>
@@ -71,16 +87,7 @@ __device__ __forceinline__ MS<acc_t<T>> ce_row_ms(const T* p, int64_t C) {
 #pragma unroll
     for (int k = 0; k < V; ++k) s += a[k] == A(-INFINITY) ? A(0) : m_exp(a[k] - m);
   }
-  MS<A> ms = warp_ms(MS<A>{m, s});
-  __shared__ A sm[32], ss[32];
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  if (lane == 0) {
-    sm[w] = ms.m;
-    ss[w] = ms.s;
-  }
-  __syncthreads();
-  ms = lane < nw ? MS<A>{sm[lane], ss[lane]} : MS<A>{A(-INFINITY), A(0)};
-  return warp_ms(ms);
+  return block_ms(MS<A>{m, s});
 }
 template <class T, int V>
 __device__ __forceinline__ void ce_row_grad(T* p, int64_t C, int64_t t, MS<acc_t<T>> ms, acc_t<T> scale) {
