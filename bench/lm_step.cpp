@@ -10,7 +10,7 @@
 //   optim: gradient clipping and AdamW over the model's 242 parameters (f32 gradients): a norm with a host sync
 //          per parameter, a fill and a multiply per parameter, an AdamW launch per parameter; against one norm
 //          over the list (one sync), scale_ over the list, adamw_step_many. Floor: the bytes (norm reads g; scale
-//          reads and writes g; AdamW reads p, g, m, v and writes p, m, v: 36 bytes a parameter).
+//          reads and writes g; AdamW reads p, g, m, v and writes p, m, v: 40 bytes a parameter).
 // Each figure is the median of 25 calls timed by CUDA events (bench/gpu_timing.h), host time between the events
 // included: the old optim path is host-bound by design. Plain main; prints one line per part and one JSON line
 // (prefix "JSON "). Without a GPU the binary prints a message and exits 0.

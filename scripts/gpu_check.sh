@@ -69,18 +69,17 @@ skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: s
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
 
-if want build || want tests || want bench || want train || want lm || want hf || want profile || want dist || want scan || want lab || want ab; then
-  if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
-    step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
-      -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
-  fi
-  # -k: keep building the other targets when one fails, so the tests that do build still run.
-  keep_going=(-k)
-  [ -f "$BUILD/build.ninja" ] && keep_going=(-k 0)
-  targets=()
-  for t in ${SSM_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
-  step build cmake --build "$BUILD" "${targets[@]}" -j"$JOBS" -- "${keep_going[@]}"
+# Every part runs on the build, so it is brought up to date first.
+if [ ! -f "$BUILD/CMakeCache.txt" ] || want build; then
+  step configure cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSSM_ENABLE_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
 fi
+# -k: keep building the other targets when one fails, so the tests that do build still run.
+keep_going=(-k)
+[ -f "$BUILD/build.ninja" ] && keep_going=(-k 0)
+targets=()
+for t in ${SSM_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+step build cmake --build "$BUILD" "${targets[@]}" -j"$JOBS" -- "${keep_going[@]}"
 
 if want tests; then
   if [ -d "$BUILD" ]; then
