@@ -14,10 +14,10 @@
 // Printed: ms, the floors, (largest floor) / ms, and mamba_ssm's time on H100 (issue 4) beside ours.
 // Also one JSON line per measurement (prefix "JSON ").
 // Options: --sweep also times other layouts at N = 16 (env SSM_SCAN_FWD_KF: the forward passes' states per
-// thread (v2); SSM_SCAN_ADJ_KF: the backward's adjoint pass's; SSM_SCAN_FWD_SEGS / BWD_SEGS: segments per row;
-// --v1 / --v2 also time each of those implementations alone at N = 16 (env SSM_SCAN_IMPL=v1 / v2: selective_scan_cuda_v1.cu /
-// selective_scan_cuda.cu), --chunk the chunked scan (scan_chunked_cuda.cu, env SSM_SCAN_IMPL=chunk) at N = 16 and
-// 64; SSM_SCAN_CHUNK_SEGS: the chunked forward's segments per row); --only I times shape I at N = 16 alone.
+// thread (selective_scan_cuda.cu); SSM_SCAN_ADJ_KF: the backward's adjoint pass's; SSM_SCAN_FWD_SEGS / BWD_SEGS:
+// segments per row; SSM_SCAN_CHUNK_SEGS: the chunked forward's segments per row). --legacy and --chunk also time
+// each implementation alone at N = 16 and 64, whichever the default picks (env SSM_SCAN_IMPL=legacy:
+// selective_scan_cuda.cu; chunk: scan_chunked_cuda.cu). --only I times shape I at N = 16 alone.
 // A summary table comes last.
 // Without a GPU the binary prints a message and exits 0.
 #include <algorithm>
@@ -122,12 +122,11 @@ int main(int argc, char** argv) {
     std::printf("bench_selective_scan: no CUDA device, nothing to do\n");
     return 0;
   }
-  bool sweep = false, v1 = false, v2 = false, chunk = false;
+  bool sweep = false, legacy = false, chunk = false;
   int only = -1;  // --only I: shape I (0..3) at N = 16 alone (for profilers)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--sweep")) sweep = true;
-    if (!std::strcmp(argv[i], "--v1")) v1 = true;
-    if (!std::strcmp(argv[i], "--v2")) v2 = true;
+    if (!std::strcmp(argv[i], "--legacy")) legacy = true;
     if (!std::strcmp(argv[i], "--chunk")) chunk = true;
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = std::atoi(argv[++i]);
   }
@@ -142,9 +141,8 @@ int main(int argc, char** argv) {
   for (int64_t N : {16, 64})
     for (const auto& s : shapes) {
       run_shape(s, N, "default");
-      for (const char* impl : {"v1", "v2", "chunk"}) {
-        const bool want = impl[0] == 'c' ? chunk : impl[1] == '1' ? v1 : v2;
-        if (want && (N == 16 || impl[0] == 'c')) {
+      for (const char* impl : {"legacy", "chunk"}) {
+        if (impl[0] == 'c' ? chunk : legacy) {
           setenv("SSM_SCAN_IMPL", impl, 1);
           run_shape(s, N, impl);
           unsetenv("SSM_SCAN_IMPL");
@@ -153,9 +151,9 @@ int main(int argc, char** argv) {
       if (sweep && N == 16) {
         // name, then env assignments (cleared afterwards)
         const std::vector<std::vector<std::string>> variants = {
-            {"fkf4", "SSM_SCAN_IMPL=v2", "SSM_SCAN_FWD_KF=4"},
-            {"fkf8", "SSM_SCAN_IMPL=v2", "SSM_SCAN_FWD_KF=8"},
-            {"fkf16", "SSM_SCAN_IMPL=v2", "SSM_SCAN_FWD_KF=16"},
+            {"fkf4", "SSM_SCAN_IMPL=legacy", "SSM_SCAN_FWD_KF=4"},
+            {"fkf8", "SSM_SCAN_IMPL=legacy", "SSM_SCAN_FWD_KF=8"},
+            {"fkf16", "SSM_SCAN_IMPL=legacy", "SSM_SCAN_FWD_KF=16"},
             {"adjkf4", "SSM_SCAN_ADJ_KF=4"},
             {"adjkf16", "SSM_SCAN_ADJ_KF=16"},
             {"segs=2", "SSM_SCAN_FWD_SEGS=2", "SSM_SCAN_BWD_SEGS=2"},

@@ -14,7 +14,7 @@
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
 # scan: the selective-scan and conv1d GPU tests (and those of the LM step's other kernels: cross-entropy, matmul,
 #       reductions, the optimizer when test_kernels is built), the conv1d benchmark, bench_lm_step when built, the scan's benchmark with the chunked implementation beside the default
-#       (bench_selective_scan --chunk) and the 130M LM's `ssm bench` with each (SSM_SCAN_IMPL=legacy / chunk): a
+#       (bench_selective_scan --chunk --legacy) and the 130M LM's `ssm bench` with each (SSM_SCAN_IMPL=legacy / chunk): a
 #       quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda test_kernels bench_selective_scan bench_causal_conv1d bench_lm_step ssm").
 #       Not in the default set (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
@@ -109,7 +109,7 @@ if want scan; then
   step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" \
     --gtest_filter='CudaSelectiveScan*:CudaCausalConv1d*:CudaCrossEntropy*:CudaMatmul*:CudaReduce*'
   [ -x "$BUILD/bin/test_kernels" ] && step optim-tests timeout -k 10 100 "$BUILD/bin/test_kernels" --gtest_filter='OptimCuda*'
-  step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk | tee '$OUT/bench_selective_scan.txt'"
+  step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk --legacy | tee '$OUT/bench_selective_scan.txt'"
   step conv-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_causal_conv1d' | tee '$OUT/bench_causal_conv1d.txt'"
   [ -x "$BUILD/bin/bench_lm_step" ] && step lm-step-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_lm_step' | tee '$OUT/bench_lm_step.txt'"
   for impl in legacy chunk; do

@@ -1,5 +1,4 @@
-// Pieces the CUDA selective scans share (selective_scan_cuda.cu, its first version selective_scan_cuda_v1.cu
-// and the chunked forward scan_chunked_cuda.cu): element loads and stores in the inputs' dtypes, the fast exp2, softplus and sigmoid, the segment carry, the lane sum
+// Pieces the CUDA selective scans share (selective_scan_cuda.cu and the chunked scan_chunked_cuda.cu): element loads and stores in the inputs' dtypes, the fast exp2, softplus and sigmoid, the segment carry, the lane sum
 // over a channel's lanes, the fixed-order partial sum, and the host-side dtype, pointer, environment, input and gradient helpers.
 // Internal to those files (an unnamed namespace: each gets its own copy, as kernels must).
 #pragma once

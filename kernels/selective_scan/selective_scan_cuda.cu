@@ -56,14 +56,13 @@
 
 #include "kernels/common/cuda_utils.cuh"
 #include "kernels/selective_scan/selective_scan_cuda.h"
-#include "kernels/selective_scan/selective_scan_cuda_v1.cuh"
 #include "kernels/selective_scan/scan_chunked_cuda.h"
 #include "kernels/selective_scan/scan_cuda_common.cuh"
 
 namespace ssm::kernels::cuda {
 namespace {
 
-constexpr int kS = 16;                 // states per thread (v1 layout test below)
+constexpr int kS = 16;                 // states per thread tile (Np is a multiple)
 constexpr int kDefaultFwdKF = 16;      // forward passes: states per thread (set_fwd_layout)
 constexpr int kThreads = 128;          // threads per block
 constexpr int kWarps = kThreads / 32;  // warps per block
@@ -618,23 +617,23 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
 }
 
 // Which implementation runs: env SSM_SCAN_IMPL (both passes), SSM_SCAN_FWD_IMPL / SSM_SCAN_BWD_IMPL (one
-// pass; these win): "chunk" (scan_chunked_cuda.cu: the forward, the backward where it applies, and the other
-// backward's checkpoint pass), "v1" (selective_scan_cuda_v1.cu), "v2" (this file alone) or "legacy" (this
-// file, with v1's forward where this file would run one segment per row at N <= 16). Without them: the chunked
-// scan wherever its blocks of whole rows make at least half a wave of its forward (so it never cuts rows into
-// segments), this file's elsewhere (few rows of long sequences). Measured (bench/RESULTS.md, 2026-12-06): in
-// one H200 run, forward+backward at (2, 3072, 8192, 16), 0.97 waves: 0.87x legacy's time; at (1, 2048, 65536),
-// 0.32 waves, where it needs segments: 1.18x; the 130M LM: 1.26x legacy's tokens/s. At (8, 2048, 2048), 2.6
-// waves: 2.71 ms against legacy's 3.48 on an H100 (legacy ran within 1 % on the two cards). Every implementation is tested (tests/cuda/test_cuda_selective_scan.cpp,
-// and on the emulator, tests/emu) and selectable for comparison.
-enum class Impl { chunk, v1, v2, legacy };
+// pass; these win): "chunk" (scan_chunked_cuda.cu: the forward, the backward where it applies, and this file's
+// backward's checkpoint pass) or "legacy" (this file). Without them: the chunked scan wherever its blocks of
+// whole rows make at least half a wave of its forward (so it never cuts rows into segments), this file's
+// elsewhere (few rows of long sequences). Measured (bench/RESULTS.md, 2026-12-06): in one H200 run,
+// forward+backward at (2, 3072, 8192, 16), 0.97 waves: 0.87x legacy's time; at (1, 2048, 65536), 0.32 waves,
+// where it needs segments: 1.18x; the 130M LM: 1.26x legacy's tokens/s. At (8, 2048, 2048), 2.6 waves: 2.71 ms
+// against legacy's 3.48 on an H100 (legacy ran within 1 % on the two cards). Both are tested
+// (tests/cuda/test_cuda_selective_scan.cpp, and on the emulator, tests/emu) and selectable for comparison.
+// (The first version, selective_scan_cuda_v1.cu, was deleted on 2026-12-07: the one-segment rows where its
+// forward was faster all go to the chunked scan.)
+enum class Impl { chunk, legacy };
 Impl impl_for(const char* pass_env, const ScanInputs& in) {
   for (const char* name : {pass_env, "SSM_SCAN_IMPL"}) {
     const char* v = std::getenv(name);
-    if (v && std::strcmp(v, "v1") == 0) return Impl::v1;
-    if (v && std::strcmp(v, "v2") == 0) return Impl::v2;
     if (v && std::strcmp(v, "chunk") == 0) return Impl::chunk;
     if (v && std::strcmp(v, "legacy") == 0) return Impl::legacy;
+    SSM_CHECK_INPUT(!v || !*v, "selective_scan (CUDA): ", name, "=", v, " is not an implementation (chunk or legacy)");
   }
   const double waves = chunked_waves(in);
   return waves >= 0.5 ? Impl::chunk : Impl::legacy;
@@ -776,16 +775,13 @@ void segment_starts(Params& p, Tensor& E, Tensor& S, const Device& dev) {
   p.h_last = nullptr;  // written by the carry kernel
 }
 
-// This file's forward (impl v2 or legacy: legacy hands the one-segment N <= 16 rows to v1).
+// This file's forward.
 template <typename H>
-void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts,
-               Impl impl) {
+void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts) {
   using T = typename DevT<H>::type;
   Params p = make_params(in, opt);
   set_units(p, int(sizeof(T)), {p.u, p.delta, p.z});
   set_segments(p, "SSM_SCAN_FWD_SEGS", state_pass_resident<T>(p));
-  if (impl == Impl::legacy && p.nseg == 1 && p.Np == kS && p.kf == kS)
-    return selective_scan_forward_v1(in, opt, y, h_last);
   p.y = y.data_ptr();
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
   Tensor E, S;
@@ -897,11 +893,10 @@ void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor
   if (starts) *starts = {};
   const Impl impl = impl_for("SSM_SCAN_FWD_IMPL", in);
   if (impl == Impl::chunk) return chunked_forward(in, opt, y, h_last, starts);
-  if (impl == Impl::v1) return selective_scan_forward_v1(in, opt, y, h_last);
   switch (in.u.dtype()) {
-    case DType::f32: return forward_t<float>(in, opt, y, h_last, starts, impl);
-    case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last, starts, impl);
-    case DType::f16: return forward_t<f16_t>(in, opt, y, h_last, starts, impl);
+    case DType::f32: return forward_t<float>(in, opt, y, h_last, starts);
+    case DType::bf16: return forward_t<bf16_t>(in, opt, y, h_last, starts);
+    case DType::f16: return forward_t<f16_t>(in, opt, y, h_last, starts);
     default: SSM_CHECK(false, "selective_scan (CUDA): unsupported dtype ", dtype_name(in.u.dtype()));
   }
 }
@@ -909,7 +904,6 @@ void selective_scan_forward(const ScanInputs& in, const ScanOptions& opt, Tensor
 void selective_scan_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last_in,
                              const ScanOptions& opt, ScanGrads& grads, const SegmentStarts* starts) {
   const Impl impl = impl_for("SSM_SCAN_BWD_IMPL", in);
-  if (impl == Impl::v1) return selective_scan_backward_v1(in, grad_y, grad_h_last_in, opt, grads);
   const Tensor grad_h_last =
       grad_h_last_in.defined() ? grad_h_last_in.to(DType::f32).contiguous() : Tensor();
   SSM_CHECK(grad_y.dtype() == in.u.dtype(), "selective_scan (CUDA) backward: grad_y is ", dtype_name(grad_y.dtype()),

@@ -109,9 +109,9 @@ TEST(CudaSelectiveScan, LongSequenceChunked) {  // few channels -> the forward s
 // (always the case at these small test sizes). Force one segment per row (the path of large Bt * D),
 // and many short segments, through the environment overrides.
 using test::Env;
-// The time split and layouts below belong to the second implementation (selective_scan_cuda.cu's own).
+// The time split and layouts below belong to the legacy implementation (selective_scan_cuda.cu's own).
 struct SegEnv : Env {
-  explicit SegEnv(const char* n) : Env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_FWD_SEGS", n}, {"SSM_SCAN_BWD_SEGS", n}}) {}
+  explicit SegEnv(const char* n) : Env({{"SSM_SCAN_IMPL", "legacy"}, {"SSM_SCAN_FWD_SEGS", n}, {"SSM_SCAN_BWD_SEGS", n}}) {}
 };
 TEST(CudaSelectiveScan, OneSegmentPerRow) {
   SKIP_WITHOUT_CUDA();
@@ -134,7 +134,7 @@ TEST(CudaSelectiveScan, BackwardLanesPerChannel) {
   SKIP_WITHOUT_CUDA();
   for (const char* segs : {"1", "3"}) {
     SCOPED_TRACE(std::string("segs ") + segs);
-    Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_BWD_SEGS", segs}});
+    Env env({{"SSM_SCAN_IMPL", "legacy"}, {"SSM_SCAN_BWD_SEGS", segs}});
     check_case({2, 257, 70, 2, 8, f32, f32, true, true, true, true, true, true, true});
     check_case({2, 301, 70, 1, 32, f32, f32, true, true, true, true, true, true, true});
     check_case({1, 100, 40, 1, 128, bf16, bf16, true, true, true, true, true, false, true});
@@ -149,7 +149,7 @@ TEST(CudaSelectiveScan, ForwardLayouts) {
   for (const char* kf : {"4", "8", "16"}) {
     for (const char* segs : {"1", "5"}) {
       SCOPED_TRACE(std::string("kf ") + kf + " segs " + segs);
-      Env env({{"SSM_SCAN_IMPL", "v2"}, {"SSM_SCAN_FWD_KF", kf}, {"SSM_SCAN_ADJ_KF", kf}, {"SSM_SCAN_FWD_SEGS", segs},
+      Env env({{"SSM_SCAN_IMPL", "legacy"}, {"SSM_SCAN_FWD_KF", kf}, {"SSM_SCAN_ADJ_KF", kf}, {"SSM_SCAN_FWD_SEGS", segs},
                {"SSM_SCAN_BWD_SEGS", segs}});
       check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
       check_case({2, 300, 45, 1, 64, bf16, bf16, true, true, true, true, true, true, true});
@@ -158,13 +158,12 @@ TEST(CudaSelectiveScan, ForwardLayouts) {
   }
 }
 
-// Every implementation explicitly, whichever is the default (SSM_SCAN_IMPL: chunk = scan_chunked_cuda.cu's
-// forward and backward, v1 = selective_scan_cuda_v1.cu, v2 = selective_scan_cuda.cu alone, legacy = v2 with
-// v1 forwards where v2 would run one segment per row at N <= 16), on unaligned
+// Both implementations explicitly, whichever is the default (SSM_SCAN_IMPL: chunk = scan_chunked_cuda.cu's
+// forward and backward, legacy = selective_scan_cuda.cu's), on unaligned
 // (D = 70, 45) and aligned (D = 96, 64) rows.
 TEST(CudaSelectiveScan, AllImplementations) {
   SKIP_WITHOUT_CUDA();
-  for (const char* impl : {"chunk", "v1", "v2", "legacy"}) {
+  for (const char* impl : {"chunk", "legacy"}) {
     SCOPED_TRACE(impl);
     Env env({{"SSM_SCAN_IMPL", impl}});
     check_case({2, 257, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});

@@ -11,8 +11,6 @@
 #define causal_conv1d_backward emu_causal_conv1d_backward
 #define selective_scan_forward emu_selective_scan_forward
 #define selective_scan_backward emu_selective_scan_backward
-#define selective_scan_forward_v1 emu_selective_scan_forward_v1
-#define selective_scan_backward_v1 emu_selective_scan_backward_v1
 #define add_norm_forward emu_add_norm_forward
 #define add_norm_backward emu_add_norm_backward
 #define adamw_step emu_adamw_step
