@@ -118,6 +118,9 @@ if want scan; then
 fi
 
 if want lab; then
+  # The tree's own kernel first: the baseline the patches are compared with, in the same call.
+  step "lab-tree" sh -c "echo '--- tree default' >>'$OUT/lab.txt'; timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 0 2>&1 \
+    | tee -a '$OUT/lab.txt'"
   for patch in bench/lab/*.patch; do
     name=$(basename "$patch" .patch)
     runs=$(sed -n 's/^lab-runs: //p' "$patch")
