@@ -12,16 +12,18 @@
 # lm: `ssm bench` of the 130M Mamba LM (JSON), the KJV byte-level recipe (KJV_PG19: its PG19-layout
 #     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
-# scan: the selective-scan and conv1d GPU tests (and those of the LM step's other kernels: cross-entropy, matmul,
-#       reductions, the optimizer when test_kernels is built), the conv1d benchmark, bench_lm_step when built, the scan's benchmark with the chunked implementation beside the default
-#       (bench_selective_scan --chunk --legacy) and the 130M LM's `ssm bench` with each (SSM_SCAN_IMPL=legacy / chunk): a
-#       quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda test_kernels bench_selective_scan bench_causal_conv1d bench_lm_step ssm").
-#       Not in the default set (tests, bench and lm cover the default).
+# scan: a quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda test_kernels bench_selective_scan
+#       bench_causal_conv1d bench_lm_step ssm"), most valuable first: the scan's benchmark with each implementation
+#       beside the default (bench_selective_scan --chunk --legacy), the 130M LM's `ssm bench`, the conv1d benchmark,
+#       bench_lm_step when built, the selective-scan and conv1d GPU tests (and those of the LM step's other kernels:
+#       cross-entropy, matmul, reductions, the optimizer when test_kernels is built), the 130M LM with the legacy
+#       scan. Not in the default set (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
 #          stall reasons (scripts/profile_kernels.sh), into the log and $OUT/ncu-*. Not in the default set.
 # lab: each kernel variant of bench/lab/*.patch against the tree it was made from: applies it, rebuilds
 #      bench_selective_scan, runs `bench_selective_scan --only 0` once per setting on the patch's `lab-runs:` line
-#      (env assignments, or `default`), reverts it and rebuilds; output in $OUT/lab.txt. Not in the default set.
+#      (env assignments, or `default`), reverts it and rebuilds; output in $OUT/lab.txt, the tree's own kernel
+#      first. git apply, or patch(1) where git is missing. Not in the default set.
 # ab: the 130M LM's `ssm bench` at AB_BASE (a commit; default the previous session's end, 5eec8eb) and at this tree,
 #     alternately, twice each, on this machine: the base builds in $BUILD-ab from a git worktree. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
@@ -106,17 +108,27 @@ if want bench; then
 fi
 
 if want scan; then
+  # Most valuable first (a call cut off by its time limit still returns what it wrote): the scan's figures, the
+  # 130M LM with the default scan, the other benches, then the tests, then the LM with the legacy scan.
+  step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk --legacy | tee '$OUT/bench_selective_scan.txt'"
+  step lm-130m-default sh -c "timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 \
+    | tee '$OUT/ssm_bench_130m_default.json'"
+  step conv-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_causal_conv1d' | tee '$OUT/bench_causal_conv1d.txt'"
+  [ -x "$BUILD/bin/bench_lm_step" ] && step lm-step-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_lm_step' | tee '$OUT/bench_lm_step.txt'"
   step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" \
     --gtest_filter='CudaSelectiveScan*:CudaCausalConv1d*:CudaCrossEntropy*:CudaMatmul*:CudaReduce*'
   [ -x "$BUILD/bin/test_kernels" ] && step optim-tests timeout -k 10 100 "$BUILD/bin/test_kernels" --gtest_filter='OptimCuda*'
-  step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk --legacy | tee '$OUT/bench_selective_scan.txt'"
-  step conv-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_causal_conv1d' | tee '$OUT/bench_causal_conv1d.txt'"
-  [ -x "$BUILD/bin/bench_lm_step" ] && step lm-step-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_lm_step' | tee '$OUT/bench_lm_step.txt'"
-  for impl in legacy chunk; do
-    step "lm-130m-$impl" sh -c "SSM_SCAN_IMPL=$impl timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 | tee '$OUT/ssm_bench_130m_$impl.json'"
-  done
+  step lm-130m-legacy sh -c "SSM_SCAN_IMPL=legacy timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 \
+    --steps 10 | tee '$OUT/ssm_bench_130m_legacy.json'"
 fi
 
+# git apply where git is installed (it needs no repository), else patch(1).
+apply_patch() {  # [-R] FILE
+  if command -v git >/dev/null; then git apply "$@"; return; fi
+  local rev=
+  [ "$1" = -R ] && { rev=-R; shift; }
+  patch -s -p1 $rev -i "$1"
+}
 if want lab; then
   # The tree's own kernel first: the baseline the patches are compared with, in the same call.
   step "lab-tree" sh -c "echo '--- tree default' >>'$OUT/lab.txt'; timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 0 2>&1 \
@@ -124,7 +136,7 @@ if want lab; then
   for patch in bench/lab/*.patch; do
     name=$(basename "$patch" .patch)
     runs=$(sed -n 's/^lab-runs: //p' "$patch")
-    if ! git apply "$patch"; then skip "lab-$name" "does not apply to this tree"; failed=1; continue; fi
+    if ! apply_patch "$patch"; then skip "lab-$name" "does not apply to this tree"; failed=1; continue; fi
     if step "lab-$name-build" cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"; then
       for r in $runs; do
         [ "$r" = default ] && r=
@@ -132,7 +144,7 @@ if want lab; then
           '$BUILD/bin/bench_selective_scan' --only 0 2>&1 | tee -a '$OUT/lab.txt'"
       done
     fi
-    git apply -R "$patch"
+    apply_patch -R "$patch"
   done
   step lab-rebuild cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"
 fi
