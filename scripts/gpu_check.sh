@@ -12,12 +12,13 @@
 # lm: `ssm bench` of the 130M Mamba LM (JSON), the KJV byte-level recipe (KJV_PG19: its PG19-layout
 #     folder, made by scripts/kjv-to-pg19.sh; carry it) and a generation from its checkpoint.
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
-# scan: a quick check after a kernel change (with SSM_BUILD_TARGETS="test_cuda test_kernels bench_selective_scan
-#       bench_causal_conv1d bench_lm_step ssm"), most valuable first: the scan's benchmark with each implementation
-#       beside the default (bench_selective_scan --chunk --legacy), the 130M LM's `ssm bench`, the conv1d benchmark,
-#       bench_lm_step when built, the selective-scan and conv1d GPU tests (and those of the LM step's other kernels:
-#       cross-entropy, matmul, reductions, the optimizer when test_kernels is built), the 130M LM with the legacy
-#       scan. Not in the default set (tests, bench and lm cover the default).
+# scan: the figures after a kernel change (with SSM_BUILD_TARGETS="bench_selective_scan bench_causal_conv1d
+#       bench_lm_step ssm"), most valuable first (a call cut off by its limit still returns what it wrote): the scan's
+#       benchmark with each implementation beside the default (bench_selective_scan --chunk --legacy), the 130M LM's
+#       `ssm bench`, the conv1d benchmark, bench_lm_step when built, the 130M LM with the legacy scan.
+# scantests: the selective-scan and conv1d GPU tests and those of the LM step's other kernels (cross-entropy,
+#       matmul, reductions; the optimizer's when test_kernels is built). scan, scantests: not in the default set
+#       (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
 #          stall reasons (scripts/profile_kernels.sh), into the log and $OUT/ncu-*. Not in the default set.
 # lab: each kernel variant of bench/lab/*.patch against the tree it was made from: applies it, rebuilds
@@ -47,7 +48,7 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(build tests bench train lm hf)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case "$p" in build|tests|bench|train|lm|hf|profile|dist|scan|lab|ab) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist, scan, lab, ab)" >&2; exit 2 ;; esac
+  case "$p" in build|tests|bench|train|lm|hf|profile|dist|scan|scantests|lab|ab) ;; *) echo "gpu_check.sh: unknown part '$p' (use build, tests, bench, train, lm, hf, profile, dist, scan, scantests, lab, ab)" >&2; exit 2 ;; esac
 done
 
 declare -a S_NAME S_RESULT S_SECS
@@ -115,9 +116,6 @@ if want scan; then
     | tee '$OUT/ssm_bench_130m_default.json'"
   step conv-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_causal_conv1d' | tee '$OUT/bench_causal_conv1d.txt'"
   [ -x "$BUILD/bin/bench_lm_step" ] && step lm-step-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_lm_step' | tee '$OUT/bench_lm_step.txt'"
-  step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" \
-    --gtest_filter='CudaSelectiveScan*:CudaCausalConv1d*:CudaCrossEntropy*:CudaMatmul*:CudaReduce*'
-  [ -x "$BUILD/bin/test_kernels" ] && step optim-tests timeout -k 10 100 "$BUILD/bin/test_kernels" --gtest_filter='OptimCuda*'
   step lm-130m-legacy sh -c "SSM_SCAN_IMPL=legacy timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 \
     --steps 10 | tee '$OUT/ssm_bench_130m_legacy.json'"
 fi
@@ -129,6 +127,12 @@ apply_patch() {  # [-R] FILE
   [ "$1" = -R ] && { rev=-R; shift; }
   patch -s -p1 $rev -i "$1"
 }
+if want scantests; then
+  step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" \
+    --gtest_filter='CudaSelectiveScan*:CudaCausalConv1d*:CudaCrossEntropy*:CudaMatmul*:CudaReduce*'
+  [ -x "$BUILD/bin/test_kernels" ] && step optim-tests timeout -k 10 100 "$BUILD/bin/test_kernels" --gtest_filter='OptimCuda*'
+fi
+
 if want lab; then
   # The tree's own kernel first: the baseline the patches are compared with, in the same call.
   step "lab-tree" sh -c "echo '--- tree default' >>'$OUT/lab.txt'; timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 0 2>&1 \
