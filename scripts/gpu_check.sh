@@ -134,6 +134,7 @@ if want scantests; then
 fi
 
 if want lab; then
+  shopt -s nullglob
   # The tree's own kernel first: the baseline the patches are compared with, in the same call.
   step "lab-tree" sh -c "echo '--- tree default' >>'$OUT/lab.txt'; timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 0 2>&1 \
     | tee -a '$OUT/lab.txt'"

@@ -7,7 +7,10 @@
 #   scripts/profile_kernels.sh step [BUILD]   # two training steps of the 130M Mamba LM (recipes/bench)
 #   scripts/profile_kernels.sh stalls [BUILD] # why the chunked scan's forward and backward kernels wait: one
 #                                             # launch of each at (8, 2048, 2048, 16), ncu's launch, occupancy,
-#                                             # scheduler, warp-state (stall reasons), compute and memory sections
+#                                             # scheduler, warp-state, compute and memory sections, and the stall
+#                                             # reasons (cycles per issued instruction spent in each, the
+#                                             # smsp__average_warps_issue_stalled_* metrics: the sections alone print
+#                                             # only their total)
 #
 # Prints "ms per call/step, calls, kernel" rows; the raw CSV goes to $OUT/ncu-<what>.csv when OUT is set
 # (stalls: ncu's text report, also into $OUT/ncu-stalls.txt).
@@ -22,7 +25,8 @@ if [ "$what" = stalls ]; then
   for k in chunk_kernel chunk_bwd_kernel; do  # the third launch of each: past the warm-up's first calls
     ncu --kernel-name "regex:$k" --launch-skip 2 --launch-count 1 --section LaunchStats --section Occupancy \
       --section SchedulerStats --section WarpStateStats --section ComputeWorkloadAnalysis \
-      --section MemoryWorkloadAnalysis "$BUILD/bin/bench_selective_scan" --only 0 2>&1 | tee -a "$out"
+      --section MemoryWorkloadAnalysis --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+      "$BUILD/bin/bench_selective_scan" --only 0 2>&1 | tee -a "$out"
   done
   exit 0
 fi
