@@ -101,6 +101,18 @@ TEST(CudaCopy, StridedAndCasts) {
     const Tensor y = rand_cpu({1000003}, DType::f32, -3, 3, 99);
     EXPECT_TRUE(test::same_bits(gpu(y).to(dt), y.to(dt))) << "rounding f32 -> " << dtype_name(dt);
   }
+  // Between the float types (16-byte vectors when dense and aligned): random values, odd sizes, views whose
+  // start is not 16-byte aligned (the element-wise path), every pair bit for bit against the CPU.
+  for (DType src : test::float_dtypes())
+    for (DType dst : test::float_dtypes()) {
+      if (src == DType::f64 || dst == DType::f64 || src == dst) continue;
+      const Tensor x = rand_cpu({1000003}, src, -3, 3, 103);
+      EXPECT_TRUE(test::same_bits(gpu(x).to(dst), x.to(dst))) << dtype_name(src) << " -> " << dtype_name(dst);
+      EXPECT_TRUE(test::same_bits(gpu(x).narrow(0, 1, 999).to(dst), x.narrow(0, 1, 999).to(dst)))
+          << dtype_name(src) << " -> " << dtype_name(dst) << ", misaligned view";
+      const Tensor w = rand_cpu({7, 33}, src, -3, 3, 104);
+      EXPECT_TRUE(test::same_bits(gpu(w).transpose(0, 1).to(dst), w.transpose(0, 1).to(dst)));
+    }
   // contiguous() of permuted / expanded views, and copy_ with broadcasting.
   const Tensor x = rand_cpu({3, 5, 7}, DType::f32, -1, 1, 100);
   EXPECT_TRUE(test::same_bits(gpu(x).permute({2, 0, 1}).contiguous(), x.permute({2, 0, 1}).contiguous()));
