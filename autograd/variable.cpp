@@ -102,17 +102,21 @@ Variable Variable::detach() const { return Variable(data(), false); }
 
 // ---------------- accumulation ----------------
 // grad += g. See Impl::grad_owned for when a tensor may be updated in place.
-void Variable::add_grad(const Tensor& g_in) {
+// g is taken by value: a temporary argument (a closure's freshly computed gradient) arrives as the only handle on
+// its memory, which a leaf can then keep without a copy.
+void Variable::add_grad(Tensor g) {
   Impl& n = checked(impl_, "add_grad");
-  SSM_CHECK(g_in.defined(), "add_grad: undefined gradient for a variable of shape ", shape_str(n.data.shape()));
-  SSM_CHECK(g_in.shape() == n.data.shape(), "add_grad: gradient shape ", shape_str(g_in.shape()),
+  SSM_CHECK(g.defined(), "add_grad: undefined gradient for a variable of shape ", shape_str(n.data.shape()));
+  SSM_CHECK(g.shape() == n.data.shape(), "add_grad: gradient shape ", shape_str(g.shape()),
             " != variable shape ", shape_str(n.data.shape()));
-  Tensor g = g_in;
   if (g.dtype() != n.data.dtype() || g.device() != n.data.device()) g = g.to(n.data.device(), n.data.dtype());
   n.hook_pending = true;
   if (!n.grad.defined()) {
     if (n.is_leaf) {
-      n.grad = g.clone();  // the leaf owns it: optimizers and clipping update it in place
+      // The leaf owns its gradient (optimizers and clipping update it in place): kept as is when nothing else
+      // holds that memory (no other tensor shares its storage) and it is contiguous, else copied.
+      const bool sole = g.storage().use_count() == 1 && g.is_contiguous();
+      n.grad = sole ? std::move(g) : g.clone();
     } else {
       n.grad = g;  // consumed once by the closure, never written: no copy needed
       n.grad_owned = false;

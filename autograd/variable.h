@@ -43,7 +43,7 @@ class Variable {
   const Tensor& grad() const;
   Tensor& grad();
   // grad += g. g must have exactly data()'s shape (ops reduce broadcast gradients with sum_to first).
-  void add_grad(const Tensor& g);
+  void add_grad(Tensor g);
   void zero_grad();  // drops the gradient (undefined until the next backward)
 
   void register_hook(GradHook hook);
