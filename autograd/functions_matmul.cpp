@@ -6,7 +6,8 @@
 //   dB = trans_b ? G^T A' : A'^T G   = trans_b ? matmul(G, A, true, trans_a) : matmul(A, G, !trans_a, false)
 // Leading (batch) dims broadcast, so each gradient is summed back to its operand's shape (sum_to).
 // A 2-D B shared by a batched, untransposed A (a Linear weight on (batch, length, channels)): the batch
-// folds into M, A -> (batch*M, K), G -> (batch*M, N), and dB is one GEMM with no batch sum afterwards.
+// folds into M, A -> (batch*M, K), G -> (batch*M, N), and dB is one GEMM with no batch sum afterwards; dA is one
+// GEMM too, which adds into A's gradient in place when A already has one (Engine::add_grad_product).
 #include "autograd/functions.h"
 #include "autograd/impl.h"
 
@@ -18,8 +19,15 @@ Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b
     const Tensor& A = in[0].data();
     const Tensor& B = in[1].data();
     if (in[0].requires_grad()) {
-      Tensor dA = trans_a ? ssm::matmul(B, g, trans_b, true) : ssm::matmul(g, B, false, !trans_b);
-      in[0].add_grad(sum_to(dA, A.shape()));
+      if (!trans_a && B.dim() == 2 && A.dim() >= 2) {
+        // One GEMM with the batch folded into M (A's own shape: no sum over broadcast dims), added into A's
+        // gradient when that already holds another contribution (a Linear input feeding two products, or a
+        // product and another op).
+        Engine::add_grad_product(in[0], g.reshape({-1, g.size(-1)}), B, false, !trans_b);
+      } else {
+        Tensor dA = trans_a ? ssm::matmul(B, g, trans_b, true) : ssm::matmul(g, B, false, !trans_b);
+        in[0].add_grad(sum_to(dA, A.shape()));
+      }
     }
     if (in[1].requires_grad()) {
       if (A.dim() > 2 && B.dim() == 2 && !trans_a) {

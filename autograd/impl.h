@@ -40,6 +40,11 @@ class Engine {
   // none (the backward of narrow/select/split: no full-size zero tensor per piece).
   static void add_grad_narrow(Variable& v, int64_t dim, int64_t start, const Tensor& g);
 
+  // grad += a' b' (a 2-D product, a' = a^T when ta, b' likewise) viewed in v's shape: the GEMM adds into the
+  // gradient (beta 1) when it may be written in place (contiguous, a's dtype, and the leaf's own, or held by
+  // nothing else), so a second contribution costs no temporary and no add; else grad += matmul(...).
+  static void add_grad_product(Variable& v, const Tensor& a, const Tensor& b, bool ta, bool tb);
+
   // The leaves (requires_grad, not in `exclude`) reachable from v through nodes created at or after
   // sequence number `since`. Throws BadInput if the walk meets an older non-leaf node (a Variable
   // computed outside and captured by the function that built v).

@@ -131,6 +131,24 @@ void Variable::add_grad(Tensor g) {
   }
 }
 
+void Engine::add_grad_product(Variable& v, const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  Variable::Impl& n = checked(v.impl_, "add_grad");
+  const Tensor& gr = n.grad;
+  const bool in_place = gr.defined() && gr.dtype() == a.dtype() && gr.device() == a.device() && gr.is_contiguous() &&
+                        (n.is_leaf || n.grad_owned || gr.storage().use_count() == 1);
+  if (!in_place) {
+    v.add_grad(ssm::matmul(a, b, ta, tb).reshape(n.data.shape()));
+    return;
+  }
+  Tensor c = gr.reshape({-1, gr.size(-1)});  // a view of the gradient's storage
+  SSM_CHECK(c.size(0) == (ta ? a.size(1) : a.size(0)) && c.size(1) == (tb ? b.size(0) : b.size(1)),
+            "add_grad_product: product of ", shape_str(a.shape()), " and ", shape_str(b.shape()),
+            " does not fit the gradient ", shape_str(gr.shape()));
+  n.hook_pending = true;
+  matmul_add_(c, a, b, ta, tb);
+  n.grad_owned = true;
+}
+
 void Engine::add_grad_narrow(Variable& v, int64_t dim, int64_t start, const Tensor& g_in) {
   Variable::Impl& n = checked(v.impl_, "add_grad");
   Tensor g = g_in;

@@ -13,11 +13,13 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
   if (bias) bias_ = &register_parameter("bias", init::kaiming_uniform({out_}, in_, gen), "no_decay");
 }
 
+// x of 2+ dims goes to the product as is (its leading dims fold into the GEMM's rows), so its gradient is
+// added straight into x's (ag::matmul) when x feeds several products.
 Variable autocast_linear(const Variable& x, const Variable& w, bool half_output) {
   const int64_t in = x.size(-1);
   Shape out_shape = x.shape();
   out_shape.back() = w.size(0);
-  Variable x2 = x.dim() == 2 ? x : ag::reshape(x, {x.numel() / in, in});
+  Variable x2 = x.dim() >= 2 ? x : ag::reshape(x, {1, in});
   Variable y;
   const bool half_in = x.dtype() == DType::bf16 || x.dtype() == DType::f32;
   if (ag::autocast_enabled() && x.device().is_cuda() && half_in) {
@@ -28,7 +30,7 @@ Variable autocast_linear(const Variable& x, const Variable& w, bool half_output)
   } else {
     y = ag::matmul(x2, w, false, true);
   }
-  return x.dim() == 2 ? y : ag::reshape(y, out_shape);
+  return x.dim() >= 2 ? y : ag::reshape(y, out_shape);
 }
 
 Variable Linear::forward(const Variable& x) {

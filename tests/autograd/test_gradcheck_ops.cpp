@@ -135,6 +135,23 @@ TEST(Gradcheck, MatmulOnViews) {
   EXPECT_GRADCHECK([](const std::vector<Variable>& v) { return matmul(transpose(v[0], 1, 2), v[1]); }, {a, w});
 }
 
+// One input feeding several products and another op: the later products add into its gradient in place
+// (Engine::add_grad_product); a 3-D input (its batch folded into the GEMM's rows) and a leaf.
+TEST(Gradcheck, MatmulSharedInputAccumulates) {
+  Tensor x = rnd({2, 3, 4}, 42), w1 = rnd({5, 4}, 43), w2 = rnd({6, 4}, 44), w3 = rnd({4, 3}, 45);
+  EXPECT_GRADCHECK(
+      [](const std::vector<Variable>& v) {
+        const Variable h = mul(v[0], v[0]);  // a non-leaf used by three products and a sum
+        const Variable a = sum(matmul(h, v[1], false, true)), b = sum(matmul(h, v[2], false, true));
+        return add(add(a, b), add(sum(matmul(h, v[3])), sum(h)));
+      },
+      {x, w1, w2, w3});
+  // The leaf itself, twice.
+  EXPECT_GRADCHECK(
+      [](const std::vector<Variable>& v) { return add(sum(matmul(v[0], v[1], false, true)), sum(matmul(v[0], v[2], false, true))); },
+      {x, w1, w2});
+}
+
 // ---------------- reductions ----------------
 TEST(Gradcheck, SumAndMean) {
   Tensor x = rnd({2, 3, 4}, 50);

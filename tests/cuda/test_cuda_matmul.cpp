@@ -88,6 +88,15 @@ TEST(CudaMatmul, AddInPlace) {
         }
         const test::Tol tol = half ? test::Tol{1e-5, 1e-5 * std::sqrt(double(K))} : mm_tol(dt, K);
         EXPECT_TRUE(close(cg, c, tol)) << test::name(dt, {M, K}) << (ta ? " (T)" : "") << (tb ? " B (T)" : "");
+        if (!half) continue;
+        // C in the inputs' own half dtype (a gradient that two products add into: ag::matmul).
+        Tensor ch = rand_cpu({M, N}, dt, -1, 1, 84);
+        Tensor chg = gpu(ch);
+        for (int rep = 0; rep < 2; ++rep) {
+          matmul_add_(ch, a, b, ta, tb);
+          matmul_add_(chg, gpu(a), gpu(b), ta, tb);
+        }
+        EXPECT_TRUE(close(chg, ch, mm_tol(dt, K))) << test::name(dt, {M, K}) << " into " << dtype_name(dt);
       }
 }
 
