@@ -15,6 +15,7 @@
 
 #include "core/cuda/common.cuh"
 #include "core/cuda/cuda_ops.h"
+#include "core/cuda/sumsq_list.cuh"
 
 namespace ssm::cuda {
 namespace {
@@ -434,7 +435,7 @@ Tensor amax(const Tensor& x, int64_t dim, bool keepdim) { return max_impl(x, dim
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) { return max_impl(x, dim, keepdim, true); }
 
 // sqrt(sum x^2): per-block partial sums (f32 tree for f32/bf16/f16, f64 for f64), added in f64 on the host.
-// sum_squares: the same for many tensors into one buffer of partials, read back once.
+// sum_squares: the same for many tensors into one buffer of partials, read back once (f32 lists in one launch).
 namespace {
 unsigned sumsq_blocks(int64_t n) {
   return unsigned(std::min<int64_t>(blocks_for(n, int64_t(kThreads) * 8), target_blocks()));
@@ -457,22 +458,42 @@ double host_sum(const Tensor& part, cudaStream_t st) {
 
 double norm2(const Tensor& x) { return std::sqrt(sum_squares({x})); }
 
+// Dense, 16-byte aligned f32 tensors (gradients) go to sumsq_list (sumsq_list.cuh) up to kSumsqListMax a launch;
+// any other tensor gets sumsq_kernel of its own. Every block's partial goes to one buffer, read back once.
 double sum_squares(const std::vector<Tensor>& xs) {
   if (xs.empty()) return 0.0;
   TensorDevice td(xs[0]);
-  std::vector<Tensor> cs;
-  int64_t total = 0;
+  std::vector<SumsqList> lists;
+  std::vector<Tensor> singles;
+  SumsqList L{};
   for (const Tensor& x : xs) {
     if (x.numel() == 0) continue;
-    cs.push_back(x.contiguous());
-    total += sumsq_blocks(x.numel());
+    if (x.dtype() == DType::f32 && x.is_contiguous() && aligned(x.data_ptr(), 16)) {
+      add_list_chunks<kSumsqChunk>(L.chunks_to, L.numel, L.n, x.numel());
+      L.x[L.n] = x.data<float>();
+      if (++L.n == kSumsqListMax) lists.push_back(L), L = SumsqList{};
+    } else {
+      singles.push_back(x.contiguous());
+    }
   }
-  if (cs.empty()) return 0.0;
+  if (L.n > 0) lists.push_back(L);
+  const int64_t most = int64_t(sm_count()) * 8;
+  const auto list_blocks = [&](const SumsqList& l) { return std::min(l.chunks_to[l.n - 1], most); };
+  int64_t total = 0;
+  for (const SumsqList& l : lists) total += list_blocks(l);
+  for (const Tensor& c : singles) total += sumsq_blocks(c.numel());
+  if (total == 0) return 0.0;
   Tensor part = Tensor::empty({total}, DType::f64, xs[0].device());
-  int64_t off = 0;
-  for (const Tensor& c : cs) {
-    launch_sumsq(c, part.data<double>() + off, td.stream);
-    off += sumsq_blocks(c.numel());
+  double* at = part.data<double>();
+  for (SumsqList& l : lists) {
+    l.partial = at;
+    sumsq_list<<<unsigned(list_blocks(l)), kSumsqThreads, 0, td.stream>>>(l);
+    SSM_CUDA_LAUNCH_CHECK();
+    at += list_blocks(l);
+  }
+  for (const Tensor& c : singles) {
+    launch_sumsq(c, at, td.stream);
+    at += sumsq_blocks(c.numel());
   }
   return host_sum(part, td.stream);
 }

@@ -96,6 +96,15 @@ TEST(CudaReduce, Norm2MatchesCpu) {
   std::vector<Tensor> xg = {gpu(xs[0]), gpu(xs[1]).transpose(0, 1), gpu(xs[2]), xs[3]};
   std::vector<Tensor> xc = {xs[0], xs[1].transpose(0, 1), xs[2], xs[3]};
   EXPECT_NEAR(norm2(xg), norm2(xc), 1e-5 * norm2(xc));
+  // 150 f32 gradients (two launches of the list kernel, at most 128 each) beside a bf16 one.
+  std::vector<Tensor> fg, fc;
+  for (int k = 0; k < 150; ++k) {
+    fc.push_back(rand_cpu({int64_t(1 + 977 * (k % 11))}, DType::f32, -1, 1, uint32_t(200 + k)));
+    fg.push_back(gpu(fc.back()));
+  }
+  fc.push_back(xs[0]);
+  fg.push_back(gpu(xs[0]));
+  EXPECT_NEAR(norm2(fg), norm2(fc), 1e-6 * norm2(fc));
   // scale_ over the same list (the f32 contiguous ones in one launch, the others one by one) against the CPU.
   scale_(xg, -0.75);
   scale_(xc, -0.75);
