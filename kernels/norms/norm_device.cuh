@@ -95,7 +95,7 @@ __global__ void wb_final_kernel(const A* __restrict__ pw, const A* __restrict__ 
   A tw = 0, tb = 0;
   for (int64_t k = 0; k < nchunks; ++k) {
     tw += pw[k * C + c];
-    tb += pb[k * C + c];
+    if (pb) tb += pb[k * C + c];
   }
   if (gw) st(gw, c, tw);
   if (gb) st(gb, c, tb);

@@ -17,7 +17,9 @@ using test::rand_cpu;
 struct Case {
   int64_t rows, C;
 };
-const std::vector<Case> kCases = {{300, 37}, {7, 768}, {5, 2050}, {1, 1}};
+// 5000 x 768: more rows than the fused backward's resident grid holds (its warps take several rows each); 2050
+// columns: over its 1024, the two-pass weight gradients.
+const std::vector<Case> kCases = {{300, 37}, {7, 768}, {5, 2050}, {1, 1}, {5000, 768}};
 
 // f32 results vs the CPU's (double-accumulated) f32: the sums run in a different order.
 test::Tol f32_tol(int64_t n) { return {1e-4, 2e-5 * std::sqrt(double(n))}; }

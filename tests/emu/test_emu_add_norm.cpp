@@ -1,5 +1,5 @@
 // The fused residual add + norm's CUDA kernels (kernels/norms/add_norm_cuda.cu) run by the CUDA emulator
-// (cuda_emu.h) on the CPU against the CPU reference: odd widths (37, 768, 1030) and more rows than one block,
+// (cuda_emu.h) on the CPU against the CPU reference: odd widths (37, 768, 1030, 40) and more rows than one block,
 // RMSNorm and LayerNorm, with and without a residual, x in f32 and bf16 (weights f32), y in x's dtype or bf16;
 // forward (y, r, mean, rstd) and backward (grad r, grad w, grad b). Tolerances as tests/cuda/test_cuda_add_norm.cpp's.
 #include <gtest/gtest.h>
@@ -26,7 +26,9 @@ TEST(EmuAddNorm, ForwardBackwardMatchCpu) {
   struct Case {
     int64_t rows, C;
   };
-  for (const Case c : {Case{70, 37}, Case{5, 768}, Case{3, 1030}})
+  // 2500 rows: more than the fused backward's resident grid holds at once (264 blocks of 8 rows), so its warps
+  // take several rows each; 1030 columns: over its 1024, the two-pass path.
+  for (const Case c : {Case{70, 37}, Case{5, 768}, Case{3, 1030}, Case{2500, 40}})
     for (DType xt : {DType::f32, DType::bf16})
       for (DType yt : {xt, DType::bf16})
         for (bool rms : {true, false})
