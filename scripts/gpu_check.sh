@@ -67,7 +67,9 @@ step() {
 skip() { S_NAME+=("$1"); S_RESULT+=("skipped: $2"); S_SECS+=(0); echo "=== $1: skipped ($2)" | tee -a "$LOG"; }
 
 {
-  echo "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  # The device's copy of .git can lag the tree it was sent with: say how many files differ from that commit.
+  echo "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    "($(git status --porcelain 2>/dev/null | wc -l) files differ from it)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
   nvcc --version 2>/dev/null | tail -1 || true
 } | tee -a "$LOG"
