@@ -16,10 +16,14 @@ struct Variable::Impl {
   bool requires_grad = false;
   bool is_leaf = true;
   // Non-leaf nodes store their first gradient contribution by reference (no copy). Such a tensor may
-  // be shared (with a sibling's gradient, a saved tensor, the caller's seed), so it is never updated
-  // in place: a second contribution makes a fresh sum, which we own (grad_owned) and may then update
-  // in place. A leaf always owns its gradient (the first contribution is cloned).
+  // be shared (with a sibling's gradient, a saved tensor, the caller's seed), so it is updated in place
+  // only once nothing else holds its storage (and it is contiguous: a broadcast view would write one
+  // element many times); otherwise a second contribution makes a fresh sum, which we own (grad_owned).
+  // A leaf always owns its gradient (the first contribution is kept only when nothing else holds it).
   bool grad_owned = false;
+  bool grad_writable() const {
+    return is_leaf || grad_owned || (grad.storage().use_count() == 1 && grad.is_contiguous());
+  }
   bool freed = false;         // closure and inputs released by a backward without retain_graph
   bool hook_pending = false;  // got a gradient contribution since its hooks last ran
   uint64_t seq = 0;           // creation order of op outputs (checkpoint uses it to spot captured nodes)

@@ -101,7 +101,7 @@ void Variable::register_hook(GradHook hook) { checked(impl_, "register_hook").ho
 Variable Variable::detach() const { return Variable(data(), false); }
 
 // ---------------- accumulation ----------------
-// grad += g. See Impl::grad_owned for when a tensor may be updated in place.
+// grad += g. See Impl::grad_owned / grad_writable for when a tensor may be updated in place.
 // g is taken by value: a temporary argument (a closure's freshly computed gradient) arrives as the only handle on
 // its memory, which a leaf can then keep without a copy.
 void Variable::add_grad(Tensor g) {
@@ -123,19 +123,19 @@ void Variable::add_grad(Tensor g) {
     }
     return;
   }
-  if (n.is_leaf || n.grad_owned) {
+  if (n.grad_writable()) {
     axpby_(n.grad, 1.0, g, 1.0);
   } else {
     n.grad = ssm::add(n.grad, g);
-    n.grad_owned = true;
   }
+  n.grad_owned = true;
 }
 
 void Engine::add_grad_product(Variable& v, const Tensor& a, const Tensor& b, bool ta, bool tb) {
   Variable::Impl& n = checked(v.impl_, "add_grad");
   const Tensor& gr = n.grad;
   const bool in_place = gr.defined() && gr.dtype() == a.dtype() && gr.device() == a.device() && gr.is_contiguous() &&
-                        (n.is_leaf || n.grad_owned || gr.storage().use_count() == 1);
+                        n.grad_writable();
   if (!in_place) {
     v.add_grad(ssm::matmul(a, b, ta, tb).reshape(n.data.shape()));
     return;
@@ -157,12 +157,11 @@ void Engine::add_grad_narrow(Variable& v, int64_t dim, int64_t start, const Tens
   bool fresh = false;
   if (!n.grad.defined()) {
     n.grad = Tensor::zeros(n.data.shape(), n.data.dtype(), n.data.device());
-    n.grad_owned = true;
     fresh = true;
-  } else if (!n.is_leaf && !n.grad_owned) {
+  } else if (!n.grad_writable()) {
     n.grad = n.grad.clone();
-    n.grad_owned = true;
   }
+  n.grad_owned = true;
   Tensor slice = n.grad.narrow(dim, start, g.size(dim));
   SSM_CHECK(slice.shape() == g.shape(), "add_grad_narrow: gradient ", shape_str(g.shape()), " does not fit slice ",
             shape_str(slice.shape()));

@@ -152,6 +152,27 @@ TEST(Gradcheck, MatmulSharedInputAccumulates) {
       {x, w1, w2});
 }
 
+// A first gradient contribution that is a broadcast view (sum's backward: an expand of the scalar) held by nothing
+// else: a later contribution must not be added into it in place (one element would be written many times); and
+// the other order, where the view is added into a gradient that may be updated in place.
+TEST(Gradcheck, AccumulationBesideBroadcastGradient) {
+  Tensor x = rnd({3, 4}, 46), w = rnd({3, 4}, 47), m = rnd({5, 4}, 48);
+  EXPECT_GRADCHECK(
+      [](const std::vector<Variable>& v) {
+        const Variable h = mul(v[0], v[0]);
+        const Variable p = sum(mul(h, v[1]));
+        const Variable s = sum(h);  // its gradient is made by mul(s, s)'s backward: the view's storage is its own
+        return add(p, mul(s, s));   // sum(h)'s view reaches h first, mul(h, w)'s contribution second
+      },
+      {x, w});
+  EXPECT_GRADCHECK(
+      [](const std::vector<Variable>& v) {
+        const Variable h = mul(v[0], v[0]);
+        return add(sum(h), add(sum(mul(h, v[1])), sum(matmul(h, v[2], false, true))));
+      },
+      {x, w, m});
+}
+
 // ---------------- reductions ----------------
 TEST(Gradcheck, SumAndMean) {
   Tensor x = rnd({2, 3, 4}, 50);
