@@ -471,7 +471,10 @@ double sum_squares(const std::vector<Tensor>& xs) {
     if (x.dtype() == DType::f32 && x.is_contiguous() && aligned(x.data_ptr(), 16)) {
       add_list_chunks<kSumsqChunk>(L.chunks_to, L.numel, L.n, x.numel());
       L.x[L.n] = x.data<float>();
-      if (++L.n == kSumsqListMax) lists.push_back(L), L = SumsqList{};
+      if (++L.n == kSumsqListMax) {
+        lists.push_back(L);
+        L = SumsqList{};
+      }
     } else {
       singles.push_back(x.contiguous());
     }

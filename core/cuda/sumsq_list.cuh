@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/cuda/block_reduce.cuh"
 #include "core/cuda/list_chunks.cuh"
 
 namespace ssm::cuda {
@@ -38,15 +39,8 @@ __global__ void __launch_bounds__(kSumsqThreads) sumsq_list(SumsqList L) {
     for (int64_t i = begin + 4 * n4 + threadIdx.x; i < end; i += blockDim.x) s = fmaf(x[i], x[i], s);
     acc += double(s);
   });
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  __shared__ double warp_sums[kSumsqThreads / 32];
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x / 32] = acc;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double s = 0;
-    for (int w = 0; w < int(blockDim.x) / 32; ++w) s += warp_sums[w];
-    L.partial[blockIdx.x] = s;
-  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) L.partial[blockIdx.x] = acc;
 }
 
 }  // namespace
