@@ -112,7 +112,7 @@ fi
 
 if want scan; then
   # Most valuable first (a call cut off by its time limit still returns what it wrote): the scan's figures, the
-  # 130M LM with the default scan, the other benches, then the tests, then the LM with the legacy scan.
+  # 130M LM with the default scan, the other benches, then the LM with the legacy scan (the tests: scantests).
   step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk --legacy | tee '$OUT/bench_selective_scan.txt'"
   step lm-130m-default sh -c "timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 \
     | tee '$OUT/ssm_bench_130m_default.json'"
@@ -140,7 +140,8 @@ if want lab; then
   # The tree's own kernel first: the baseline the patches are compared with, in the same call.
   step "lab-tree" sh -c "echo '--- tree default' >>'$OUT/lab.txt'; timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 0 2>&1 \
     | tee -a '$OUT/lab.txt'"
-  for patch in bench/lab/*.patch; do
+  patches=(bench/lab/*.patch)
+  for patch in "${patches[@]}"; do
     name=$(basename "$patch" .patch)
     runs=$(sed -n 's/^lab-runs: //p' "$patch")
     if ! apply_patch "$patch"; then skip "lab-$name" "does not apply to this tree"; failed=1; continue; fi
@@ -153,7 +154,7 @@ if want lab; then
     fi
     apply_patch -R "$patch"
   done
-  step lab-rebuild cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"
+  [ ${#patches[@]} -gt 0 ] && step lab-rebuild cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"
 fi
 
 if want ab; then
