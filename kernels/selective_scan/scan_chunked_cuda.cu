@@ -613,13 +613,13 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         float gAl = 0.f, gAu = 0.f, vB[kK], vC[kK];
         auto back = [&](int i, float& Xi, float& gAi) {  // step i, the adjoint Xi arriving from step i + 1
           const float dh = fmaf(Cv[i], gy[i], Xi);
-          const float w = dh * (a[i] * hp[i]);
+          Xi = a[i] * dh;  // the adjoint leaving for step i - 1
+          const float w = Xi * hp[i];  // dh a_i h_{i-1}
           gAi = fmaf(w, dt[i], gAi);
           sA[i] = fmaf(A2, w, sA[i]);
           sB[i] = fmaf(dh, Bv[i], sB[i]);
           vB[i] = dh * du[i];
           vC[i] = gy[i] * (i == kK - 1 ? hu : hp[i + 1]);
-          Xi = a[i] * dh;
         };
 #pragma unroll
         for (int i = H - 1; i >= 0; --i) {
