@@ -22,8 +22,8 @@
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
 #          stall reasons (scripts/profile_kernels.sh), into the log and $OUT/ncu-*. Not in the default set.
 # lab: each kernel variant of bench/lab/*.patch against the tree it was made from: applies it, rebuilds
-#      bench_selective_scan, runs `bench_selective_scan --only 0` once per setting on the patch's `lab-runs:` line
-#      (env assignments, or `default`), reverts it and rebuilds; output in $OUT/lab.txt, the tree's own kernel
+#      bench_selective_scan, runs `bench_selective_scan --only $LAB_ONLY` (default 0,1,4: two of mamba_ssm's
+#      shapes and the 130M LM's) once per setting on the patch's `lab-runs:` line (env assignments, or `default`), reverts it and rebuilds; output in $OUT/lab.txt, the tree's own kernel
 #      first. git apply, or patch(1) where git is missing. Not in the default set.
 # ab: the 130M LM's `ssm bench` at AB_BASE (a commit; default the previous session's end, 5eec8eb) and at this tree,
 #     alternately, twice each, on this machine: the base builds in $BUILD-ab from a git worktree. Not in the default set.
@@ -138,7 +138,7 @@ fi
 if want lab; then
   shopt -s nullglob
   # The tree's own kernel first: the baseline the patches are compared with, in the same call.
-  step "lab-tree" sh -c "echo '--- tree default' >>'$OUT/lab.txt'; timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 0 2>&1 \
+  step "lab-tree" sh -c "echo '--- tree default' >>'$OUT/lab.txt'; timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only ${LAB_ONLY:-0,1,4} 2>&1 \
     | tee -a '$OUT/lab.txt'"
   patches=(bench/lab/*.patch)
   for patch in "${patches[@]}"; do
@@ -149,7 +149,7 @@ if want lab; then
       for r in $runs; do
         [ "$r" = default ] && r=
         step "lab-$name ${r:-default}" sh -c "echo '--- $name ${r:-default}' >>'$OUT/lab.txt'; env $r timeout -k 10 60 \
-          '$BUILD/bin/bench_selective_scan' --only 0 2>&1 | tee -a '$OUT/lab.txt'"
+          '$BUILD/bin/bench_selective_scan' --only ${LAB_ONLY:-0,1,4} 2>&1 | tee -a '$OUT/lab.txt'"
       done
     fi
     apply_patch -R "$patch"
