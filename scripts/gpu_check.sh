@@ -21,10 +21,12 @@
 #       (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
 #          stall reasons (scripts/profile_kernels.sh), into the log and $OUT/ncu-*. Not in the default set.
-# lab: each kernel variant of bench/lab/*.patch against the tree it was made from: applies it, rebuilds
-#      bench_selective_scan, runs `bench_selective_scan --only $LAB_ONLY` (default 0,1,4: two of mamba_ssm's
-#      shapes and the 130M LM's) once per setting on the patch's `lab-runs:` line (env assignments, or `default`), reverts it and rebuilds; output in $OUT/lab.txt, the tree's own kernel
-#      first. git apply, or patch(1) where git is missing. Not in the default set.
+# lab: each kernel variant of bench/lab/*.patch against the tree it was made from: applies it, rebuilds its
+#      benchmark (the patch's `lab-bench:` line, e.g. `bench_causal_conv1d`; default `bench_selective_scan --only
+#      $LAB_ONLY`, LAB_ONLY default 0,1,4: two of mamba_ssm's shapes and the 130M LM's), runs it once per setting
+#      on the patch's `lab-runs:` line (env assignments, or `default`), reverts it and rebuilds; output in
+#      $OUT/lab.txt, the tree's own kernels first (each benchmark the patches name). git apply, or patch(1) where
+#      git is missing. Not in the default set.
 # ab: the 130M LM's `ssm bench` at AB_BASE (a commit; default the previous session's end, 5eec8eb) and at this tree,
 #     alternately, twice each, on this machine: the base builds in $BUILD-ab from a git worktree. Not in the default set.
 # dist: needs 2+ GPUs (nvidia-h200-x2): the NCCL tests, the 2-GPU `ssm launch` tests (DP == accumulation,
@@ -137,24 +139,34 @@ fi
 
 if want lab; then
   shopt -s nullglob
-  # The tree's own kernel first: the baseline the patches are compared with, in the same call.
-  step "lab-tree" sh -c "echo '--- tree default' >>'$OUT/lab.txt'; timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only ${LAB_ONLY:-0,1,4} 2>&1 \
-    | tee -a '$OUT/lab.txt'"
   patches=(bench/lab/*.patch)
+  # A patch's benchmark: its `lab-bench:` line (a bench/ binary and its arguments), else the scan's shapes.
+  lab_bench() {
+    local b; b=$(sed -n 's/^lab-bench: //p' "$1")
+    echo "${b:-bench_selective_scan --only ${LAB_ONLY:-0,1,4}}"
+  }
+  # The tree's own kernels first, once per benchmark the patches name: the baselines, in the same call.
+  lab_benches=$( { echo "bench_selective_scan --only ${LAB_ONLY:-0,1,4}"; for patch in "${patches[@]}"; do lab_bench "$patch"; done; } \
+    | sort -u)
+  while IFS= read -r bench; do
+    step "lab-tree ${bench%% *}" sh -c "echo '--- tree default ($bench)' >>'$OUT/lab.txt'; timeout -k 10 60 \
+      '$BUILD/bin/'$bench 2>&1 | tee -a '$OUT/lab.txt'"
+  done <<<"$lab_benches"
   for patch in "${patches[@]}"; do
     name=$(basename "$patch" .patch)
     runs=$(sed -n 's/^lab-runs: //p' "$patch")
+    bench=$(lab_bench "$patch")
     if ! apply_patch "$patch"; then skip "lab-$name" "does not apply to this tree"; failed=1; continue; fi
-    if step "lab-$name-build" cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"; then
+    if step "lab-$name-build" cmake --build "$BUILD" --target "${bench%% *}" -j"$JOBS"; then
       for r in $runs; do
         [ "$r" = default ] && r=
         step "lab-$name ${r:-default}" sh -c "echo '--- $name ${r:-default}' >>'$OUT/lab.txt'; env $r timeout -k 10 60 \
-          '$BUILD/bin/bench_selective_scan' --only ${LAB_ONLY:-0,1,4} 2>&1 | tee -a '$OUT/lab.txt'"
+          '$BUILD/bin/'$bench 2>&1 | tee -a '$OUT/lab.txt'"
       done
     fi
     apply_patch -R "$patch"
+    step "lab-$name-rebuild" cmake --build "$BUILD" --target "${bench%% *}" -j"$JOBS"
   done
-  [ ${#patches[@]} -gt 0 ] && step lab-rebuild cmake --build "$BUILD" --target bench_selective_scan -j"$JOBS"
 fi
 
 if want ab; then

@@ -151,7 +151,11 @@ struct Words {
   }
 };
 
-__device__ __forceinline__ float sigmoid_f(float p) { return 1.f / (1.f + __expf(-p)); }
+// sigmoid(p) = 1 / (1 + 2^(-p log2 e)), the division by MUFU.RCP (__fdividef: 2 ulp; 1 / inf = 0) where the IEEE
+// division takes a dozen instructions and a branch to a slow path.
+__device__ __forceinline__ float sigmoid_fast(float p) {
+  return __fdividef(1.f, 1.f + ex2(-1.4426950408889634f * p));
+}
 
 template <typename T>
 struct Params {
@@ -417,42 +421,60 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
     float gw_win[W - 1][V];  // gpre_{t-(W-1)} .. gpre_{t-1} (0 before t0: never needed for our rows)
 #pragma unroll
     for (int j = 0; j < W - 1; ++j) zero(gw_win[j]);
-    for (int64_t tc = t0; tc <= t_last; tc += kChunk) {
+    // One step t of the walk. FAST: a chunk inside the tile without document ids, where every check holds: its
+    // steps are below t1 (<= L), their refills too, and each emits its gx_s (s >= s_begin); no step masks a tap.
+    const auto step = [&](auto fast, int i, int64_t t) {
+      constexpr bool kFast = decltype(fast)::value;
+      float xt[V], gt[V], xm[W][V], gp[V];
+      xc[i].to_float(xt);
+      gc[i].to_float(gt);
+      const int st = sc[i];
+      if constexpr (kFast) {
+        xc[i].load(xb + (t + kChunk) * D);
+        gc[i].load(gb + (t + kChunk) * D);
 #pragma unroll
-      for (int i = 0; i < kChunk; ++i) {
-        const int64_t t = tc + i;
-        if (t > t_last) break;
-        float xt[V], gt[V], xm[W][V], gp[V];
-        xc[i].to_float(xt);
-        gc[i].to_float(gt);
-        const int st = sc[i];
+        for (int k = 0; k < W - 1; ++k)
+#pragma unroll
+          for (int v = 0; v < V; ++v) xm[k][v] = th.xw[k][v];
+#pragma unroll
+        for (int v = 0; v < V; ++v) xm[W - 1][v] = xt[v];
+      } else {
         fetch(i, t + kChunk);
         th.taps(xt, st, xm);
-        if (p.silu) {
-          float pr[V];
-          th.pre(xm, pr);
+      }
+      if (p.silu) {
+        float pr[V];
+        th.pre(xm, pr);
 #pragma unroll
-          for (int v = 0; v < V; ++v) {
-            const float s = sigmoid_f(pr[v]);
-            gp[v] = gt[v] * s * (1.f + pr[v] * (1.f - s));
-          }
+        for (int v = 0; v < V; ++v) {
+          const float sg = sigmoid_fast(pr[v]);
+          gp[v] = gt[v] * sg * (1.f + pr[v] * (1.f - sg));
+        }
+      } else {
+#pragma unroll
+        for (int v = 0; v < V; ++v) gp[v] = gt[v];
+      }
+      if (kFast || t < t1) {
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+#pragma unroll
+          for (int k = 0; k < W; ++k) accw[k][v] = fmaf(gp[v], xm[k][v], accw[k][v]);
+          accw[W][v] += gp[v];
+        }
+      }
+      // gx_s, s = t-(W-1): tap k pairs s with output t-k; th.sw[0] is s's document, th.sw[W-1-k]
+      // (k >= 1) or st (k = 0) the output's.
+      const int64_t s = t - (W - 1);
+      if (kFast || (s >= s_begin && s < t1)) {
+        float o[V];
+        if constexpr (kFast) {
+#pragma unroll
+          for (int v = 0; v < V; ++v) o[v] = th.wr[0][v] * gp[v];
+#pragma unroll
+          for (int k = 1; k < W; ++k)
+#pragma unroll
+            for (int v = 0; v < V; ++v) o[v] = fmaf(th.wr[k][v], gw_win[W - 1 - k][v], o[v]);
         } else {
-#pragma unroll
-          for (int v = 0; v < V; ++v) gp[v] = gt[v];
-        }
-        if (t < t1) {
-#pragma unroll
-          for (int v = 0; v < V; ++v) {
-#pragma unroll
-            for (int k = 0; k < W; ++k) accw[k][v] = fmaf(gp[v], xm[k][v], accw[k][v]);
-            accw[W][v] += gp[v];
-          }
-        }
-        // gx_s, s = t-(W-1): tap k pairs s with output t-k; th.sw[0] is s's document, th.sw[W-1-k]
-        // (k >= 1) or st (k = 0) the output's.
-        const int64_t s = t - (W - 1);
-        if (s >= s_begin && s < t1) {
-          float o[V];
           const int ds = th.sw[0];
           const bool same0 = ds == st;
 #pragma unroll
@@ -464,22 +486,34 @@ __global__ void __launch_bounds__(kThreadsC* kBwdTY, kBwdMinBlocks) conv1d_bwd_k
             for (int v = 0; v < V; ++v)
               if (same) o[v] = fmaf(th.wr[k][v], gw_win[W - 1 - k][v], o[v]);
           }
-          // One store site (two, for gx and gx_init, compiled to 2 scalar stores each instead of one vector).
-          T* dst = s >= 0 ? (p.gx ? p.gx + (b * L + s) * D + c0 : nullptr)
-                          : p.gxi + (b * (W - 1) + (W - 1 + s)) * D + c0;
-          if (dst) {
-            Words<T, V> out;
-            out.from_float(o);
-            out.store(dst);
-          }
         }
-        th.push(xt, st);
+        // One store site (two, for gx and gx_init, compiled to 2 scalar stores each instead of one vector).
+        T* dst = s >= 0 ? (p.gx ? p.gx + (b * L + s) * D + c0 : nullptr)
+                        : p.gxi + (b * (W - 1) + (W - 1 + s)) * D + c0;
+        if (dst) {
+          Words<T, V> out;
+          out.from_float(o);
+          out.store(dst);
+        }
+      }
+      th.push(xt, st);
 #pragma unroll
-        for (int j = 0; j + 1 < W - 1; ++j)
+      for (int j = 0; j + 1 < W - 1; ++j)
 #pragma unroll
-          for (int v = 0; v < V; ++v) gw_win[j][v] = gw_win[j + 1][v];
+        for (int v = 0; v < V; ++v) gw_win[j][v] = gw_win[j + 1][v];
 #pragma unroll
-        for (int v = 0; v < V; ++v) gw_win[W - 2][v] = gp[v];
+      for (int v = 0; v < V; ++v) gw_win[W - 2][v] = gp[v];
+    };
+    for (int64_t tc = t0; tc <= t_last; tc += kChunk) {
+      if (!sb && tc - (W - 1) >= s_begin && tc + 2 * kChunk <= t1) {  // uniform over the warp
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i) step(std::true_type(), i, tc + i);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i) {
+          if (tc + i > t_last) break;
+          step(std::false_type(), i, tc + i);
+        }
       }
     }
   }
