@@ -227,24 +227,30 @@ __device__ __forceinline__ void decays(const float (&dt)[kK], float A2, unsigned
 
 // Scans of affine maps h -> A h + B over the channel's 16 lanes, level by level ((A1, B1) then (A2, B2) composes
 // to (A2 A1, A2 B1 + B2)): UP, lane s ends with lanes 0..s composed (time runs up the lanes); else lanes s..15
-// (the adjoint, which runs down). A lane with no partner at a level composes with the identity (a select, not
-// a branch: no moves around predicated arithmetic).
+// (the adjoint, which runs down). A lane with no partner at a level keeps its map: the shuffle's own predicate
+// (the source lane lies in the segment) guards the combine.
 template <bool UP>
 __device__ __forceinline__ float lane_step(float v, int o) {
   return UP ? __shfl_up_sync(0xffffffffu, v, o, kTS) : __shfl_down_sync(0xffffffffu, v, o, kTS);
 }
 template <bool UP>
-__device__ __forceinline__ void compose(int s, int o, float Ap, float Bp, float& A, float& B) {
-  const bool has = UP ? s >= o : s + o < kTS;
-  B = fmaf(A, has ? Bp : 0.f, B);
-  A *= has ? Ap : 1.f;
+__device__ __forceinline__ float lane_step_in(float v, int o, bool& in) {
+  return UP ? shfl_up_in(v, o, kTS, in) : shfl_down_in(v, o, kTS, in);
+}
+template <bool UP>
+__device__ __forceinline__ void compose(bool has, float Ap, float Bp, float& A, float& B) {
+  if (has) {
+    B = fmaf(A, Bp, B);
+    A *= Ap;
+  }
 }
 template <bool UP>
 __device__ __forceinline__ void scan_maps(int s, float& A, float& B) {
 #pragma unroll
   for (int o = 1; o < kTS; o <<= 1) {
-    const float Ap = lane_step<UP>(A, o), Bp = lane_step<UP>(B, o);
-    compose<UP>(s, o, Ap, Bp, A, B);
+    bool has;
+    const float Ap = lane_step<UP>(A, o), Bp = lane_step_in<UP>(B, o, has);
+    compose<UP>(has, Ap, Bp, A, B);
   }
 }
 // The backward's two scans at once (its forward's maps up the lanes, its adjoint's down): a level's four
@@ -252,10 +258,11 @@ __device__ __forceinline__ void scan_maps(int s, float& A, float& B) {
 __device__ __forceinline__ void scan_maps_both(int s, float& A, float& B, float& P, float& Q) {
 #pragma unroll
   for (int o = 1; o < kTS; o <<= 1) {
-    const float Ap = lane_step<true>(A, o), Bp = lane_step<true>(B, o);
-    const float Pp = lane_step<false>(P, o), Qp = lane_step<false>(Q, o);
-    compose<true>(s, o, Ap, Bp, A, B);
-    compose<false>(s, o, Pp, Qp, P, Q);
+    bool up, down;
+    const float Ap = lane_step<true>(A, o), Bp = lane_step_in<true>(B, o, up);
+    const float Pp = lane_step<false>(P, o), Qp = lane_step_in<false>(Q, o, down);
+    compose<true>(up, Ap, Bp, A, B);
+    compose<false>(down, Pp, Qp, P, Q);
   }
 }
 // The value entering this lane's slice: the neighbour's end value (the lane below when UP, above otherwise),
