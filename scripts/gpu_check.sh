@@ -165,8 +165,11 @@ if want lab; then
       done
     fi
     apply_patch -R "$patch"
-    step "lab-$name-rebuild" cmake --build "$BUILD" --target "${bench%% *}" -j"$JOBS"
   done
+  # The tree's binaries back (the next patch's build recompiles whatever the last one changed).
+  [ ${#patches[@]} -gt 0 ] && while IFS= read -r bench; do
+    step "lab-rebuild ${bench%% *}" cmake --build "$BUILD" --target "${bench%% *}" -j"$JOBS"
+  done <<<"$lab_benches"
 fi
 
 if want ab; then
