@@ -2,7 +2,7 @@
 //
 // Layout of the work: a thread owns V adjacent channels (4 channels, one 8- or 16-byte vector load of x
 // per time step, when D and the pointers allow, else 2 or 1) over a run of time steps (forward: a segment
-// of kFwdSteps, one per warp; backward: a tile of kTL), and keeps the last W-1 inputs in registers, so x is
+// of 16-64 steps, one per warp; backward: a tile of kTL), and keeps the last W-1 inputs in registers, so x is
 // read once plus a W-1 step halo per segment / tile (served by L2: the steps before belong to the
 // neighbouring warp of the same block or the previous block in launch order). A block is (32 channel groups)
 // x (TY segments / tiles); the grid is (time blocks, channel tiles, Bt). A warp reads 32 V contiguous
@@ -27,7 +27,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <type_traits>
 #include <utility>
@@ -42,7 +44,8 @@ constexpr int kThreadsC = 32;  // threads along channels (one warp)
 constexpr int kTL = 32;        // backward: time steps per thread
 constexpr int kChunk = 4;      // backward: steps in flight (the ring; kTL is a multiple; 8 spills at 168 registers)
 constexpr int kFwdTL = 8;      // forward: steps per chunk = loads in flight per thread (the ring of raw steps)
-constexpr int kFwdSteps = 64;  // forward: steps per thread (its segment; the W-1 steps before it are read twice)
+// forward: steps per thread (its segment; the W-1 steps before it are read twice) are chosen per call, 16 to 64
+// (fwd_steps below)
 constexpr int kFwdTY = 4;      // segments per forward block: 128 threads, 256 time steps
 constexpr int kBwdTY = 4;      // time tiles per backward block: 128 threads, 128 time steps
 constexpr int kMaxV = 4;  // at most 4 channels per thread (register pressure: the forward holds its ring
@@ -55,7 +58,7 @@ constexpr int kMaxV = 4;  // at most 4 channels per thread (register pressure: t
 template <typename T, int V>
 constexpr int kFwdMinBlocks = sizeof(T) * V > 8 ? 4 : 6;
 constexpr int kBwdMinBlocks = 3;
-static_assert(kTL % kChunk == 0 && kFwdSteps % kFwdTL == 0);
+static_assert(kTL % kChunk == 0);
 
 // V floats moved as one aligned vector (the staged weights).
 template <typename T, int V>
@@ -170,6 +173,7 @@ struct Params {
   T* gxi;
   float* part;         // backward partials (Bt * blocks_t, W+1, D) or null
   int64_t L, D;
+  int fwd_steps;       // forward: steps a warp walks, a multiple of kFwdTL
   bool silu;
 };
 
@@ -301,7 +305,7 @@ __device__ __forceinline__ uint32_t doc_mask(int id) {
   return __ballot_sync(0xffffffffu, tap == own);
 }
 
-// The warp's segment [t0, t0+n) (n <= kFwdSteps), V channels a lane, chunk by chunk. x goes through a ring
+// The warp's segment [t0, t0+n) (n <= p.fwd_steps), V channels a lane, chunk by chunk. x goes through a ring
 // of kFwdTL raw steps: the slot of step t is refilled with step t+kFwdTL once t is converted, so kFwdTL loads
 // are in flight at every step, and the next chunk's document ids during the whole chunk. y_t = act(bias +
 // sum_k [tap k in t's document] w_k xx_{t-(W-1)+k}), the window xx_{t-(W-1)} .. xx_{t-1} carried in
@@ -315,9 +319,9 @@ __global__ void __launch_bounds__(kThreadsC* kFwdTY, (kFwdMinBlocks<T, V>)) conv
   const uint32_t c = (blockIdx.y * kThreadsC + threadIdx.x) * V;
   const bool cin = c < D;
   const uint32_t c0 = cin ? c : 0;
-  const int64_t t0 = (int64_t(blockIdx.x) * kFwdTY + threadIdx.y) * kFwdSteps;  // the warp's segment
+  const int64_t t0 = (int64_t(blockIdx.x) * kFwdTY + threadIdx.y) * p.fwd_steps;  // the warp's segment
   const bool live = t0 < L;  // uniform over the warp; a warp past L only helps stage the weights
-  const int n = !live ? 0 : int(L - t0 < kFwdSteps ? L - t0 : kFwdSteps);
+  const int n = !live ? 0 : int(L - t0 < p.fwd_steps ? L - t0 : p.fwd_steps);
   const int64_t e = (b * L + (live ? t0 : 0)) * D + c0;              // x_{t0} = p.x[e], y_{t0} = p.y[e]
   const int32_t* ss = p.seq && live ? p.seq + b * L + t0 : nullptr;  // seq_{t0}
   // The next step to load walks the row a step at a time; the step stored then, kFwdTL earlier, sits at a
@@ -621,6 +625,30 @@ dim3 grid_for(int64_t Bt, int64_t L, int64_t D, int V, int64_t block_steps) {
   return dim3(unsigned(nt), unsigned(nc), unsigned(Bt));
 }
 
+// Steps a warp walks in the forward: the longest of 64 and 32 whose grid is one wave (every block resident at
+// once), else 16, so a second wave is never a long one, part full. Measured on an H100 (bench/RESULTS.md,
+// 2026-12-07): (8, 2048, 2048) is 1024 blocks at 64, 1.29 waves, 0.057 ms; at 16, 5.2 waves, 0.051; the 130M
+// LM's (8, 2048, 1536) is 768 blocks at 64, one wave, and its step 0.4 % faster than at 16. Env
+// SSM_CONV_FWD_STEPS (a multiple of 8) overrides the choice (tests).
+template <typename K>
+int fwd_steps(K kernel, int64_t Bt, int64_t L, int64_t D, int V) {
+  if (const char* e = std::getenv("SSM_CONV_FWD_STEPS"); e && *e) {
+    const int v = std::atoi(e);
+    SSM_CHECK_INPUT(v > 0 && v % kFwdTL == 0, "causal_conv1d: SSM_CONV_FWD_STEPS=", e,
+                    " is not a positive multiple of ", kFwdTL);
+    return v;
+  }
+  int resident = 0;
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreadsC * kFwdTY, 0));
+  const int64_t slots = int64_t(std::max(1, resident)) * ::ssm::cuda::sm_count();
+  const int64_t nc = (D + int64_t(kThreadsC) * V - 1) / (int64_t(kThreadsC) * V);
+  for (int steps : {64, 32}) {
+    const int64_t nt = (L + int64_t(steps) * kFwdTY - 1) / (int64_t(steps) * kFwdTY);
+    if (nt * nc * Bt <= slots) return steps;
+  }
+  return 16;
+}
+
 }  // namespace
 
 void causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& x_init,
@@ -641,9 +669,11 @@ void causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
     p.D = D;
     p.silu = silu;
     const int V = pick_vec(D, sizeof(T), kMaxV, {p.x, p.xi, p.y});
-    const dim3 grid = grid_for(Bt, L, D, V, int64_t(kFwdSteps) * kFwdTY), block(kThreadsC, kFwdTY);
     dispatch_wv(W, V, [&](auto wc, auto vc) {
-      conv1d_fwd_kernel<T, decltype(wc)::value, decltype(vc)::value><<<grid, block, 0, stream()>>>(p);
+      const auto kernel = conv1d_fwd_kernel<T, decltype(wc)::value, decltype(vc)::value>;
+      p.fwd_steps = fwd_steps(kernel, Bt, L, D, V);
+      const dim3 grid = grid_for(Bt, L, D, V, int64_t(p.fwd_steps) * kFwdTY), block(kThreadsC, kFwdTY);
+      kernel<<<grid, block, 0, stream()>>>(p);
       SSM_CUDA_LAUNCH_CHECK();
     });
   });

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstdlib>
+#include <exception>
+#include <string>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -89,19 +92,40 @@ TEST(EmuCausalConv1d, MatchesCpu) {
 }
 
 TEST(EmuCausalConv1d, SegmentsAndChunks) {
-  // The forward walks 64-step segments (one a warp, 4 a block) in 8-step chunks: L = 2*64 + 13 gives a row
-  // three segments in one block, the last part-full (its last chunk 5 steps), L = 128 two full ones (loads
-  // ahead past the end), L = 333 two blocks; documents cross chunk and segment boundaries; D = 72 leaves
-  // lanes past D in the warp's document shuffles, 40 has 10 lanes of 4 channels, 42 21 lanes of 2.
+  // The forward walks 64-step segments (one a warp, 4 a block; the call's choice at these sizes) in 8-step
+  // chunks: L = 2*64 + 13 gives a row three segments in one block, the last part-full (its last chunk 5
+  // steps), L = 128 two full ones (loads ahead past the end), L = 333 two blocks; documents cross chunk and
+  // segment boundaries; D = 72 leaves lanes past D in the warp's document shuffles, 40 has 10 lanes of 4
+  // channels, 42 21 lanes of 2.
+  // The same at 16 and 8 steps a warp (SSM_CONV_FWD_STEPS; the call's own choice is 64 at these sizes).
   const std::vector<std::array<int64_t, 3>> shapes = {{2, 141, 72}, {1, 128, 12}, {1, 333, 40}, {2, 141, 42}};
   uint32_t seed = 900;
-  for (DType dt : {DType::f32, DType::bf16, DType::f16})
-    for (const auto& [Bt, L, D] : shapes)
-      for (int64_t W = 2; W <= 4; ++W)
-        for (int combo : {15, 12, 10, 1}) {  // all flags; x_init + seq_idx; silu + seq_idx; bias alone
-          run_case(dt, Bt, L, D, W, combo & 1, combo & 2, combo & 4, combo & 8, seed);
-          seed += 10;
-        }
+  for (const char* steps : {"", "16", "8"}) {
+    SCOPED_TRACE(cat("SSM_CONV_FWD_STEPS=", steps));
+    setenv("SSM_CONV_FWD_STEPS", steps, 1);
+    for (DType dt : {DType::f32, DType::bf16, DType::f16})
+      for (const auto& [Bt, L, D] : shapes)
+        for (int64_t W = 2; W <= 4; ++W)
+          for (int combo : {15, 12, 10, 1}) {  // all flags; x_init + seq_idx; silu + seq_idx; bias alone
+            if (*steps && dt == DType::f16) continue;
+            run_case(dt, Bt, L, D, W, combo & 1, combo & 2, combo & 4, combo & 8, seed);
+            seed += 10;
+          }
+  }
+  unsetenv("SSM_CONV_FWD_STEPS");
+}
+
+TEST(EmuCausalConv1d, StepsOverrideRefused) {  // not a multiple of the 8-step chunk: a message naming the variable
+  setenv("SSM_CONV_FWD_STEPS", "12", 1);
+  const Tensor x = rand_cpu({1, 20, 8}, DType::f32, -1, 1, 1), w = rand_cpu({8, 4}, DType::f32, -1, 1, 2);
+  Tensor y = Tensor::empty({1, 20, 8}, DType::f32);
+  try {
+    kernels::cuda::causal_conv1d_forward(x, w, Tensor(), Tensor(), Tensor(), true, y);
+    ADD_FAILURE() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("SSM_CONV_FWD_STEPS=12"), std::string::npos) << e.what();
+  }
+  unsetenv("SSM_CONV_FWD_STEPS");
 }
 
 }  // namespace
