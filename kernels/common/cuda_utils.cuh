@@ -35,26 +35,20 @@ __device__ __forceinline__ float ex2(float x) {
   return r;
 }
 
-// __shfl_up_sync / __shfl_down_sync of a float within segments of `width` lanes (a power of 2), which also say
-// whether the source lane lies inside the lane's segment: PTX's shfl.sync sets that predicate with the move, so a
-// scan can guard its combine with it instead of comparing lane numbers.
-__device__ __forceinline__ float shfl_up_in(float v, int delta, int width, bool& in) {
+// __shfl_up_sync (UP) / __shfl_down_sync of a float within segments of `width` lanes (a power of 2), which also
+// says whether the source lane lies inside the lane's segment: PTX's shfl.sync sets that predicate with the move,
+// so a scan can guard its combine with it instead of comparing lane numbers.
+template <bool UP>
+__device__ __forceinline__ float shfl_in(float v, int delta, int width, bool& in) {
   float r;
   int ok;
-  asm volatile(
-      "{\n\t.reg .pred p;\n\tshfl.sync.up.b32 %0|p, %2, %3, %4, 0xffffffff;\n\tselp.b32 %1, 1, 0, p;\n\t}"
-      : "=f"(r), "=r"(ok)
-      : "f"(v), "r"(delta), "r"((32 - width) << 8));
-  in = ok != 0;
-  return r;
-}
-__device__ __forceinline__ float shfl_down_in(float v, int delta, int width, bool& in) {
-  float r;
-  int ok;
-  asm volatile(
-      "{\n\t.reg .pred p;\n\tshfl.sync.down.b32 %0|p, %2, %3, %4, 0xffffffff;\n\tselp.b32 %1, 1, 0, p;\n\t}"
-      : "=f"(r), "=r"(ok)
-      : "f"(v), "r"(delta), "r"(((32 - width) << 8) | 0x1f));
+  const int c = UP ? (32 - width) << 8 : ((32 - width) << 8) | 0x1f;  // segment mask; clamp lane (down)
+  if constexpr (UP)
+    asm volatile("{\n\t.reg .pred p;\n\tshfl.sync.up.b32 %0|p, %2, %3, %4, 0xffffffff;\n\tselp.b32 %1, 1, 0, p;\n\t}"
+                 : "=f"(r), "=r"(ok) : "f"(v), "r"(delta), "r"(c));
+  else
+    asm volatile("{\n\t.reg .pred p;\n\tshfl.sync.down.b32 %0|p, %2, %3, %4, 0xffffffff;\n\tselp.b32 %1, 1, 0, p;\n\t}"
+                 : "=f"(r), "=r"(ok) : "f"(v), "r"(delta), "r"(c));
   in = ok != 0;
   return r;
 }

@@ -235,7 +235,7 @@ __device__ __forceinline__ float lane_step(float v, int o) {
 }
 template <bool UP>
 __device__ __forceinline__ float lane_step_in(float v, int o, bool& in) {
-  return UP ? shfl_up_in(v, o, kTS, in) : shfl_down_in(v, o, kTS, in);
+  return shfl_in<UP>(v, o, kTS, in);
 }
 template <bool UP>
 __device__ __forceinline__ void compose(bool has, float Ap, float Bp, float& A, float& B) {

@@ -31,13 +31,12 @@ inline T* dynamic_smem() {
 }
 
 inline float ex2(float x) { return std::exp2(x); }
-inline float shfl_up_in(float v, int delta, int width, bool& in) {
-  in = ::ssm::emu::lane_id() % width >= delta;
-  return __shfl_up_sync(0xffffffffu, v, unsigned(delta), width);
-}
-inline float shfl_down_in(float v, int delta, int width, bool& in) {
-  in = ::ssm::emu::lane_id() % width + delta < width;
-  return __shfl_down_sync(0xffffffffu, v, unsigned(delta), width);
+template <bool UP>
+inline float shfl_in(float v, int delta, int width, bool& in) {
+  const int lane = ::ssm::emu::lane_id() % width;
+  in = UP ? lane >= delta : lane + delta < width;
+  return UP ? __shfl_up_sync(0xffffffffu, v, unsigned(delta), width)
+            : __shfl_down_sync(0xffffffffu, v, unsigned(delta), width);
 }
 
 }  // namespace
