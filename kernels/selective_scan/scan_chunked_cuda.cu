@@ -237,7 +237,6 @@ template <bool UP>
 __device__ __forceinline__ float lane_step_in(float v, int o, bool& in) {
   return shfl_in<UP>(v, o, kTS, in);
 }
-template <bool UP>
 __device__ __forceinline__ void compose(bool has, float Ap, float Bp, float& A, float& B) {
   if (has) {
     B = fmaf(A, Bp, B);
@@ -245,24 +244,24 @@ __device__ __forceinline__ void compose(bool has, float Ap, float Bp, float& A, 
   }
 }
 template <bool UP>
-__device__ __forceinline__ void scan_maps(int s, float& A, float& B) {
+__device__ __forceinline__ void scan_maps(float& A, float& B) {
 #pragma unroll
   for (int o = 1; o < kTS; o <<= 1) {
     bool has;
     const float Ap = lane_step<UP>(A, o), Bp = lane_step_in<UP>(B, o, has);
-    compose<UP>(has, Ap, Bp, A, B);
+    compose(has, Ap, Bp, A, B);
   }
 }
 // The backward's two scans at once (its forward's maps up the lanes, its adjoint's down): a level's four
 // shuffles are independent, so they are in flight together rather than one scan after the other.
-__device__ __forceinline__ void scan_maps_both(int s, float& A, float& B, float& P, float& Q) {
+__device__ __forceinline__ void scan_maps_both(float& A, float& B, float& P, float& Q) {
 #pragma unroll
   for (int o = 1; o < kTS; o <<= 1) {
     bool up, down;
     const float Ap = lane_step<true>(A, o), Bp = lane_step_in<true>(B, o, up);
     const float Pp = lane_step<false>(P, o), Qp = lane_step_in<false>(Q, o, down);
-    compose<true>(up, Ap, Bp, A, B);
-    compose<false>(down, Pp, Qp, P, Q);
+    compose(up, Ap, Bp, A, B);
+    compose(down, Pp, Qp, P, Q);
   }
 }
 // The value entering this lane's slice: the neighbour's end value (the lane below when UP, above otherwise),
@@ -400,7 +399,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         // is the chunk's), and the state entering it.
         const SliceMap m = slice_map(a, [&](int i) { return bb[i]; });
         float Aa = m.A, Bb = m.B;
-        scan_maps<true>(s, Aa, Bb);
+        scan_maps<true>(Aa, Bb);
         const float h_end = fmaf(Aa, hin, Bb);
         float h = enter<true>(h_end, hin, s);
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
@@ -600,7 +599,7 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
         }
         Q = fmaf(m.A_lo, Qh, Q);
         float Pa = Aa;
-        scan_maps_both(s, Aa, Bb, Pa, Q);
+        scan_maps_both(Aa, Bb, Pa, Q);
         const float hin = Hc[c * Nr + n], xin = Xc[c * Nr + n];
         const float x_end = fmaf(Pa, xin, Q);
         float h = enter<true>(fmaf(Aa, hin, Bb), hin, s);  // into step 0
