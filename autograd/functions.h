@@ -24,6 +24,10 @@ inline Variable sigmoid(const Variable& x) { return unary(UnaryOp::Sigmoid, x); 
 Variable pow(const Variable& x, double p);
 
 Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
+// x (..., K) times rows row0 .. row0 + rows of w (out, K), transposed: y (..., rows), with those rows cast to x's
+// dtype (autocast: an f32 weight used in bf16). Its backward adds w's gradient into w's own rows by one GEMM in
+// w's dtype (Engine::add_grad_product_rows): no bf16 weight gradient to cast back (autocast_linear's product).
+Variable linear_rows(const Variable& x, const Variable& w, int64_t row0, int64_t rows);
 
 Variable sum(const Variable& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 Variable mean(const Variable& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);

@@ -42,4 +42,22 @@ Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b
   });
 }
 
+Variable linear_rows(const Variable& x, const Variable& w, int64_t row0, int64_t rows) {
+  SSM_CHECK_INPUT(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear_rows: x ", shape_str(x.shape()),
+                  " does not end in the width of w ", shape_str(w.shape()));
+  SSM_CHECK_INPUT(row0 >= 0 && rows >= 1 && row0 + rows <= w.size(0), "linear_rows: rows ", row0, "..", row0 + rows,
+                  " outside w ", shape_str(w.shape()));
+  const Tensor wr = w.data().narrow(0, row0, rows);
+  const Tensor wc = wr.dtype() == x.dtype() ? wr : wr.to(x.dtype());  // the product's copy of the rows
+  const Tensor y = ssm::matmul(x.data(), wc, false, true);
+  return Variable(y, {x, w}, [wc, row0](std::vector<Variable>& in, const Tensor& g) {
+    const Tensor g2 = g.reshape({-1, g.size(-1)});  // (M, rows)
+    if (in[0].requires_grad()) Engine::add_grad_product(in[0], g2, wc, false, false);  // dx = g W_rows
+    if (in[1].requires_grad()) {
+      const Tensor& X = in[0].data();
+      Engine::add_grad_product_rows(in[1], row0, g2, X.reshape({-1, X.size(-1)}), true, false);  // g^T x
+    }
+  });
+}
+
 }  // namespace ssm::ag

@@ -49,6 +49,12 @@ class Engine {
   // nothing else), so a second contribution costs no temporary and no add; else grad += matmul(...).
   static void add_grad_product(Variable& v, const Tensor& a, const Tensor& b, bool ta, bool tb);
 
+  // grad[row0 : row0 + r] += a' b' for a 2-D v (r = the product's rows), allocating a zero gradient when there is
+  // none (none and all rows: the GEMM writes it, matmul_into_): the GEMM adds its accumulators into those rows of v's own gradient (f32 for bf16 / f16 products), so a
+  // weight kept in f32 and used in bf16 gets its gradient with no bf16 temporary, cast back or add, and row blocks
+  // of one weight (in_proj's x and z halves) each write their own rows.
+  static void add_grad_product_rows(Variable& v, int64_t row0, const Tensor& a, const Tensor& b, bool ta, bool tb);
+
   // The leaves (requires_grad, not in `exclude`) reachable from v through nodes created at or after
   // sequence number `since`. Throws BadInput if the walk meets an older non-leaf node (a Variable
   // computed outside and captured by the function that built v).

@@ -149,6 +149,36 @@ void Engine::add_grad_product(Variable& v, const Tensor& a, const Tensor& b, boo
   n.grad_owned = true;
 }
 
+void Engine::add_grad_product_rows(Variable& v, int64_t row0, const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  Variable::Impl& n = checked(v.impl_, "add_grad");
+  const Tensor& d = n.data;
+  const int64_t rows = ta ? a.size(1) : a.size(0);
+  SSM_CHECK(d.dim() == 2 && row0 >= 0 && row0 + rows <= d.size(0) && (tb ? b.size(0) : b.size(1)) == d.size(1),
+            "add_grad_product_rows: product of ", shape_str(a.shape()), " and ", shape_str(b.shape()),
+            " does not fit rows ", row0, "..", row0 + rows, " of ", shape_str(d.shape()));
+  const bool half_in = a.dtype() == DType::bf16 || a.dtype() == DType::f16;
+  if (d.dtype() != a.dtype() && !(half_in && d.dtype() == DType::f32)) {  // no GEMM writes this dtype: add
+    Tensor g = Tensor::zeros(d.shape(), d.dtype(), d.device());
+    g.narrow(0, row0, rows).copy_(ssm::matmul(a, b, ta, tb));
+    v.add_grad(std::move(g));
+    return;
+  }
+  n.hook_pending = true;
+  n.grad_owned = true;
+  if (!n.grad.defined() && rows == d.size(0)) {  // the whole gradient, written by the GEMM (beta 0)
+    n.grad = Tensor::empty(d.shape(), d.dtype(), d.device());
+    matmul_into_(n.grad, a, b, ta, tb);
+    return;
+  }
+  if (!n.grad.defined()) {
+    n.grad = Tensor::zeros(d.shape(), d.dtype(), d.device());
+  } else if (!n.grad_writable() || !n.grad.is_contiguous()) {
+    n.grad = n.grad.contiguous().clone();
+  }
+  Tensor slice = n.grad.narrow(0, row0, rows);  // whole rows of a contiguous matrix: contiguous
+  matmul_add_(slice, a, b, ta, tb);
+}
+
 void Engine::add_grad_narrow(Variable& v, int64_t dim, int64_t start, const Tensor& g_in) {
   Variable::Impl& n = checked(v.impl_, "add_grad");
   Tensor g = g_in;

@@ -67,6 +67,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // inputs: the GEMM adds its f32 accumulators into c directly (a weight gradient summed over chunks, with no
 // rounded temporary, no cast and no separate add).
 void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// c = op(a) op(b) under matmul_add_'s rules (c's old values never read): a bf16 product written as f32.
+void matmul_into_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 
 // ---------------- softmax and losses ----------------
 Tensor softmax(const Tensor& x, int64_t dim);

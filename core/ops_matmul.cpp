@@ -200,30 +200,45 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
   return cpu_matmul(a, b);
 }
 
-void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
-  SSM_CHECK_INPUT(a.defined() && b.defined() && c.defined(), "matmul_add_: undefined input");
-  SSM_CHECK_INPUT(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, "matmul_add_: expected 2-D tensors, got C ",
+namespace {
+// c = op(a) op(b) (accumulate: c += ...), checked; name is the caller's, for messages.
+void matmul_to_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, bool accumulate,
+                const char* name) {
+  SSM_CHECK_INPUT(a.defined() && b.defined() && c.defined(), name, ": undefined input");
+  SSM_CHECK_INPUT(a.dim() == 2 && b.dim() == 2 && c.dim() == 2, name, ": expected 2-D tensors, got C ",
                   shape_str(c.shape()), ", A ", shape_str(a.shape()), ", B ", shape_str(b.shape()));
-  SSM_CHECK_INPUT(a.device() == c.device() && b.device() == c.device(), "matmul_add_: A on ", a.device().str(),
-                  ", B on ", b.device().str(), ", C on ", c.device().str());
-  SSM_CHECK_INPUT(a.dtype() == b.dtype() && is_floating(a.dtype()), "matmul_add_: A and B must share a floating dtype (A ",
+  SSM_CHECK_INPUT(a.device() == c.device() && b.device() == c.device(), name, ": A on ", a.device().str(), ", B on ",
+                  b.device().str(), ", C on ", c.device().str());
+  SSM_CHECK_INPUT(a.dtype() == b.dtype() && is_floating(a.dtype()), name, ": A and B must share a floating dtype (A ",
                   dtype_name(a.dtype()), ", B ", dtype_name(b.dtype()), ")");
   const bool half_in = a.dtype() == DType::bf16 || a.dtype() == DType::f16;
-  SSM_CHECK_INPUT(c.dtype() == a.dtype() || (half_in && c.dtype() == DType::f32), "matmul_add_: C is ",
+  SSM_CHECK_INPUT(c.dtype() == a.dtype() || (half_in && c.dtype() == DType::f32), name, ": C is ",
                   dtype_name(c.dtype()), " for ", dtype_name(a.dtype()), " inputs (use ", dtype_name(a.dtype()),
                   half_in ? " or f32)" : ")");
-  SSM_CHECK_INPUT(c.is_contiguous(), "matmul_add_: C ", shape_str(c.shape()), " must be contiguous");
+  SSM_CHECK_INPUT(c.is_contiguous(), name, ": C ", shape_str(c.shape()), " must be contiguous");
   const int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
   const int64_t Kb = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
-  SSM_CHECK_INPUT(K == Kb && c.size(0) == M && c.size(1) == N, "matmul_add_: C ", shape_str(c.shape()),
-                  " += op(A) ", shape_str(a.shape()), trans_a ? "^T" : "", " op(B) ", shape_str(b.shape()),
-                  trans_b ? "^T" : "", ": shapes do not chain");
+  SSM_CHECK_INPUT(K == Kb && c.size(0) == M && c.size(1) == N, name, ": C ", shape_str(c.shape()),
+                  accumulate ? " += op(A) " : " = op(A) ", shape_str(a.shape()), trans_a ? "^T" : "", " op(B) ",
+                  shape_str(b.shape()), trans_b ? "^T" : "", ": shapes do not chain");
 #ifdef SSM_WITH_CUDA
-  if (c.device().is_cuda()) return cuda::matmul_add_(c, a, b, trans_a, trans_b);
+  if (c.device().is_cuda()) return cuda::matmul_add_(c, a, b, trans_a, trans_b, accumulate);
 #endif
   const Tensor ta = trans_a ? a.transpose(0, 1) : a, tb = trans_b ? b.transpose(0, 1) : b;
   const Tensor prod = half_in ? cpu_matmul(ta.to(DType::f32), tb.to(DType::f32)) : cpu_matmul(ta, tb);
-  binary_(BinaryOp::Add, c, prod.dtype() == c.dtype() ? prod : prod.to(c.dtype()));
+  const Tensor p = prod.dtype() == c.dtype() ? prod : prod.to(c.dtype());
+  if (accumulate)
+    binary_(BinaryOp::Add, c, p);
+  else
+    c.copy_(p);
+}
+}  // namespace
+
+void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  matmul_to_(c, a, b, trans_a, trans_b, true, "matmul_add_");
+}
+void matmul_into_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  matmul_to_(c, a, b, trans_a, trans_b, false, "matmul_into_");
 }
 
 }  // namespace ssm

@@ -14,21 +14,22 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
 }
 
 // x of 2+ dims goes to the product as is (its leading dims fold into the GEMM's rows), so its gradient is
-// added straight into x's (ag::matmul) when x feeds several products.
-Variable autocast_linear(const Variable& x, const Variable& w, bool half_output) {
-  const int64_t in = x.size(-1);
+// added straight into x's (ag::matmul) when x feeds several products. Under autocast the product is
+// ag::linear_rows: the weight's rows cast to bf16 for it, its gradient added into the f32 weight's own by the GEMM.
+Variable autocast_linear(const Variable& x, const Variable& w, bool half_output, int64_t row0, int64_t rows) {
+  const int64_t in = x.size(-1), n = rows < 0 ? w.size(0) - row0 : rows;
   Shape out_shape = x.shape();
-  out_shape.back() = w.size(0);
+  out_shape.back() = n;
   Variable x2 = x.dim() >= 2 ? x : ag::reshape(x, {1, in});
   Variable y;
   const bool half_in = x.dtype() == DType::bf16 || x.dtype() == DType::f32;
   if (ag::autocast_enabled() && x.device().is_cuda() && half_in) {
     Variable xb = x2.dtype() == DType::bf16 ? x2 : ag::cast(x2, DType::bf16);
-    Variable wb = w.dtype() == DType::bf16 ? w : ag::cast(w, DType::bf16);
-    y = ag::matmul(xb, wb, false, true);
+    y = ag::linear_rows(xb, w, row0, n);
     if (!half_output && y.dtype() != DType::f32) y = ag::cast(y, DType::f32);
   } else {
-    y = ag::matmul(x2, w, false, true);
+    const Variable wr = row0 == 0 && n == w.size(0) ? w : ag::narrow(w, 0, row0, n);
+    y = ag::matmul(x2, wr, false, true);
   }
   return x.dim() >= 2 ? y : ag::reshape(y, out_shape);
 }

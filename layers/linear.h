@@ -28,7 +28,8 @@ class Linear : public Module {
   Variable* bias_ = nullptr;
 };
 
-// x (..., in) times w (out, in)^T with Linear's autocast rule; the building block of Linear::forward.
-Variable autocast_linear(const Variable& x, const Variable& w, bool half_output);
+// x (..., in) times w (out, in)^T with Linear's autocast rule; the building block of Linear::forward. With row0 /
+// rows, only those rows of w (in_proj's x and z halves: two products, each output contiguous).
+Variable autocast_linear(const Variable& x, const Variable& w, bool half_output, int64_t row0 = 0, int64_t rows = -1);
 
 }  // namespace ssm::nn

@@ -23,7 +23,8 @@ double norm2(const Tensor& x);
 double sum_squares(const std::vector<Tensor>& xs);  // one device, one host sync
 void scale_(const std::vector<Tensor>& xs, double s);  // contiguous, 16-byte aligned f32 tensors of one device
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
-void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);  // 2-D, c contiguous
+// 2-D, c contiguous: c += op(a) op(b), or c = op(a) op(b) when !accumulate.
+void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, bool accumulate = true);
 Tensor softmax(const Tensor& x, int64_t dim, bool log);
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index);
 Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, double grad_scale, int64_t ignore_index);

@@ -254,15 +254,20 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
   return out;
 }
 
-void matmul_add_(Tensor& c, const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
+void matmul_add_(Tensor& c, const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b,
+                 bool accumulate) {
   TensorDevice td(c);
   const Tensor a = trans_a ? a_in.transpose(-1, -2) : a_in;  // (M, K)
   const Tensor b = trans_b ? b_in.transpose(-1, -2) : b_in;  // (K, N)
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  if (c.numel() == 0 || K == 0) return;
+  if (c.numel() == 0) return;
+  if (K == 0) {  // an empty sum
+    if (!accumulate) c.zero_();
+    return;
+  }
   const MatArg A = make_arg(a, {}), B = make_arg(b, {});
   gemm(a.dtype(), B.trans, A.trans, N, M, K, B.t.data_ptr(), B.ld, 0, A.t.data_ptr(), A.ld, 0, c.data_ptr(), N, 0, 1,
-       td.stream, c.dtype(), true);
+       td.stream, c.dtype(), accumulate);
 }
 
 }  // namespace ssm::cuda

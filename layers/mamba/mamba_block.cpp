@@ -109,8 +109,8 @@ Variable MambaBlock::run(const Variable& hidden, const Tensor& seq_idx_in, Mamba
   // in_proj as two products against its weight's row halves: x and z come out contiguous. (Splitting one
   // (Bt, L, 2Di) output gives two strided views, which the conv and the scan copied in both passes.)
   const Variable& w_in = in_proj_->weight();
-  const Variable x = autocast_linear(hidden, ag::narrow(w_in, 0, 0, Di), /*half_output=*/true);   // (Bt, L, Di)
-  const Variable z = autocast_linear(hidden, ag::narrow(w_in, 0, Di, Di), /*half_output=*/true);  // (Bt, L, Di)
+  const Variable x = autocast_linear(hidden, w_in, /*half_output=*/true, 0, Di);   // (Bt, L, Di)
+  const Variable z = autocast_linear(hidden, w_in, /*half_output=*/true, Di, Di);  // (Bt, L, Di)
   Variable xc = kernels::causal_conv1d(x, conv1d_->weight(), *conv1d_->bias(), x_init, seq_idx, /*silu=*/true);
   std::vector<Variable> dbl = ag::split(x_proj_->forward(xc), {R, N, N}, 2);  // dt_low, B, C
   Variable delta = autocast_linear(dbl[0], dt_proj_->weight(), /*half_output=*/true);                        // (Bt, L, Di), bias in the scan

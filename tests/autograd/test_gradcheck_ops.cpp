@@ -284,6 +284,51 @@ TEST(Gradcheck, IndexSelect) {
   EXPECT_GRADCHECK([idx](const std::vector<Variable>& v) { return index_select(v[0], -2, idx); }, {x});
 }
 
+// linear_rows: rows of a weight as a Linear's product; the weight's gradient added into its rows.
+TEST(Gradcheck, LinearRows) {
+  Tensor x = rnd({2, 3, 4}, 46), w = rnd({7, 4}, 47);
+  EXPECT_GRADCHECK([](const std::vector<Variable>& v) { return linear_rows(v[0], v[1], 2, 3); }, {x, w});
+  EXPECT_GRADCHECK([](const std::vector<Variable>& v) { return linear_rows(v[0], v[1], 0, 7); }, {x, w});  // all
+  // Two row blocks of one weight (in_proj's x and z halves) and a third product of all its rows.
+  EXPECT_GRADCHECK(
+      [](const std::vector<Variable>& v) {
+        Variable a = linear_rows(v[0], v[1], 0, 3), b = linear_rows(v[0], v[1], 3, 4);
+        return add(sum(mul(a, a)), add(sum(b), sum(linear_rows(v[0], v[1], 0, 7))));
+      },
+      {x, w});
+}
+
+// A bf16 input and an f32 weight (autocast): the same output and input gradient as casting the rows and taking
+// the product, and the weight's gradient in f32 without a bf16 rounding (the GEMM's f32 sums, within f32 error
+// of the product in f32 of the same bf16 values), the rows it does not use left zero.
+TEST(LinearRows, Bf16InputF32WeightGradientStaysF32) {
+  const Tensor xt = rnd({3, 5, 8}, 48).to(DType::bf16), wt = rnd({6, 8}, 49).to(DType::f32);
+  const Tensor gt = rnd({3, 5, 2}, 50).to(DType::bf16);
+  Variable x(xt, true), w(wt, true);
+  Variable y = linear_rows(x, w, 4, 2);
+  ASSERT_EQ(y.dtype(), DType::bf16);
+  y.backward(gt);
+  ASSERT_EQ(w.grad().dtype(), DType::f32);
+
+  Variable x2(xt, true), w2(wt, true);
+  Variable y2 = matmul(x2, cast(narrow(w2, 0, 4, 2), DType::bf16), false, true);
+  y2.backward(gt);
+  EXPECT_EQ(y.data().to_double_vector(), y2.data().to_double_vector());
+  EXPECT_EQ(x.grad().to_double_vector(), x2.grad().to_double_vector());
+
+  const Tensor ref = ssm::matmul(gt.reshape({15, 2}).to(DType::f32), xt.reshape({15, 8}).to(DType::f32), true, false);
+  const std::vector<double> gw = w.grad().to_double_vector(), rv = ref.to_double_vector();
+  for (int64_t r = 0; r < 6; ++r)
+    for (int64_t k = 0; k < 8; ++k) {
+      const double got = gw[size_t(r * 8 + k)];
+      if (r < 4) {
+        EXPECT_EQ(got, 0.0) << "row " << r;
+      } else {
+        EXPECT_NEAR(got, rv[size_t((r - 4) * 8 + k)], 1e-5) << "row " << r << " col " << k;
+      }
+    }
+}
+
 // ---------------- cast, dropout ----------------
 TEST(Gradcheck, CastRoundTrip) {
   Tensor x = rnd({3, 4}, 120);

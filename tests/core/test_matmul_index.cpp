@@ -1,6 +1,8 @@
 // matmul (transposes, batch broadcasting, strided operands) and indexing ops vs naive loops.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "core/ops.h"
 #include "test_util.h"
 
@@ -113,6 +115,22 @@ TEST(Matmul, AddInPlace) {
         const double tol = dt == DType::f64 ? 1e-12 : 1e-5;  // bf16 inputs are exact in f32; only the sum rounds
         for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], c0[i] + prod[i], tol) << i;
       }
+}
+
+TEST(Matmul, IntoOverwrites) {
+  // c = op(a) op(b): c's old values (NaN here) are never read; bf16 inputs into an f32 c.
+  for (DType dt : {DType::f32, DType::bf16})
+    for (bool ta : {false, true}) {
+      const Tensor a = rand_t(ta ? Shape{9, 7} : Shape{7, 9}, 4, dt), b = rand_t({9, 5}, 5, dt);
+      Tensor c = Tensor::full({7, 5}, std::nan(""), DType::f32);
+      Shape os;
+      const std::vector<double> prod = ref_matmul(a, b, ta, false, &os);
+      matmul_into_(c, a, b, ta, false);
+      const std::vector<double> got = c.to_double_vector();
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], prod[i], 1e-5) << i;
+    }
+  Tensor c = Tensor::zeros({2, 5});
+  expect_bad_input([&] { matmul_into_(c, Tensor::zeros({2, 3}), Tensor::zeros({3, 4})); }, {"matmul_into_", "chain"});
 }
 
 TEST(Matmul, AddInPlaceErrors) {

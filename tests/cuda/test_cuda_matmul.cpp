@@ -100,6 +100,23 @@ TEST(CudaMatmul, AddInPlace) {
       }
 }
 
+TEST(CudaMatmul, IntoOverwrites) {
+  if (!ssm::cuda_available()) GTEST_SKIP() << "no CUDA device";
+  // c = op(a) op(b) (beta 0): c's NaNs never read; bf16 / f16 inputs into f32, as a weight's gradient is written.
+  for (DType dt : test::float_dtypes())
+    for (bool ta : {false, true}) {
+      const int64_t M = 37, K = 301, N = 24;
+      const Tensor a = rand_cpu(ta ? Shape{K, M} : Shape{M, K}, dt, -1, 1, 85), b = rand_cpu({K, N}, dt, -1, 1, 86);
+      const bool half = dt == DType::bf16 || dt == DType::f16;
+      const DType cdt = half ? DType::f32 : dt;
+      Tensor c = Tensor::zeros({M, N}, cdt), cg = gpu(Tensor::full({M, N}, std::nan(""), cdt));
+      matmul_into_(c, a, b, ta, false);
+      matmul_into_(cg, gpu(a), gpu(b), ta, false);
+      const test::Tol tol = half ? test::Tol{1e-5, 1e-5 * std::sqrt(double(K))} : mm_tol(dt, K);
+      EXPECT_TRUE(close(cg, c, tol)) << test::name(dt, {M, K}) << (ta ? " (T)" : "");
+    }
+}
+
 TEST(CudaMatmul, EmptyAndZeroK) {
   if (!ssm::cuda_available()) GTEST_SKIP() << "no CUDA device";
   const Tensor a = Tensor::zeros({3, 0}, DType::f32), b = Tensor::zeros({0, 4}, DType::f32);

@@ -1,5 +1,6 @@
 // Basic layers: values against naive loops, float64 gradchecks, train/eval behaviour.
 #include <cmath>
+#include <optional>
 
 #include "helpers.h"
 #include "layers/basic.h"
@@ -84,6 +85,32 @@ TEST(Linear, AutocastOnCuda) {
   ag::sum(y).backward();
   EXPECT_EQ(lin.weight().grad().dtype(), DType::f32);
   EXPECT_EQ(xc.grad().dtype(), DType::f32);
+}
+
+// autocast_linear over row blocks of one weight on the GPU (in_proj's x and z halves): outputs and gradients
+// against the same calls on the CPU (where linear_rows runs without autocast's casts, f32 throughout), and the
+// weight's gradient in f32, filled by the two blocks.
+TEST(Linear, AutocastRowBlocksOnCuda) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  Generator g{6, 0};
+  const Tensor x = g.normal({2, 9, 48}), w = g.normal({40, 48}), gy = g.normal({2, 9, 40});
+  auto run = [&](const Device& dev, bool autocast) {
+    Variable xv(x.to(dev), true), wv(w.to(dev), true);
+    std::optional<ag::AutocastGuard> guard;
+    if (autocast) guard.emplace();
+    Variable a = autocast_linear(xv, wv, /*half_output=*/false, 0, 16), b = autocast_linear(xv, wv, false, 16, 24);
+    ag::cat({a, b}, 2).backward(gy.to(dev));
+    return std::vector<Tensor>{ag::cat({a, b}, 2).data().to(Device::cpu()).to(DType::f32),
+                               xv.grad().to(Device::cpu()).to(DType::f32), wv.grad().to(Device::cpu())};
+  };
+  const std::vector<Tensor> ref = run(Device::cpu(), false), got = run(Device::cuda(), true);
+  EXPECT_EQ(got[2].dtype(), DType::f32);
+  const char* what[] = {"y", "grad x", "grad w"};
+  for (int i = 0; i < 3; ++i) {  // bf16 inputs (8-bit mantissas) to f32 sums: within 2 % of the largest value
+    const Tensor& r = ref[size_t(i)];
+    const double largest = max_abs_diff(r, Tensor::zeros(r.shape(), DType::f32));
+    EXPECT_LT(max_abs_diff(got[size_t(i)], r), 0.02 * largest) << what[i];
+  }
 }
 
 TEST(Embedding, LooksUpRowsAndGradchecks) {
