@@ -87,7 +87,7 @@ __global__ void add_norm_bwd_r_kernel(const Ty* __restrict__ gy, const A* __rest
 // The same rows with grad_w / grad_b summed on the way (C <= 32 kFusedCols): the grid stays resident (at most
 // kFusedBlocksPerSm blocks a SM), warp w of block b takes rows b*8 + w, + 8 grid, ...; lane l keeps the sums of
 // columns l + 32 k in registers, the block adds its 8 warps' sums in order through shared memory and writes one
-// partial row, and wb_final_kernel adds the blocks' rows in order (deterministic for a given grid). This saves
+// partial row, and wb_final adds the blocks' rows in a fixed order (deterministic for a given grid). This saves
 // norm_weight_grads' second pass over gy and r (25 norms a step of the 130M LM: 1.3 ms at 2c5c03c).
 constexpr int kFusedCols = 32;  // columns per lane: C up to 1024
 constexpr int kFusedBlocksPerSm = 2;
@@ -180,10 +180,8 @@ void launch_backward(const Tensor& gy, const Tensor& rin, const Tensor& w, const
           dptr<const Ty>(gy), dptr<const A>(rin), dptr<const Tw>(w), mp, dptr<const A>(rstd), dptr<A>(*grad_r),
           pw.data<A>(), grad_b ? pb.data<A>() : nullptr, rows, C, rms);
       SSM_CUDA_LAUNCH_CHECK();
-      wb_final_kernel<Tw, A><<<unsigned((C + 255) / 256), 256, 0, stream()>>>(
-          pw.data<A>(), grad_b ? pb.data<A>() : nullptr, grad_w ? dptr<Tw>(*grad_w) : nullptr,
-          grad_b ? dptr<Tw>(*grad_b) : nullptr, grid, C);
-      SSM_CUDA_LAUNCH_CHECK();
+      wb_final<Tw, A>(pw.data<A>(), grad_b ? pb.data<A>() : nullptr, grad_w ? dptr<Tw>(*grad_w) : nullptr,
+                      grad_b ? dptr<Tw>(*grad_b) : nullptr, grid, C, stream());
       return;
     }
   }
