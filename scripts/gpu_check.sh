@@ -17,7 +17,8 @@
 #       benchmark with each implementation beside the default (bench_selective_scan --chunk --legacy), the 130M LM's
 #       `ssm bench`, the conv1d benchmark, bench_lm_step when built, the 130M LM with the legacy scan.
 # scantests: the selective-scan and conv1d GPU tests and those of the LM step's other kernels (cross-entropy,
-#       matmul, reductions; the optimizer's when test_kernels is built). scan, scantests: not in the default set
+#       matmul, reductions, add + norm; the optimizer's when test_kernels is built; the layers' GPU tests, a whole
+#       Mamba LM training step against the CPU among them, when test_layers is built). scan, scantests: not in the default set
 #       (tests, bench and lm cover the default).
 # profile: per-kernel GPU times (ncu) of the scan benchmark and of a 130M LM step, and the chunked scan kernels'
 #          stall reasons (scripts/profile_kernels.sh), into the log and $OUT/ncu-*. Not in the default set.
@@ -133,8 +134,10 @@ apply_patch() {  # [-R] FILE
 }
 if want scantests; then
   step scan-tests timeout -k 10 400 "$BUILD/bin/test_cuda" \
-    --gtest_filter='CudaSelectiveScan*:CudaCausalConv1d*:CudaCrossEntropy*:CudaMatmul*:CudaReduce*'
+    --gtest_filter='CudaSelectiveScan*:CudaCausalConv1d*:CudaCrossEntropy*:CudaMatmul*:CudaReduce*:CudaAddNorm*'
   [ -x "$BUILD/bin/test_kernels" ] && step optim-tests timeout -k 10 100 "$BUILD/bin/test_kernels" --gtest_filter='OptimCuda*'
+  [ -x "$BUILD/bin/test_layers" ] && step layer-gpu-tests timeout -k 10 200 "$BUILD/bin/test_layers" \
+    --gtest_filter='*Cuda*'
 fi
 
 if want lab; then
