@@ -1,13 +1,15 @@
 // One training step of a small Mamba LM on the GPU against the same step on the CPU: the loss and every
 // parameter's gradient, in f32 and under bf16 autocast, with packed sequences. It runs every kernel of the
 // LM's step together (embedding, fused add + norm, autocast projections with their f32 weight gradients, conv1d,
-// selective scan, the chunked head + cross-entropy), where each kernel's own test checks it alone.
+// both selective-scan implementations, the chunked head + cross-entropy), where each kernel's own test checks it
+// alone.
 #include <algorithm>
 #include <cmath>
 #include <optional>
 
 #include "helpers.h"
 #include "layers/models/mamba_lm.h"
+#include "tests/cuda/cuda_test_util.h"
 
 namespace ssm::nn {
 namespace {
@@ -26,7 +28,7 @@ StepResult train_step(const MambaLMConfig& cfg, const Device& dev, bool autocast
   lm.to(dev);
   std::optional<ag::AutocastGuard> guard;
   if (autocast) guard.emplace();
-  Variable loss = lm.loss(tok.to(dev), seq.defined() ? seq.to(dev) : Tensor(), tgt.to(dev));
+  Variable loss = lm.loss(tok.to(dev), seq.to(dev), tgt.to(dev));
   loss.backward();
   StepResult r;
   r.loss = loss.data().to(Device::cpu()).to(DType::f64).item();
@@ -51,7 +53,7 @@ void expect_close(const StepResult& got, const StepResult& ref, double loss_rel,
 TEST(MambaLMCuda, TrainingStepMatchesCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   MambaLMConfig cfg;
-  cfg.d_model = 64;  // d_inner 128: eight of the chunked scan's 16-channel blocks per row
+  cfg.d_model = 64;  // d_inner 128
   cfg.n_layer = 2;
   cfg.vocab_size = 253;  // padded to 256
   cfg.d_state = 16;
@@ -73,10 +75,16 @@ TEST(MambaLMCuda, TrainingStepMatchesCpu) {
     cfg.tied = std::string(norm) == "rms";
     SCOPED_TRACE(norm);
     const StepResult ref = train_step(cfg, Device::cpu(), false, tok, seq, tgt);
-    // f32 on the GPU: the same math in another order (tf32 is off in f32 GEMMs).
-    expect_close(train_step(cfg, Device::cuda(), false, tok, seq, tgt), ref, 1e-4, 2e-3, "f32");
-    // bf16 autocast: bf16 activations (8-bit mantissas), f32 state, sums and weight gradients.
-    expect_close(train_step(cfg, Device::cuda(), true, tok, seq, tgt), ref, 1e-2, 6e-2, "bf16 autocast");
+    // Both scan implementations: at this size the per-call rule would pick selective_scan_cuda.cu's only, where the
+    // 130M LM runs the chunked one.
+    for (const char* impl : {"chunk", "legacy"}) {
+      const test::Env env{{"SSM_SCAN_IMPL", impl}, {"SSM_SCAN_CHUNK_BWD", "always"}};
+      SCOPED_TRACE(impl);
+      // f32 on the GPU: the same math in another order (tf32 is off in f32 GEMMs).
+      expect_close(train_step(cfg, Device::cuda(), false, tok, seq, tgt), ref, 1e-4, 2e-3, "f32");
+      // bf16 autocast: bf16 activations (8-bit mantissas), f32 state, sums and weight gradients.
+      expect_close(train_step(cfg, Device::cuda(), true, tok, seq, tgt), ref, 1e-2, 6e-2, "bf16 autocast");
+    }
   }
 }
 
