@@ -11,6 +11,10 @@
 #                                             # reasons (cycles per issued instruction spent in each, the
 #                                             # smsp__average_warps_issue_stalled_* metrics: the sections alone print
 #                                             # only their total)
+#   PROFILE_ONLY=3 scripts/profile_kernels.sh scan   # another of the benchmark's shapes (--only; default 0)
+#   STALL_KERNELS="fwd_kernel" PROFILE_ONLY=3 scripts/profile_kernels.sh stalls
+#                                             # other kernels' stall reasons (default: chunk_kernel chunk_bwd_kernel;
+#                                             # fwd_kernel at shape 3 is the legacy forward's local and full pass)
 #
 # Prints "ms per call/step, calls, kernel" rows; the raw CSV goes to $OUT/ncu-<what>.csv when OUT is set
 # (stalls: ncu's text report, also into $OUT/ncu-stalls.txt).
@@ -18,20 +22,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-scan}
 BUILD=${2:-build-gpu}
+only=${PROFILE_ONLY:-0}
 csv=${OUT:-/tmp}/ncu-$what.csv
 if [ "$what" = stalls ]; then
   out=${OUT:-/tmp}/ncu-stalls.txt
   : >"$out"
-  for k in chunk_kernel chunk_bwd_kernel; do  # the third launch of each: past the warm-up's first calls
-    ncu --kernel-name "regex:$k" --launch-skip 2 --launch-count 1 --section LaunchStats --section Occupancy \
+  for k in ${STALL_KERNELS:-chunk_kernel chunk_bwd_kernel}; do  # the third and fourth launches: past the warm-up's first
+    ncu --kernel-name "regex:$k" --launch-skip 2 --launch-count 2 --section LaunchStats --section Occupancy \
       --section SchedulerStats --section WarpStateStats --section ComputeWorkloadAnalysis \
       --section MemoryWorkloadAnalysis --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
-      "$BUILD/bin/bench_selective_scan" --only 0 2>&1 | tee -a "$out"
+      "$BUILD/bin/bench_selective_scan" --only "$only" 2>&1 | tee -a "$out"
   done
   exit 0
 fi
 case "$what" in
-  scan) cmd=("$BUILD/bin/bench_selective_scan" --only 0); per=28 ;;  # calls of each kind per run
+  scan) cmd=("$BUILD/bin/bench_selective_scan" --only "$only"); per=28 ;;  # calls of each kind per run
   step) cmd=("$BUILD/bin/ssm" bench recipes/bench/mamba-130m.yaml --warmup 2 --steps 2); per=4 ;;
   *) echo "profile_kernels.sh: unknown target '$what' (use scan, step or stalls)" >&2; exit 2 ;;
 esac
