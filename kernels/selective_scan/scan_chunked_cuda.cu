@@ -19,10 +19,7 @@
 //     a_t stays in registers from the composite to the apply: one exp per state and step (the per-channel
 //     kernels' two-pass time split costs two), and the state never leaves the SM.
 //   - y_t = (y_t + D u_t) silu(z_t), written back through the shared tile so the global stores are whole rows.
-// The forward has a second layout, Wide: 8 channels x 32 slices (a warp is one channel, 5-level lane scans, chunks of
-// 256 steps), twice Narrow's blocks for the same rows. It runs where Narrow's blocks of whole rows fill less than
-// half a wave (few channels, long L: (1, 2048, 65536) gets 256 blocks instead of 128), so such rows run in one pass
-// rather than the two below. Rows that even Wide cannot spread over the GPU are also cut into segments of
+// Rows that Bt x D / 16 blocks cannot spread over the GPU (few channels, long L) are also cut into segments of
 // whole chunks: a local pass from a zero state gives each segment's end state E_s and its sum of dt S_s (NaN
 // when a reset falls inside: the carry multiplier is then 0), a carry kernel turns them into start states
 // (h <- exp(A S_s) h + E_s), and the full pass starts each segment from its own.
@@ -57,18 +54,6 @@ constexpr int kNT = 16;                    // states per staged B / C tile
 constexpr int kSliceStride = kK + 4;       // B / C tile: a slice's K steps, padded (conflict-free float4 reads)
 constexpr int kBCRow = kTS * kSliceStride + 4;  // floats per state row of the B / C tile
 static_assert(kK == 8, "the 16-byte tile loads below move 8 steps");
-
-// A block's layout: TS time slices (lanes) per channel, CB = kThr / TS channels, chunks of TC = K TS steps. The
-// backward and most rows take Narrow (the constants above); the forward takes Wide where Narrow's blocks of whole
-// rows are too few to fill the GPU but Wide's are not (long rows of few channels): twice the blocks, one pass
-// instead of segments' two.
-template <int TS_>
-struct Lay {
-  static constexpr int TS = TS_, CB = kThr / TS, TC = kK * TS, BCRow = TS * kSliceStride + 4;
-  static_assert(TS == 16 || TS == 32, "a channel's slices are the lanes of half a warp or of a whole one");
-};
-using Narrow = Lay<kTS>;
-using Wide = Lay<32>;
 
 struct ChunkParams {
   const void *u, *delta, *z, *B, *C;
@@ -121,116 +106,110 @@ __device__ __forceinline__ void store8(T* p, const float* v) {
 
 // Elements per channel row of the transposed delta / u / z tiles (16 bytes of padding: rows stay 16-byte
 // aligned and consecutive channels start on different banks).
-template <typename T, class Y = Narrow>
+template <typename T>
 constexpr int x_row() {
-  return Y::TC + 16 / int(sizeof(T));
+  return kTC + 16 / int(sizeof(T));
 }
-// Shared memory (bytes): B / C tile [2][kNT][BCRow] f32, x tiles [3][CB][x_row] T, carry and A log2(e)
-// [CB][N + 1] f32 each, reset flags [TC].
-template <class Y>
+// Shared memory (bytes): B / C tile [2][kNT][kBCRow] f32, x tiles [3][kCB][x_row] T, carry and A log2(e)
+// [kCB][N + 1] f32 each, reset flags [kTC].
 size_t chunk_smem(int tsz, int64_t N) {
-  return size_t(2) * kNT * Y::BCRow * 4 + size_t(3) * Y::CB * (Y::TC * tsz + 16) + size_t(2) * Y::CB * (N + 1) * 4 +
-         Y::TC * 4;
+  return size_t(2) * kNT * kBCRow * 4 + size_t(3) * kCB * (kTC * tsz + 16) + size_t(2) * kCB * (N + 1) * 4 +
+         kTC * 4;
 }
 
-// Steps t0 .. t0 + TC of the block's channels d0 .. d0 + nvalid of x (Bt, L, D) into the shared tile
-// [CB][x_row], transposed (a thread's steps of a channel are then one 16-byte load); 0 past L and past the
-// group's channels. Thread i moves channel i % CB of rows i / CB + TS k (k < 8; TS = kThr / CB rows a pass): a
-// walk of one pointer, the 8 loads issued before any store.
-template <typename T, class Y = Narrow>
+// Steps t0 .. t0 + kTC of the block's channels d0 .. d0 + nvalid of x (Bt, L, D) into the shared tile
+// [kCB][x_row], transposed (a thread's steps of a channel are then one 16-byte load); 0 past L and past the
+// group's channels. Thread i moves channel i % 16 of rows i / 16 + 16 k (k < 8): a walk of one pointer, the 8
+// loads issued before any store.
+constexpr int kRowsPerPass = kThr / kCB;
+template <typename T>
 __device__ __forceinline__ void stage_x(T* tile, const T* x, const ChunkParams& p, int64_t b, int64_t t0, int64_t d0,
                                         int nvalid) {
-  constexpr int rows = kThr / Y::CB;
-  const int cc = int(threadIdx.x) % Y::CB, r0 = int(threadIdx.x) / Y::CB;
-  const int64_t rows_left = p.L - t0 - r0, step = int64_t(rows) * p.D;
+  const int cc = int(threadIdx.x) % kCB, r0 = int(threadIdx.x) / kCB;
+  const int64_t rows_left = p.L - t0 - r0, step = int64_t(kRowsPerPass) * p.D;
   const T* src = x + (b * p.L + t0 + r0) * p.D + d0 + cc;
-  T v[Y::TC / rows];
+  T v[kTC / kRowsPerPass];
 #pragma unroll
-  for (int k = 0; k < Y::TC / rows; ++k) v[k] = (cc < nvalid && rows * k < rows_left) ? src[k * step] : T(0.f);
-  T* dst = tile + cc * x_row<T, Y>() + r0;
+  for (int k = 0; k < kTC / kRowsPerPass; ++k)
+    v[k] = (cc < nvalid && kRowsPerPass * k < rows_left) ? src[k * step] : T(0.f);
+  T* dst = tile + cc * x_row<T>() + r0;
 #pragma unroll
-  for (int k = 0; k < Y::TC / rows; ++k) dst[k * rows] = v[k];
+  for (int k = 0; k < kTC / kRowsPerPass; ++k) dst[k * kRowsPerPass] = v[k];
 }
 // The reverse: the tile's rows below L back to x as whole rows.
-template <typename T, class Y = Narrow>
+template <typename T>
 __device__ __forceinline__ void unstage_x(const T* tile, T* x, const ChunkParams& p, int64_t b, int64_t t0, int64_t d0,
                                           int nvalid) {
-  constexpr int rows = kThr / Y::CB;
-  const int cc = int(threadIdx.x) % Y::CB, r0 = int(threadIdx.x) / Y::CB;
+  const int cc = int(threadIdx.x) % kCB, r0 = int(threadIdx.x) / kCB;
   if (cc >= nvalid) return;
-  const int64_t rows_left = p.L - t0 - r0, step = int64_t(rows) * p.D;
+  const int64_t rows_left = p.L - t0 - r0, step = int64_t(kRowsPerPass) * p.D;
   T* dst = x + (b * p.L + t0 + r0) * p.D + d0 + cc;
-  const T* src = tile + cc * x_row<T, Y>() + r0;
+  const T* src = tile + cc * x_row<T>() + r0;
 #pragma unroll
-  for (int k = 0; k < Y::TC / rows; ++k)
-    if (rows * k < rows_left) dst[k * step] = src[k * rows];
+  for (int k = 0; k < kTC / kRowsPerPass; ++k)
+    if (kRowsPerPass * k < rows_left) dst[k * step] = src[k * kRowsPerPass];
 }
 // flags[r] = 1 where a packed document starts at step t0 + r.
-template <class Y = Narrow>
 __device__ __forceinline__ void stage_resets(int* flags, const ChunkParams& p, int64_t b, int64_t t0) {
-  static_assert(Y::TC <= kThr, "one thread per step of a chunk");
-  if (threadIdx.x < Y::TC) {
+  if (threadIdx.x < kTC) {
     const int64_t t = t0 + threadIdx.x;
     flags[threadIdx.x] = (p.seq && t > 0 && t < p.L && p.seq[b * p.L + t] != p.seq[b * p.L + t - 1]) ? 1 : 0;
   }
 }
-// B (and C when nw = 2) of group g, steps t0 .. t0 + TC, states n0 .. n0 + nt, as f32 into the tile
-// [2][kNT][BCRow] (a slice's kK steps padded to kSliceStride); 0 past L. A row's nt states are contiguous in
+// B (and C when nw = 2) of group g, steps t0 .. t0 + kTC, states n0 .. n0 + nt, as f32 into the tile
+// [2][kNT][kBCRow] (a slice's kK steps padded to kSliceStride); 0 past L. A row's nt states are contiguous in
 // B / C: when p.bcvec says rows and pointers allow (nt a multiple of V = 16 / sizeof(E), aligned), each is read
 // as 16-byte vectors of V states, else element by element.
-template <typename E, class Y>
+template <typename E>
 __device__ __forceinline__ void stage_bc_vec(float* bcs, const ChunkParams& p, int64_t b, int g, int64_t t0, int n0,
                                              int nt, int nw) {
   constexpr int V = 16 / int(sizeof(E));
   const int vpr = nt / V;  // vectors per row
-  for (int row = threadIdx.x; row < nw * Y::TC; row += kThr) {  // one (B or C, step) row per thread
-    const int w = row / Y::TC, r = row % Y::TC;
+  for (int row = threadIdx.x; row < nw * kTC; row += kThr) {  // one (B or C, step) row per thread
+    const int w = row / kTC, r = row % kTC;
     const int64_t t = t0 + r;
     const E* src = static_cast<const E*>(w ? p.C : p.B) + ((b * p.L + t) * p.G + g) * p.N + n0;
-    float* dst = bcs + w * kNT * Y::BCRow + (r / kK) * kSliceStride + r % kK;
+    float* dst = bcs + w * kNT * kBCRow + (r / kK) * kSliceStride + r % kK;
     for (int j = 0; j < vpr; ++j) {
       uint4 raw = make_uint4(0u, 0u, 0u, 0u);  // zero bits: 0 in every dtype
       if (t < p.L) raw = reinterpret_cast<const uint4*>(src)[j];
 #pragma unroll
-      for (int k = 0; k < V; ++k) dst[(j * V + k) * Y::BCRow] = ld(reinterpret_cast<const E*>(&raw), k);
+      for (int k = 0; k < V; ++k) dst[(j * V + k) * kBCRow] = ld(reinterpret_cast<const E*>(&raw), k);
     }
   }
 }
-template <class Y = Narrow>
 __device__ __forceinline__ void stage_bc(float* bcs, const ChunkParams& p, int64_t b, int g, int64_t t0, int n0, int nt,
                                          int nw) {
   if (p.bcvec) {  // then nt, N - n0 with n0 a multiple of 16, is a multiple of V too
-    if (p.bc == 0) return stage_bc_vec<float, Y>(bcs, p, b, g, t0, n0, nt, nw);
-    if (p.bc == 1) return stage_bc_vec<__nv_bfloat16, Y>(bcs, p, b, g, t0, n0, nt, nw);
-    return stage_bc_vec<__half, Y>(bcs, p, b, g, t0, n0, nt, nw);
+    if (p.bc == 0) return stage_bc_vec<float>(bcs, p, b, g, t0, n0, nt, nw);
+    if (p.bc == 1) return stage_bc_vec<__nv_bfloat16>(bcs, p, b, g, t0, n0, nt, nw);
+    return stage_bc_vec<__half>(bcs, p, b, g, t0, n0, nt, nw);
   }
-  for (int e = threadIdx.x; e < nw * Y::TC * nt; e += kThr) {
-    const int w = e / (Y::TC * nt), rem = e - w * Y::TC * nt, r = rem / nt, nn = rem - r * nt;
+  for (int e = threadIdx.x; e < nw * kTC * nt; e += kThr) {
+    const int w = e / (kTC * nt), rem = e - w * kTC * nt, r = rem / nt, nn = rem - r * nt;
     const int64_t t = t0 + r;
     float v = 0.f;
     if (t < p.L) v = ld_any(w ? p.C : p.B, ((b * p.L + t) * p.G + g) * p.N + n0 + nn, p.bc);
-    bcs[(w * kNT + nn) * Y::BCRow + (r / kK) * kSliceStride + r % kK] = v;
+    bcs[(w * kNT + nn) * kBCRow + (r / kK) * kSliceStride + r % kK] = v;
   }
 }
 
-// Where this thread sits: batch row b, channel c of the block's CB (global d0 + c) in group g, time slice s
-// (Narrow: warp w holds channels 2w and 2w + 1, lane = 16 (channel & 1) + slice; Wide: warp w is channel w).
+// Where this thread sits: batch row b, channel c of the block's 16 (global d0 + c) in group g, time slice s.
 struct ChunkPos {
   int64_t b, d0, d;
   int g, c, s, lane, nvalid;
   bool valid;  // c is one of the group's channels (a last block may hold fewer than 16)
 };
-template <class Y = Narrow>
 __device__ __forceinline__ ChunkPos chunk_position(const ChunkParams& p) {
   ChunkPos q;
   q.lane = threadIdx.x & 31;
-  q.s = int(threadIdx.x) % Y::TS;
-  q.c = int(threadIdx.x) / Y::TS;
+  q.s = q.lane & (kTS - 1);
+  q.c = (threadIdx.x >> 5) * 2 + (q.lane >> 4);
   q.b = blockIdx.z;
   q.g = int(blockIdx.y) / p.nj;
   const int j = int(blockIdx.y) % p.nj;
-  q.d0 = int64_t(q.g) * p.Dg + int64_t(j) * Y::CB;
-  q.nvalid = int(min(int64_t(Y::CB), p.Dg - int64_t(j) * Y::CB));
+  q.d0 = int64_t(q.g) * p.Dg + int64_t(j) * kCB;
+  q.nvalid = int(min(int64_t(kCB), p.Dg - int64_t(j) * kCB));
   q.valid = q.c < q.nvalid;
   q.d = q.d0 + (q.valid ? q.c : 0);
   return q;
@@ -246,17 +225,17 @@ __device__ __forceinline__ void decays(const float (&dt)[kK], float A2, unsigned
   }
 }
 
-// Scans of affine maps h -> A h + B over the channel's TS lanes, level by level ((A1, B1) then (A2, B2) composes
+// Scans of affine maps h -> A h + B over the channel's 16 lanes, level by level ((A1, B1) then (A2, B2) composes
 // to (A2 A1, A2 B1 + B2)): UP, lane s ends with lanes 0..s composed (time runs up the lanes); else lanes s..15
 // (the adjoint, which runs down). A lane with no partner at a level keeps its map: the shuffle's own predicate
 // (the source lane lies in the segment) guards the combine.
-template <bool UP, int TS = kTS>
+template <bool UP>
 __device__ __forceinline__ float lane_step(float v, int o) {
-  return UP ? __shfl_up_sync(0xffffffffu, v, o, TS) : __shfl_down_sync(0xffffffffu, v, o, TS);
+  return UP ? __shfl_up_sync(0xffffffffu, v, o, kTS) : __shfl_down_sync(0xffffffffu, v, o, kTS);
 }
-template <bool UP, int TS = kTS>
+template <bool UP>
 __device__ __forceinline__ float lane_step_in(float v, int o, bool& in) {
-  return shfl_in<UP>(v, o, TS, in);
+  return shfl_in<UP>(v, o, kTS, in);
 }
 __device__ __forceinline__ void compose(bool has, float Ap, float Bp, float& A, float& B) {
   if (has) {
@@ -264,12 +243,12 @@ __device__ __forceinline__ void compose(bool has, float Ap, float Bp, float& A, 
     A *= Ap;
   }
 }
-template <bool UP, int TS = kTS>
+template <bool UP>
 __device__ __forceinline__ void scan_maps(float& A, float& B) {
 #pragma unroll
-  for (int o = 1; o < TS; o <<= 1) {
+  for (int o = 1; o < kTS; o <<= 1) {
     bool has;
-    const float Ap = lane_step<UP, TS>(A, o), Bp = lane_step_in<UP, TS>(B, o, has);
+    const float Ap = lane_step<UP>(A, o), Bp = lane_step_in<UP>(B, o, has);
     compose(has, Ap, Bp, A, B);
   }
 }
@@ -287,10 +266,10 @@ __device__ __forceinline__ void scan_maps_both(float& A, float& B, float& P, flo
 }
 // The value entering this lane's slice: the neighbour's end value (the lane below when UP, above otherwise),
 // or the chunk's carry on the first lane in that direction.
-template <bool UP, int TS = kTS>
+template <bool UP>
 __device__ __forceinline__ float enter(float end, float carry, int s) {
-  const float v = lane_step<UP, TS>(end, 1);
-  return s == (UP ? 0 : TS - 1) ? carry : v;
+  const float v = lane_step<UP>(end, 1);
+  return s == (UP ? 0 : kTS - 1) ? carry : v;
 }
 
 // The thread's K steps h <- a_i h + b(i) as one affine map h -> A h + B (A = prod a_i), composed as a tree of
@@ -323,27 +302,26 @@ __device__ __forceinline__ SliceMap slice_map(const float (&a)[kK], FB b) {
 // LOCAL: the segment's pass from a zero state -> E, S. Otherwise the full pass (see the top of the file).
 // Built for 3 blocks per SM (80 registers a thread, no spills): measured 1.13x faster than 2 blocks (128
 // registers) at (8, 2048, 2048, 16) and more at longer rows (bench/RESULTS.md, 2026-12-06).
-template <typename T, bool LOCAL, class Y>
+template <typename T, bool LOCAL>
 __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
-  constexpr int TS = Y::TS, CB = Y::CB, TC = Y::TC;
   float4* const smem4 = dynamic_smem<float4>();
-  constexpr int XR = x_row<T, Y>();
+  constexpr int XR = x_row<T>();
   char* base = reinterpret_cast<char*>(smem4);
-  float* bcs = reinterpret_cast<float*>(base);                           // [2][kNT][BCRow]
-  T* xs = reinterpret_cast<T*>(base + size_t(2) * kNT * Y::BCRow * 4);  // [3][CB][XR]
+  float* bcs = reinterpret_cast<float*>(base);                        // [2][kNT][kBCRow]
+  T* xs = reinterpret_cast<T*>(base + size_t(2) * kNT * kBCRow * 4);  // [3][kCB][XR]
   const int N = int(p.N), Nr = N + 1;
-  float* carry = reinterpret_cast<float*>(xs + 3 * CB * XR);  // [CB][Nr]
-  float* A2s = carry + CB * Nr;                                // [CB][Nr]
-  int* flags = reinterpret_cast<int*>(A2s + CB * Nr);          // [TC]
+  float* carry = reinterpret_cast<float*>(xs + 3 * kCB * XR);  // [kCB][Nr]
+  float* A2s = carry + kCB * Nr;                                // [kCB][Nr]
+  int* flags = reinterpret_cast<int*>(A2s + kCB * Nr);          // [kTC]
 
-  const ChunkPos q = chunk_position<Y>(p);
+  const ChunkPos q = chunk_position(p);
   const int tid = threadIdx.x, lane = q.lane, s = q.s, c = q.c, g = q.g, nvalid = q.nvalid;
   const int64_t b = q.b, d0 = q.d0, d = q.d, seg = blockIdx.x;
   const bool valid = q.valid;
-  const int64_t nchunks = (p.L + TC - 1) / TC;
+  const int64_t nchunks = (p.L + kTC - 1) / kTC;
   const int64_t ch0 = seg * p.cps, ch1 = min(nchunks, ch0 + p.cps);
 
-  for (int e = tid; e < CB * N; e += kThr) {
+  for (int e = tid; e < kCB * N; e += kThr) {
     const int cc = e / N, n = e - cc * N;
     float h = 0.f, a = 0.f;
     if (cc < nvalid) {
@@ -361,20 +339,20 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const bool wanty = !LOCAL && p.y != nullptr, hasz = wanty && p.z != nullptr;
   const T* src[3] = {static_cast<const T*>(p.delta), static_cast<const T*>(p.u), static_cast<const T*>(p.z)};
-  T* xc[3] = {xs + c * XR + s * kK, xs + (CB + c) * XR + s * kK, xs + (2 * CB + c) * XR + s * kK};
+  T* xc[3] = {xs + c * XR + s * kK, xs + (kCB + c) * XR + s * kK, xs + (2 * kCB + c) * XR + s * kK};
   float sumdt = 0.f;
   bool reset = false;
 
   for (int64_t ch = ch0; ch < ch1; ++ch) {
-    const int64_t t0 = ch * TC;
+    const int64_t t0 = ch * kTC;
     __syncthreads();  // the previous chunk is done with the tiles; its carries are visible
-    for (int a = 0; a < (hasz ? 3 : 2); ++a) stage_x<T, Y>(xs + a * CB * XR, src[a], p, b, t0, d0, nvalid);
-    stage_bc<Y>(bcs, p, b, g, t0, 0, min(kNT, N), wanty ? 2 : 1);  // the first state tile (C only for y)
-    stage_resets<Y>(flags, p, b, t0);
+    for (int a = 0; a < (hasz ? 3 : 2); ++a) stage_x(xs + a * kCB * XR, src[a], p, b, t0, d0, nvalid);
+    stage_bc(bcs, p, b, g, t0, 0, min(kNT, N), wanty ? 2 : 1);  // the first state tile (C only for y)
+    stage_resets(flags, p, b, t0);
     __syncthreads();
     if (!LOCAL && p.starts && ch % p.every == 0) {  // this channel's carry-in, before its lanes move on
       if (valid)
-        for (int n = s; n < N; n += TS)
+        for (int n = s; n < N; n += kTS)
           p.starts[((b * p.nsave + ch / p.every) * p.D + d) * p.Np + n] = carry[c * Nr + n];
       __syncwarp();
     }
@@ -403,7 +381,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
       const int nt = min(kNT, N - n0);
       if (n0 > 0) {  // the next state tile, once everyone is done with this one
         __syncthreads();
-        stage_bc<Y>(bcs, p, b, g, t0, n0, nt, wanty ? 2 : 1);
+        stage_bc(bcs, p, b, g, t0, n0, nt, wanty ? 2 : 1);
         __syncthreads();
       }
       for (int nn = 0; nn < nt; ++nn) {
@@ -413,7 +391,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         // build spill in the chunk's epilogue.)
         float a[kK], bb[kK];
         const float hin = carry[c * Nr + n];
-        load8(bcs + nn * Y::BCRow + s * kSliceStride, bb);
+        load8(bcs + nn * kBCRow + s * kSliceStride, bb);
 #pragma unroll
         for (int i = 0; i < kK; ++i) bb[i] *= du[i];
         decays(dt, A2, rmask, a);
@@ -421,14 +399,14 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         // is the chunk's), and the state entering it.
         const SliceMap m = slice_map(a, [&](int i) { return bb[i]; });
         float Aa = m.A, Bb = m.B;
-        scan_maps<true, TS>(Aa, Bb);
+        scan_maps<true>(Aa, Bb);
         const float h_end = fmaf(Aa, hin, Bb);
-        float h = enter<true, TS>(h_end, hin, s);
+        float h = enter<true>(h_end, hin, s);
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
           p.ck[((b * p.nck + (t0 + s * kK) / kK) * p.D + d) * p.Np + n] = h;
         if (wanty) {  // the two halves of the slice at once, the second from the first's map applied to h
           float Cv[kK];
-          load8(bcs + (kNT + nn) * Y::BCRow + s * kSliceStride, Cv);
+          load8(bcs + (kNT + nn) * kBCRow + s * kSliceStride, Cv);
           float h2 = fmaf(m.A_lo, h, m.B_lo);
 #pragma unroll
           for (int i = 0; i < kK / 2; ++i) {
@@ -439,7 +417,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
           }
         }
         __syncwarp();  // every lane of the channel has read h_in
-        if (s == TS - 1) carry[c * Nr + n] = h_end;
+        if (s == kTS - 1) carry[c * Nr + n] = h_end;
       }
     }
     if (wanty) {
@@ -454,22 +432,21 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
       }
       store8(xc[1], yv);  // in place: only this thread reads these u entries
       __syncthreads();
-      unstage_x<T, Y>(xs + CB * XR, static_cast<T*>(p.y), p, b, t0, d0, nvalid);
+      unstage_x(xs + kCB * XR, static_cast<T*>(p.y), p, b, t0, d0, nvalid);
     }
   }
   __syncthreads();
   if (LOCAL) {
 #pragma unroll
-    for (int o = 1; o < TS; o <<= 1) sumdt += __shfl_xor_sync(0xffffffffu, sumdt, o);
-    const unsigned mine = TS == 32 ? 0xffffffffu : 0xffffu << (16 * (lane >> 4));  // this channel's lanes
-    const unsigned any = __ballot_sync(0xffffffffu, reset) & mine;
+    for (int o = 1; o < kTS; o <<= 1) sumdt += __shfl_xor_sync(0xffffffffu, sumdt, o);
+    const unsigned any = __ballot_sync(0xffffffffu, reset) & (0xffffu << (16 * (lane >> 4)));
     if (valid && s == 0) p.S[(b * p.nseg + seg) * p.D + d] = any ? __int_as_float(0x7fc00000) : sumdt;
-    for (int e = tid; e < CB * N; e += kThr) {
+    for (int e = tid; e < kCB * N; e += kThr) {
       const int cc = e / N, n = e - cc * N;
       if (cc < nvalid) p.E[((b * p.nseg + seg) * p.D + d0 + cc) * p.Np + n] = carry[cc * Nr + n];
     }
   } else if (p.h_last && seg == p.nseg - 1) {
-    for (int e = tid; e < CB * N; e += kThr) {
+    for (int e = tid; e < kCB * N; e += kThr) {
       const int cc = e / N, n = e - cc * N;
       if (cc < nvalid) p.h_last[(b * p.D + d0 + cc) * N + n] = carry[cc * Nr + n];
     }
@@ -745,17 +722,10 @@ __global__ void chunk_carry_kernel(ChunkParams p) {
                 p.A[d * p.N + n] * kLog2e, p.h0 ? p.h0[idx] : 0.f, false);
 }
 
-// p's layout-dependent fields for layout Y: channel blocks per group, one segment of all the row's chunks.
-template <class Y>
-void set_layout(ChunkParams& p) {
-  p.nj = int((p.Dg + Y::CB - 1) / Y::CB);
-  p.nseg = 1;
-  p.cps = (p.L + Y::TC - 1) / Y::TC;
-}
-
 ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {
   ChunkParams p{};
   set_scan_inputs(p, in);
+  p.nj = int((p.Dg + kCB - 1) / kCB);
   p.bc = dtype_code(in.B.dtype());
   const int64_t per16 = 16 / int64_t(dtype_size(in.B.dtype()));
   p.bcvec = p.N % per16 == 0 && reinterpret_cast<uintptr_t>(p.B) % 16 == 0 && reinterpret_cast<uintptr_t>(p.C) % 16 == 0;
@@ -763,47 +733,43 @@ ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {
   int Np = 16;
   while (Np < p.N) Np *= 2;
   p.Np = Np;
-  set_layout<Narrow>(p);
+  p.nseg = 1;
+  p.cps = (p.L + kTC - 1) / kTC;
   return p;
 }
 
-template <typename T, bool LOCAL, class Y>
+template <typename T, bool LOCAL>
 void launch_chunk(const ChunkParams& p) {
-  const auto kernel = chunk_kernel<T, LOCAL, Y>;
-  const size_t smem = chunk_smem<Y>(int(sizeof(T)), p.N);
+  const auto kernel = chunk_kernel<T, LOCAL>;
+  const size_t smem = chunk_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   kernel<<<dim3(unsigned(p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)), kThr, smem, stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
 }
 
-// Blocks of layout Y's full pass resident on one SM (with N states' share of shared memory).
-template <typename T, class Y>
-int chunk_resident(int64_t N) {
-  const auto kernel = chunk_kernel<T, false, Y>;
-  const size_t smem = chunk_smem<Y>(int(sizeof(T)), N);
-  if (smem > 48 * 1024)
-    SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+template <typename T>
+int chunk_resident() {
+  const auto kernel = chunk_kernel<T, false>;
+  const size_t smem = chunk_smem(int(sizeof(T)), 0);  // N's share is small; the rule needs no more precision
   int resident = 0;
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
   return std::max(1, resident);
 }
 
-// Whether layout Y's blocks of whole rows give at least half a wave (the occupancy calculator's resident blocks on
-// every SM), i.e. whether it runs the rows in one pass.
-template <typename T, class Y>
-bool fills_half_wave(const ChunkParams& p) {
-  const int64_t blocks = p.Bt * p.G * ((p.Dg + Y::CB - 1) / Y::CB);
-  return 2 * blocks >= int64_t(chunk_resident<T, Y>(p.N)) * ::ssm::cuda::sm_count();
-}
-
-// Segments per row. One when the blocks of whole rows give at least half a wave; else enough to fill one wave, at
-// the price of the second (local) pass. Segments are whole multiples of `align` chunks. Env SSM_SCAN_CHUNK_SEGS
-// overrides the count.
-template <typename T, class Y>
+// Segments per row. One when the blocks of whole rows give at least half a wave (the occupancy calculator's
+// resident blocks on every SM); else enough to fill one wave, at the price of the second (local) pass.
+// Segments are whole multiples of `align` chunks. Env SSM_SCAN_CHUNK_SEGS overrides the count.
+template <typename T>
 void set_chunk_segments(ChunkParams& p, int64_t align) {
-  const int64_t blocks = p.Bt * p.G * p.nj, slots = int64_t(chunk_resident<T, Y>(p.N)) * ::ssm::cuda::sm_count();
-  const int64_t nchunks = (p.L + Y::TC - 1) / Y::TC, units = (nchunks + align - 1) / align;
+  const auto kernel = chunk_kernel<T, false>;
+  const size_t smem = chunk_smem(int(sizeof(T)), p.N);
+  if (smem > 48 * 1024)
+    SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int resident = 0;
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
+  const int64_t blocks = p.Bt * p.G * p.nj, slots = int64_t(std::max(1, resident)) * ::ssm::cuda::sm_count();
+  const int64_t nchunks = (p.L + kTC - 1) / kTC, units = (nchunks + align - 1) / align;
   int64_t nseg = 2 * blocks >= slots ? 1 : slots / blocks;
   nseg = std::max<int64_t>(1, std::min(env_int("SSM_SCAN_CHUNK_SEGS", nseg), units));
   p.cps = (units + nseg - 1) / nseg * align;
@@ -811,61 +777,38 @@ void set_chunk_segments(ChunkParams& p, int64_t align) {
 }
 
 // Segment start states for p's segments (local pass + carry) when there are several; E, S allocated here.
-template <typename T, class Y>
+template <typename T>
 void chunk_segment_starts(ChunkParams& p, Tensor& E, Tensor& S, const Device& dev) {
   if (p.nseg <= 1) return;
   E = Tensor::empty({p.Bt, p.nseg, p.D, p.Np}, DType::f32, dev);
   S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, dev);
   p.E = E.data<float>();
   p.S = S.data<float>();
-  launch_chunk<T, true, Y>(p);
+  launch_chunk<T, true>(p);
   chunk_carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
   p.Ein = p.E;
-}
-
-// The forward in layout Y.
-template <typename T, class Y>
-void forward_in(ChunkParams& p, Tensor& y, Tensor& h_last, SegmentStarts* starts, const Device& dev) {
-  set_layout<Y>(p);
-  // The forward keeps the state entering every `every`-th chunk for the backward: Bt L D N 4 / (TC every)
-  // bytes, i.e. at most 1/128 of an f32 state per step at N <= 16 and no more at larger N.
-  p.every = std::max(1, p.Np / 16);
-  p.nsave = ((p.L + Y::TC - 1) / Y::TC + p.every - 1) / p.every;
-  set_chunk_segments<T, Y>(p, p.every);
-  Tensor E, S;
-  chunk_segment_starts<T, Y>(p, E, S, dev);
-  p.y = y.data_ptr();
-  p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
-  if (starts) {
-    Tensor st = Tensor::empty({p.Bt, p.nsave, p.D, p.Np}, DType::f32, dev);
-    p.starts = st.data<float>();
-    *starts = {st, Y::TC * p.every};
-  }
-  launch_chunk<T, false, Y>(p);
-}
-
-// The forward's layout: Wide where Narrow's whole rows fill less than half a wave (so Narrow would cut them into
-// segments and run the local pass too); env SSM_SCAN_CHUNK_TS (16 or 32 slices a channel) overrides.
-template <typename T>
-bool wide_forward(const ChunkParams& p) {
-  const char* v = std::getenv("SSM_SCAN_CHUNK_TS");
-  if (v && *v) {
-    SSM_CHECK_INPUT(std::strcmp(v, "16") == 0 || std::strcmp(v, "32") == 0, "selective_scan (CUDA): SSM_SCAN_CHUNK_TS=",
-                    v, " is not a layout (16 or 32 time slices a channel)");
-    return v[0] == '3';
-  }
-  return !fills_half_wave<T, Narrow>(p);
 }
 
 template <typename H>
 void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts) {
   using T = typename DevT<H>::type;
   ChunkParams p = make_chunk_params(in, opt);
-  if (wide_forward<T>(p))
-    forward_in<T, Wide>(p, y, h_last, starts, in.u.device());
-  else
-    forward_in<T, Narrow>(p, y, h_last, starts, in.u.device());
+  // The forward keeps the state entering every `every`-th chunk for the backward: Bt L D N 4 / (128 every)
+  // bytes, i.e. 1/128 of an f32 state per step at N <= 16 and no more at larger N.
+  p.every = std::max(1, p.Np / 16);
+  p.nsave = ((p.L + kTC - 1) / kTC + p.every - 1) / p.every;
+  set_chunk_segments<T>(p, p.every);
+  Tensor E, S;
+  chunk_segment_starts<T>(p, E, S, in.u.device());
+  p.y = y.data_ptr();
+  p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
+  if (starts) {
+    Tensor st = Tensor::empty({p.Bt, p.nsave, p.D, p.Np}, DType::f32, in.u.device());
+    p.starts = st.data<float>();
+    *starts = {st, kTC * p.every};
+  }
+  launch_chunk<T, false>(p);
 }
 
 // Whether the forward's starts belong to these inputs, at segments of whole chunks.
@@ -885,10 +828,10 @@ void full_pass_from(ChunkParams& p, const SegmentStarts* starts, const Device& d
     p.cps = starts->seg_len / kTC;
     p.Ein = starts->states.data<float>();
   } else {
-    set_chunk_segments<T, Narrow>(p, 1);
-    chunk_segment_starts<T, Narrow>(p, E, S, dev);
+    set_chunk_segments<T>(p, 1);
+    chunk_segment_starts<T>(p, E, S, dev);
   }
-  launch_chunk<T, false, Narrow>(p);
+  launch_chunk<T, false>(p);
 }
 
 template <typename H>
@@ -987,9 +930,9 @@ double chunked_waves(const ScanInputs& in) {
   const int64_t blocks = in.u.size(0) * G * ((Dg + kCB - 1) / kCB);
   int resident = 1;
   switch (in.u.dtype()) {
-    case DType::f32: resident = chunk_resident<float, Narrow>(0); break;  // N's share is small; the rule needs no more
-    case DType::bf16: resident = chunk_resident<__nv_bfloat16, Narrow>(0); break;
-    default: resident = chunk_resident<__half, Narrow>(0); break;
+    case DType::f32: resident = chunk_resident<float>(); break;
+    case DType::bf16: resident = chunk_resident<__nv_bfloat16>(); break;
+    default: resident = chunk_resident<__half>(); break;
   }
   return double(blocks) / double(int64_t(resident) * ::ssm::cuda::sm_count());
 }
