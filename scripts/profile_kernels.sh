@@ -12,9 +12,10 @@
 #                                             # smsp__average_warps_issue_stalled_* metrics: the sections alone print
 #                                             # only their total)
 #   PROFILE_ONLY=3 scripts/profile_kernels.sh scan   # another of the benchmark's shapes (--only; default 0)
-#   STALL_KERNELS="fwd_kernel" PROFILE_ONLY=3 scripts/profile_kernels.sh stalls
-#                                             # other kernels' stall reasons (default: chunk_kernel chunk_bwd_kernel;
-#                                             # fwd_kernel at shape 3 is the legacy forward's local and full pass)
+#   STALL_KERNELS="fwd_kernel" STALL_LAUNCHES=2 PROFILE_ONLY=3 scripts/profile_kernels.sh stalls
+#                                             # other kernels' stall reasons (default: chunk_kernel chunk_bwd_kernel,
+#                                             # one launch each; fwd_kernel's two at shape 3 are the legacy forward's
+#                                             # local and full pass)
 #
 # Prints "ms per call/step, calls, kernel" rows; the raw CSV goes to $OUT/ncu-<what>.csv when OUT is set
 # (stalls: ncu's text report, also into $OUT/ncu-stalls.txt).
@@ -27,8 +28,8 @@ csv=${OUT:-/tmp}/ncu-$what.csv
 if [ "$what" = stalls ]; then
   out=${OUT:-/tmp}/ncu-stalls.txt
   : >"$out"
-  for k in ${STALL_KERNELS:-chunk_kernel chunk_bwd_kernel}; do  # the third and fourth launches: past the warm-up's first
-    ncu --kernel-name "regex:$k" --launch-skip 2 --launch-count 2 --section LaunchStats --section Occupancy \
+  for k in ${STALL_KERNELS:-chunk_kernel chunk_bwd_kernel}; do  # from the third launch: past the warm-up's first calls
+    ncu --kernel-name "regex:$k" --launch-skip 2 --launch-count "${STALL_LAUNCHES:-1}" --section LaunchStats --section Occupancy \
       --section SchedulerStats --section WarpStateStats --section ComputeWorkloadAnalysis \
       --section MemoryWorkloadAnalysis --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
       "$BUILD/bin/bench_selective_scan" --only "$only" 2>&1 | tee -a "$out"

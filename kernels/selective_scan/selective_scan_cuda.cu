@@ -193,10 +193,10 @@ __host__ __device__ inline size_t fwd_smem_bytes(int CB, int tsz, int tf, int N,
   return fwd_raw_bytes(CB, tsz, TF) + size_t(2) * 2 * tf * N * 4 + size_t(TF) * 2 * Np * 4 + 2 * TF * 4 + 64;
 }
 
-// Scan over one segment, in tf-step tiles (tf <= TF, the tile's capacity: 16 for the forward's passes at N <= 32, 8
-// for the backward's, which checkpoint every P = 8 steps at tile starts). Tile it + 1's raw inputs are copied asynchronously into the
-// other half of a double buffer while tile it is computed; at the top of each tile B / C are converted to
-// f32 once for the block.
+// Scan over one segment, in tf-step tiles (tf <= TF, the tile's capacity: 16 for the forward's passes at N <= 32,
+// 8 for the backward's, which checkpoint every P = 8 steps at tile starts). Tile it + 1's raw inputs are copied
+// asynchronously into the other half of a double buffer while tile it is computed; at the top of each tile B / C
+// are converted to f32 once for the block.
 // MODE 0: local forward from a zero state -> E (end state), S (sum dt, NaN if reset).
 // MODE 1: full forward from the true start -> y (when p.y), checkpoints (when p.ck), h_last.
 // MODE 2: local adjoint in reverse from a zero carry -> F = m_{t0} dh_{t0}, and S as in MODE 0.
@@ -747,6 +747,8 @@ size_t fwd_smem(const Params& p) { return fwd_smem_bytes(p.CB, p.tsz, p.tf, int(
 // fwd_kernel<T, MODE, p.kf, tile_capacity(p)>, launched over grid_of(p); its resident blocks per SM.
 template <typename T, int MODE>
 void (*fwd_kernel_for(const Params& p))(Params) {
+  SSM_CHECK(p.tf <= (MODE == 2 ? 8 : tile_capacity(p)), "selective_scan (CUDA): ", p.tf, "-step tiles exceed pass ",
+            MODE, "'s tile capacity");
   if (p.kf == 4) return fwd_kernel<T, MODE, 4, 8>;
   if (p.kf == 8) return fwd_kernel<T, MODE, 8, 8>;
   if constexpr (MODE != 2) {  // the adjoint pass is the backward's: 8-step tiles
@@ -868,7 +870,7 @@ void backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     p.S = SF.data<float>();
     Params pa = p;
     set_fwd_layout(pa, int(env_int("SSM_SCAN_ADJ_KF", 8)));
-    pa.tf = std::min(pa.tf, 8);  // the adjoint pass's tiles hold 8 steps (fwd_kernel_for)
+    pa.tf = std::min(pa.tf, p.P);  // the backward's passes run tiles of at most P = 8 steps (fwd_kernel_for)
     set_units(pa, int(sizeof(T)), {p.u, p.delta, p.z, p.gy});
     launch_fwd<T, 2>(pa);
     carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p, false, true);
