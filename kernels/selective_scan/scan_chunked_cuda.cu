@@ -37,6 +37,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/common/cuda_utils.cuh"
@@ -76,6 +77,8 @@ struct ChunkParams {
   const void* gy;      // (Bt, L, D) dLoss/dy
   const float* gh;     // (Bt, D, N) dLoss/dh_last, or nullptr
   const float* Hs;     // (Bt, nchunks, D, Np): the state entering every chunk
+  const float* Hmid;   // (Bt, nchunks, D, Np): the state at every chunk's middle (seq_bwd_kernel)
+  float* mids;         // the forward's output of the same, or nullptr
   void *gu, *gdelta, *gz;
   float *gB, *gC;      // (Bt, G, N, L) f32 accumulators (zeroed): time fastest, so a warp's atomics coalesce
   float *gAp, *gDp, *gdbp, *gh0;  // per batch row: (Bt, D, N), (Bt, D), (Bt, D); gh0 (Bt, D, N) or nullptr
@@ -402,6 +405,7 @@ __global__ void __launch_bounds__(kThr, 3) chunk_kernel(ChunkParams p) {
         scan_maps<true>(Aa, Bb);
         const float h_end = fmaf(Aa, hin, Bb);
         float h = enter<true>(h_end, hin, s);
+        if (!LOCAL && p.mids && valid && s == kTS / 2) p.mids[((b * p.nsave + ch) * p.D + d) * p.Np + n] = h;
         if (!LOCAL && p.ck && valid && t0 + s * kK < p.L)
           p.ck[((b * p.nck + (t0 + s * kK) / kK) * p.D + d) * p.Np + n] = h;
         if (wanty) {  // the two halves of the slice at once, the second from the first's map applied to h
@@ -704,6 +708,387 @@ __global__ void __launch_bounds__(kThr, 2) chunk_bwd_kernel(ChunkParams p) {
   }
 }
 
+// The sequential backward (seq_bwd_kernel; N <= 16, non-deterministic mode): no scans inside a chunk. A block of
+// 128 threads owns kQC = 32 channels of one group in one batch row; warp w holds channels 8w..8w+7 as 8 channels x 4
+// state quarters (lane = 4 channel + quarter), and a thread carries 4 states of its channel. The block walks the row
+// in chunks of kQT = 64 steps, last to first, with each thread's adjoint X in registers (X_{L-1} = grad h_last).
+// Per chunk (math in selective_scan.h; dh_t = C_t gy_t + X_t, X_{t-1} = a_t dh_t):
+//   - dt, u and gy silu(z) are staged in shared memory as [channel][step] rows, B_t and C_t as [step][B | C][16];
+//   - sweep 1 runs the 4 states forward from the forward's state at the chunk's start (it keeps one at every 64
+//     steps: ChunkParams::Hs and ::Hmid) and leaves the state entering every kQP = 8-step piece in shared memory;
+//   - for each piece, last to first: sweep 2 recomputes its 8 states h_{t-1} into registers; then in reverse
+//     dh = C gy + X,  X <- a dh,  w = X h_{t-1},  gA += dt w,  and per step the sums over n of A w, dh B and C h_t
+//     (for grad delta, grad u and grad z) and the terms dh dt u, gy h_t of gB_t, gC_t (sums over channels).
+// Every chain is a thread's own: 4 independent states a thread, no shuffle or barrier on the recurrence (the
+// chunked backward's two lane scans a state and step are gone), for 3 exps a state and step (sweep 1, sweep 2, and
+// the reverse recomputes a_t rather than hold 32 more registers).
+// Sums: over a channel's 4 state quarters (lanes xor 1, 2) by shuffles; over the warp's 8 channels (lanes xor 4, 8,
+// 16) by shuffles, where a thread in an odd channel holds its states in slot order j ^ 2 so that the first level
+// pairs slots without selects; over the block's 4 warps through shared memory, then global float atomics into the
+// (Bt, G, N, L) accumulators (bc_grad_kernel transposes them), as the chunked backward does.
+constexpr int kQC = 32;              // channels per block
+constexpr int kQThr = 128;           // threads per block
+constexpr int kQT = kTC / 2;         // steps per chunk
+constexpr int kQP = 8;               // steps per piece
+constexpr int kQPieces = kQT / kQP;  // pieces per chunk
+constexpr int kQRow = kQT + 4;       // floats per channel row of the f32 tiles (16-byte aligned rows)
+constexpr int kQNs = 10;             // floats per state row of the cross-warp buffer (8 steps, padded: float2 stores
+                                     // of the 16 states land on 32 different banks)
+constexpr int kQRed = 2 * 16 * kQNs;  // a warp's part of the cross-warp buffer: [B | C][16][kQNs]
+template <typename T>
+constexpr int q_urow() {
+  return kQT + 8;  // u's row (T): 16-byte aligned for every T
+}
+size_t seq_bwd_smem(int tsz) {
+  return size_t(2) * kQC * kQRow * 4 + size_t(kQC) * (kQT + 8) * tsz + size_t(kQT) * 32 * 4 +
+         size_t(kQPieces - 1) * kQC * 16 * 4 + size_t(2) * 4 * kQRed * 4 + 16;
+}
+
+// Four consecutive elements (8- or 16-byte aligned) of a tile row into f32.
+template <typename T>
+__device__ __forceinline__ void load4(const T* p, float* v) {
+  if constexpr (sizeof(T) == 4) {
+    const float4 r = *reinterpret_cast<const float4*>(p);
+    v[0] = r.x, v[1] = r.y, v[2] = r.z, v[3] = r.w;
+  } else {
+    const uint2 r = *reinterpret_cast<const uint2*>(p);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) v[k] = ld(reinterpret_cast<const T*>(&r), k);
+  }
+}
+
+// A step's B or C for this thread's 4 slots (slot j: state 4 q + (j ^ sw)) from the tile row [16] of the step.
+__device__ __forceinline__ void load_slots(const float* row, int q4, int sw, float (&v)[4]) {
+  const float2 lo = *reinterpret_cast<const float2*>(row + q4 + sw);
+  const float2 hi = *reinterpret_cast<const float2*>(row + q4 + (sw ^ 2));
+  v[0] = lo.x, v[1] = lo.y, v[2] = hi.x, v[3] = hi.y;
+}
+
+// B_t, C_t of group g for steps t0 .. t0 + kQT as f32 rows [step][B | C][16] (0 past L and N): one row a thread,
+// read as 16-byte vectors when p.bcvec allows (N = 16 then, for every dtype's vector of 4 or 8 states).
+template <typename E>
+__device__ __forceinline__ void stage_bc_row(float* dst, const E* src, bool in, int N, bool vec) {
+  constexpr int V = 16 / int(sizeof(E));
+  if (vec && N == 16) {
+#pragma unroll
+    for (int j = 0; j < 16 / V; ++j) {
+      uint4 raw = make_uint4(0u, 0u, 0u, 0u);
+      if (in) raw = reinterpret_cast<const uint4*>(src)[j];
+      float v[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[k] = ld(reinterpret_cast<const E*>(&raw), k);
+#pragma unroll
+      for (int k = 0; k < V; k += 4) *reinterpret_cast<float4*>(dst + j * V + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+    }
+  } else {
+    for (int n = 0; n < 16; ++n) dst[n] = in && n < N ? ld(src, n) : 0.f;
+  }
+}
+__device__ __forceinline__ void stage_bc_rows(float* bct, const ChunkParams& p, int64_t b, int g, int64_t t0) {
+  static_assert(kQThr == 2 * kQT, "one (step, B or C) row a thread");
+  const int r = int(threadIdx.x) >> 1, bc = int(threadIdx.x) & 1;
+  const bool in = t0 + r < p.L;
+  const int64_t o = ((b * p.L + t0 + r) * p.G + g) * p.N;
+  const void* src = bc ? p.C : p.B;
+  float* dst = bct + r * 32 + bc * 16;
+  const int N = int(p.N);
+  if (p.bc == 0) stage_bc_row(dst, static_cast<const float*>(src) + o, in, N, p.bcvec);
+  else if (p.bc == 1) stage_bc_row(dst, static_cast<const __nv_bfloat16*>(src) + o, in, N, p.bcvec);
+  else stage_bc_row(dst, static_cast<const __half*>(src) + o, in, N, p.bcvec);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
+  char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
+  constexpr int UR = q_urow<T>();
+  float* dts = reinterpret_cast<float*>(base);  // [kQC][kQRow] dt, then grad delta
+  float* gys = dts + kQC * kQRow;               // [kQC][kQRow] gy silu(z), then C h summed over n + D u
+  T* us = reinterpret_cast<T*>(gys + kQC * kQRow);           // [kQC][UR] u, then grad u
+  float* bct = reinterpret_cast<float*>(us + kQC * UR);      // [kQT][2][16] B_t, C_t
+  float* ckp = bct + kQT * 32;                               // [kQPieces - 1][kQC][16] the state entering a piece
+  float* red = ckp + (kQPieces - 1) * kQC * 16;              // [2][4 warps][kQRed]
+  unsigned* rmw = reinterpret_cast<unsigned*>(red + 2 * 4 * kQRed);  // [2] the chunk's resets, a bit a step
+
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, cw = lane >> 2, sq = lane & 3, q4 = 4 * sq;
+  const int c = 8 * w + cw, sw = (cw & 1) << 1, hb = (cw >> 1) & 1;
+  const int64_t b = blockIdx.y;
+  const int g = int(blockIdx.x) / p.nj, jq = int(blockIdx.x) % p.nj;
+  const int64_t d0 = int64_t(g) * p.Dg + int64_t(jq) * kQC;
+  const int nvalid = int(min(int64_t(kQC), p.Dg - int64_t(jq) * kQC));
+  const bool valid = c < nvalid;
+  const int64_t d = d0 + (valid ? c : 0);
+  const int N = int(p.N);
+  const int64_t L = p.L, D = p.D, nch = (L + kTC - 1) / kTC, nq = (L + kQT - 1) / kQT;
+
+  float A2[4], X[4], gA[4];
+  bool nin[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int n = q4 + (j ^ sw);
+    nin[j] = valid && n < N;
+    A2[j] = nin[j] ? p.A[d * N + n] * kLog2e : 0.f;
+    X[j] = nin[j] && p.gh ? p.gh[(b * D + d) * N + n] : 0.f;
+    gA[j] = 0.f;
+  }
+  const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
+  const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;  // the staged channel's
+  const bool hasz = p.z != nullptr;
+  const int n_own = q4 + sw + hb;  // the state whose channel sums this lane holds after the warp's reduction
+  float gDacc = 0.f, gdbacc = 0.f;
+  int buf = 0;
+
+  for (int64_t cq = nq - 1; cq >= 0; --cq) {
+    const int64_t t0 = cq * kQT;
+    __syncthreads();  // the previous chunk's outputs have left the tiles
+    {  // channel `lane` of rows w + 4 k: loads first, then dt, u, gy silu(z) into the tiles
+      const bool cin = lane < nvalid;
+      const int64_t base_i = (b * L + t0 + w) * D + d0 + lane, step = 4 * D;
+#pragma unroll 2
+      for (int h = 0; h < 2; ++h) {
+        float vd[8], vu[8], vz[8], vg[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const int r = w + 4 * (8 * h + k);
+          const bool in = cin && t0 + r < L;
+          const int64_t i = base_i + int64_t(8 * h + k) * step;
+          vd[k] = in ? ld(static_cast<const T*>(p.delta), i) : 0.f;
+          vu[k] = in ? ld(static_cast<const T*>(p.u), i) : 0.f;
+          vg[k] = in ? ld(static_cast<const T*>(p.gy), i) : 0.f;
+          vz[k] = in && hasz ? ld(static_cast<const T*>(p.z), i) : 0.f;
+        }
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const int r = w + 4 * (8 * h + k);
+          const bool in = cin && t0 + r < L;
+          const float x = vd[k] + lbias;
+          dts[lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
+          st(us + lane * UR + r, 0, vu[k]);
+          gys[lane * kQRow + r] = hasz ? vg[k] * vz[k] * sigmoid_f(vz[k]) : vg[k];
+        }
+      }
+    }
+    stage_bc_rows(bct, p, b, g, t0);
+    if (w < 2) {
+      const int64_t t = t0 + tid;
+      const bool rs = p.seq && t > 0 && t < L && p.seq[b * L + t] != p.seq[b * L + t - 1];
+      const unsigned m = __ballot_sync(0xffffffffu, rs);
+      if (lane == 0) rmw[w] = m;
+    }
+    __syncthreads();
+    const uint64_t rbits = uint64_t(rmw[0]) | (uint64_t(rmw[1]) << 32);
+    const float* hsrc = (cq & 1) ? p.Hmid : p.Hs;
+    float hin[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) hin[j] = nin[j] ? hsrc[((b * nch + cq / 2) * D + d) * p.Np + q4 + (j ^ sw)] : 0.f;
+    const float* drow = dts + c * kQRow;
+    const T* urow = us + c * UR;
+    const float* grow = gys + c * kQRow;
+    // One piece forward from h: a_t = exp2(dt A2) (0 where a document starts), h <- a h + dt u B; hp[i] gets
+    // h_{t-1} of step i when KEEP.
+    auto piece_dt = [&](int k, float (&dt)[kQP], float (&du)[kQP]) {
+      float u[kQP];
+      load4(drow + kQP * k, dt);
+      load4(drow + kQP * k + 4, dt + 4);
+      load4(urow + kQP * k, u);
+      load4(urow + kQP * k + 4, u + 4);
+#pragma unroll
+      for (int i = 0; i < kQP; ++i) du[i] = dt[i] * u[i];
+    };
+    {  // sweep 1: the state entering pieces 1 .. kQPieces - 1
+      float h[4] = {hin[0], hin[1], hin[2], hin[3]};
+#pragma unroll 1
+      for (int k = 0; k < kQPieces - 1; ++k) {
+        float dt[kQP], du[kQP];
+        piece_dt(k, dt, du);
+        const unsigned rk = unsigned(rbits >> (kQP * k)) & 0xffu;
+        auto sweep = [&](auto reset) {
+#pragma unroll
+          for (int i = 0; i < kQP; ++i) {
+            float Bv[4];
+            load_slots(bct + (kQP * k + i) * 32, q4, sw, Bv);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              float a = ex2(dt[i] * A2[j]);
+              if constexpr (decltype(reset)::value) a = (rk >> i) & 1u ? 0.f : a;
+              h[j] = fmaf(a, h[j], du[i] * Bv[j]);
+            }
+          }
+        };
+        if (rk) sweep(std::true_type{});
+        else sweep(std::false_type{});
+        *reinterpret_cast<float4*>(ckp + (k * kQC + c) * 16 + q4) = make_float4(h[0], h[1], h[2], h[3]);
+      }
+    }
+#pragma unroll 1
+    for (int k = kQPieces - 1; k >= 0; --k) {
+      float h[4];
+      if (k == 0) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) h[j] = hin[j];
+      } else {
+        const float4 v = *reinterpret_cast<const float4*>(ckp + ((k - 1) * kQC + c) * 16 + q4);
+        h[0] = v.x, h[1] = v.y, h[2] = v.z, h[3] = v.w;
+      }
+      float dt[kQP], du[kQP], hp[kQP][4];
+      piece_dt(k, dt, du);
+      const unsigned rk = unsigned(rbits >> (kQP * k)) & 0xffu;
+      auto piece = [&](auto reset) {
+#pragma unroll
+      for (int i = 0; i < kQP; ++i) {  // sweep 2
+        float Bv[4];
+        load_slots(bct + (kQP * k + i) * 32, q4, sw, Bv);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          float a = ex2(dt[i] * A2[j]);
+          if constexpr (decltype(reset)::value) a = (rk >> i) & 1u ? 0.f : a;
+          hp[i][j] = h[j];
+          h[j] = fmaf(a, h[j], du[i] * Bv[j]);
+        }
+      }
+      // The reverse, four steps at a time: sums over n (sA: A w, sB: dh B, yp: C h_t) per step, reduced over the
+      // channel's 4 lanes so that lane sq ends with step 4 f + sq's; the gB / gC terms per step pair, reduced over
+      // the warp's channels into red.
+      float* redw = red + (buf * 4 + w) * kQRed;
+#pragma unroll
+      for (int f = 1; f >= 0; --f) {
+        float sA[4], sB[4], yp[4];
+#pragma unroll
+        for (int pr = 1; pr >= 0; --pr) {
+          float v[2][2][4];  // [step of the pair][B | C][slot]
+#pragma unroll
+          for (int e = 1; e >= 0; --e) {
+            const int ii = 2 * pr + e, i = 4 * f + ii, r = kQP * k + i;
+            float Bv[4], Cv[4];
+            load_slots(bct + r * 32, q4, sw, Bv);
+            load_slots(bct + r * 32 + 16, q4, sw, Cv);
+            const float gy = grow[r];
+            float a0 = 0.f, a1 = 0.f, a2 = 0.f;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const float hnow = i == kQP - 1 ? h[j] : hp[i + 1][j];
+              float a = ex2(dt[i] * A2[j]);
+              if constexpr (decltype(reset)::value) a = (rk >> i) & 1u ? 0.f : a;
+              const float dh = fmaf(Cv[j], gy, X[j]);
+              X[j] = a * dh;
+              const float wv = X[j] * hp[i][j];
+              gA[j] = fmaf(wv, dt[i], gA[j]);
+              a0 = fmaf(A2[j], wv, a0);
+              a1 = fmaf(dh, Bv[j], a1);
+              a2 = fmaf(Cv[j], hnow, a2);
+              v[e][0][j] = dh * du[i];
+              v[e][1][j] = gy * hnow;
+            }
+            sA[ii] = a0, sB[ii] = a1, yp[ii] = a2;
+          }
+          // Over the warp's 8 channels: lanes xor 4 (slots j, j + 2: the partner holds the same states there),
+          // xor 8 (slot hb kept), xor 16 (both keep the sum).
+          float o[2][2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e)
+#pragma unroll
+            for (int bc = 0; bc < 2; ++bc) {
+              const float s0 = v[e][bc][0] + __shfl_xor_sync(0xffffffffu, v[e][bc][2], 4);
+              const float s1 = v[e][bc][1] + __shfl_xor_sync(0xffffffffu, v[e][bc][3], 4);
+              const float keep = hb ? s1 : s0, send = hb ? s0 : s1;
+              const float t2 = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+              o[e][bc] = t2 + __shfl_xor_sync(0xffffffffu, t2, 16);
+            }
+          if (cw < 4) {
+#pragma unroll
+            for (int bc = 0; bc < 2; ++bc)
+              *reinterpret_cast<float2*>(redw + (bc * 16 + n_own) * kQNs + 4 * f + 2 * pr) = make_float2(o[0][bc], o[1][bc]);
+          }
+        }
+        // Over the channel's 4 lanes: xor 2 keeps steps 2 (sq >> 1) .. + 1, xor 1 keeps step sq.
+        const bool hi2 = (sq >> 1) & 1, hi1 = sq & 1;
+        float r2[3][2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float kA = hi2 ? sA[2 + e] : sA[e], xA = hi2 ? sA[e] : sA[2 + e];
+          const float kB = hi2 ? sB[2 + e] : sB[e], xB = hi2 ? sB[e] : sB[2 + e];
+          const float kY = hi2 ? yp[2 + e] : yp[e], xY = hi2 ? yp[e] : yp[2 + e];
+          r2[0][e] = kA + __shfl_xor_sync(0xffffffffu, xA, 2);
+          r2[1][e] = kB + __shfl_xor_sync(0xffffffffu, xB, 2);
+          r2[2][e] = kY + __shfl_xor_sync(0xffffffffu, xY, 2);
+        }
+        float r1[3];
+#pragma unroll
+        for (int m = 0; m < 3; ++m) {
+          const float keep = hi1 ? r2[m][1] : r2[m][0], send = hi1 ? r2[m][0] : r2[m][1];
+          r1[m] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+        }
+        // This lane's step: grad u, grad delta (through the softplus), and C h + D u for grad z, in place.
+        const int r = kQP * k + 4 * f + sq;
+        if (valid) {
+          const float dtv = drow[r], uv = ld(urow, r), gyv = grow[r];
+          const float gu = fmaf(dtv, r1[1], Dv * gyv);
+          const float gdt = fmaf(r1[0], kLn2, uv * r1[1]);
+          const float gd = p.softplus ? gdt * one_minus_exp_neg(dtv) : gdt;
+          gDacc = fmaf(gyv, uv, gDacc);
+          gdbacc += t0 + r < L ? gd : 0.f;
+          dts[c * kQRow + r] = gd;
+          st(us + c * UR, r, gu);
+          gys[c * kQRow + r] = fmaf(Dv, uv, r1[2]);
+        }
+      }
+      };
+      if (rk) piece(std::true_type{});
+      else piece(std::false_type{});
+      // The block's sums of this piece's gB / gC terms: output o = (B | C, n, step), step fastest.
+      __syncthreads();
+#pragma unroll
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const int o = tid + kQThr * h2, bc = o >> 7, n = (o >> 3) & 15, i = o & 7;
+        const float* cell = red + buf * 4 * kQRed + (bc * 16 + n) * kQNs + i;
+        const float s = (cell[0] + cell[kQRed]) + (cell[2 * kQRed] + cell[3 * kQRed]);
+        const int64_t t = t0 + kQP * k + i;
+        if (n < N && t < L) atomicAdd((bc ? p.gC : p.gB) + ((b * p.G + g) * p.N + n) * L + t, s);
+      }
+      buf ^= 1;
+    }
+    __syncthreads();
+    {  // grad delta, grad u, grad z of the chunk: channel `lane` of rows w + 4 k
+      if (lane < nvalid) {
+        const int rows = int(min(int64_t(kQT), L - t0));
+        const int64_t o0 = (b * L + t0 + w) * D + d0 + lane, step = 4 * D;
+        T* gdp = static_cast<T*>(p.gdelta) + o0;
+        T* gup = static_cast<T*>(p.gu) + o0;
+        T* gzp = hasz ? static_cast<T*>(p.gz) + o0 : nullptr;
+        const T* zp = hasz ? static_cast<const T*>(p.z) + o0 : nullptr;
+        const T* gp = static_cast<const T*>(p.gy) + o0;
+#pragma unroll 4
+        for (int r = w; r < rows; r += 4) {
+          st(gdp, 0, dts[lane * kQRow + r]);
+          st(gup, 0, ld(us + lane * UR, r));
+          gdp += step, gup += step;
+          if (hasz) {
+            const float zv = ld(zp, 0), gv = ld(gp, 0);
+            const float sg = sigmoid_f(zv);
+            st(gzp, 0, gv * sg * (1.f + zv * (1.f - sg)) * gys[lane * kQRow + r]);
+            zp += step, gp += step, gzp += step;
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o <<= 1) {
+    gDacc += __shfl_xor_sync(0xffffffffu, gDacc, o);
+    gdbacc += __shfl_xor_sync(0xffffffffu, gdbacc, o);
+  }
+  if (valid && sq == 0) {
+    p.gDp[b * D + d] = gDacc;
+    p.gdbp[b * D + d] = gdbacc;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (!nin[j]) continue;
+    const int64_t o = (b * D + d) * N + q4 + (j ^ sw);
+    p.gAp[o] = gA[j];
+    if (p.gh0) p.gh0[o] = X[j];
+  }
+}
+
 // gB or gC (Bt, L, G, N) in B's dtype from the backward's (Bt, G, N, L) f32 accumulator, one thread per output
 // element (the reads are strided; the accumulator is small and was just written through L2).
 __global__ void bc_grad_kernel(const float* acc, int64_t Bt, int64_t L, int64_t G, int64_t N, void* out, int code) {
@@ -807,6 +1192,10 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
     Tensor st = Tensor::empty({p.Bt, p.nsave, p.D, p.Np}, DType::f32, in.u.device());
     p.starts = st.data<float>();
     *starts = {st, kTC * p.every};
+    if (p.every == 1) {  // N <= 16: the chunks' middles too, for seq_bwd_kernel
+      starts->mids = Tensor::empty({p.Bt, p.nsave, p.D, p.Np}, DType::f32, in.u.device());
+      p.mids = starts->mids.data<float>();
+    }
   }
   launch_chunk<T, false>(p);
 }
@@ -849,13 +1238,21 @@ void checkpoints_t(const ScanInputs& in, const ScanOptions& opt, const SegmentSt
 
 // The state entering every chunk, (Bt, nchunks, D, Np): the forward's starts when it kept one per chunk (N <= 16),
 // else a full pass without y that writes them (from the forward's coarser starts when they fit).
+// With `mids`, the state at every chunk's middle as well (the forward's when it kept them).
 template <typename T>
-Tensor chunk_states(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts) {
+Tensor chunk_states(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts, Tensor* mids = nullptr) {
   ChunkParams p = make_chunk_params(in, opt);
-  if (starts_fit(starts, p) && starts->seg_len == kTC) return starts->states;
+  if (starts_fit(starts, p) && starts->seg_len == kTC && (!mids || starts->mids.defined())) {
+    if (mids) *mids = starts->mids;
+    return starts->states;
+  }
   const int64_t nchunks = (p.L + kTC - 1) / kTC;
   Tensor out = Tensor::empty({p.Bt, nchunks, p.D, p.Np}, DType::f32, in.u.device());
   p.starts = out.data<float>();
+  if (mids) {
+    *mids = Tensor::empty({p.Bt, nchunks, p.D, p.Np}, DType::f32, in.u.device());
+    p.mids = mids->data<float>();
+  }
   p.every = 1;
   p.nsave = nchunks;
   full_pass_from<T>(p, starts, in.u.device());
@@ -874,15 +1271,34 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   // Whole rows only: with fewer blocks than half a wave the other backward (which cuts rows in time) is faster.
   const char* mode = std::getenv("SSM_SCAN_CHUNK_BWD");  // "always" / "never" override the rule (tests, benches)
   if (mode && std::strcmp(mode, "never") == 0) return false;
-  if (!(mode && std::strcmp(mode, "always") == 0)) {
-    int resident = 0;
-    SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
-    const int64_t slots = int64_t(std::max(1, resident)) * ::ssm::cuda::sm_count();
-    if (2 * p.Bt * p.G * p.nj < slots) return false;
-  }
+  int resident = 0;
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
+  const int64_t slots = int64_t(std::max(1, resident)) * ::ssm::cuda::sm_count();
+  if (!(mode && std::strcmp(mode, "always") == 0) && 2 * p.Bt * p.G * p.nj < slots) return false;
   const Device dev = in.u.device();
-  const Tensor hs = chunk_states<T>(in, opt, starts);
+  // N <= 16: the sequential backward (seq_bwd_kernel) where its blocks (32 channels, 4 an SM) fill their waves at
+  // least as well as chunk_bwd_kernel's (16 channels, 2 an SM) less its ~10 % lead per row: a row's block runs the
+  // whole row, so a part-filled last wave costs a whole one. SSM_SCAN_SEQ_BWD=always|never overrides.
+  const char* seq_env = std::getenv("SSM_SCAN_SEQ_BWD");
+  bool seq = p.N <= 16;
+  if (seq_env && std::strcmp(seq_env, "never") == 0) seq = false;
+  if (seq && !(seq_env && std::strcmp(seq_env, "always") == 0)) {
+    const size_t qsmem = seq_bwd_smem(int(sizeof(T)));
+    if (qsmem > 48 * 1024)
+      SSM_CUDA_CHECK(cudaFuncSetAttribute(seq_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qsmem)));
+    int qres = 0;
+    SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&qres, seq_bwd_kernel<T>, kQThr, qsmem));
+    const int64_t qslots = int64_t(std::max(1, qres)) * ::ssm::cuda::sm_count();
+    const int64_t qblocks = p.Bt * p.G * ((p.Dg + kQC - 1) / kQC), blocks = p.Bt * p.G * p.nj;
+    auto fill = [](int64_t n, int64_t per_wave) {  // the share of the waves' slots that n blocks use
+      return double(n) / double((n + per_wave - 1) / per_wave * per_wave);
+    };
+    seq = 1.1 * fill(qblocks, qslots) >= fill(blocks, slots);
+  }
+  Tensor hmid;
+  const Tensor hs = chunk_states<T>(in, opt, starts, seq ? &hmid : nullptr);
   p.Hs = hs.data<float>();
+  if (seq) p.Hmid = hmid.data<float>();
   p.gy = grad_y.data_ptr();
   p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
   const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
@@ -895,7 +1311,16 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gAp = gAp.data<float>();
   p.gDp = gDp.data<float>();
   p.gdbp = gdbp.data<float>();
-  kernel<<<dim3(1u, unsigned(G * p.nj), unsigned(Bt)), kThr, smem, stream()>>>(p);
+  if (seq) {
+    const auto qkernel = seq_bwd_kernel<T>;
+    const size_t qsmem = seq_bwd_smem(int(sizeof(T)));
+    if (qsmem > 48 * 1024)
+      SSM_CUDA_CHECK(cudaFuncSetAttribute(qkernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qsmem)));
+    p.nj = int((p.Dg + kQC - 1) / kQC);
+    qkernel<<<dim3(unsigned(G * p.nj), unsigned(Bt)), kQThr, qsmem, stream()>>>(p);
+  } else {
+    kernel<<<dim3(1u, unsigned(G * p.nj), unsigned(Bt)), kThr, smem, stream()>>>(p);
+  }
   SSM_CUDA_LAUNCH_CHECK();
   for (auto [acc, out] : {std::pair{p.gB, &gr.B}, std::pair{p.gC, &gr.C}}) {
     bc_grad_kernel<<<blocks_for(Bt * L * G * N, 256), 256, 0, stream()>>>(acc, Bt, L, G, N, out->data_ptr(), p.bc);

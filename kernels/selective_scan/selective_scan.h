@@ -54,6 +54,7 @@ struct ScanInputs {
 struct SegmentStarts {
   Tensor states;        // (Bt, nseg, D, Np) f32
   int64_t seg_len = 0;  // steps per segment
+  Tensor mids;          // (Bt, nseg, D, Np) f32: the state at each segment's middle (the chunked forward at N <= 16)
 };
 
 struct ScanOutputs {

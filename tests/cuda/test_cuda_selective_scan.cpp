@@ -179,13 +179,15 @@ TEST(CudaSelectiveScan, AllImplementations) {
 // pass, carries, full pass), in the forward and in the backward's checkpoint pass, at lengths around the
 // chunk (1, 127, 128, 129, 1000), channel counts that leave a block of 16 part-empty, N from 1 to 256 (B / C
 // staged in tiles of 16 states), resets, groups and every dtype. The chunked backward is forced on (at these
-// sizes its rule would leave it to selective_scan_cuda.cu's); check_case's deterministic mode runs
+// sizes its rule would leave it to selective_scan_cuda.cu's), with each of its kernels; check_case's deterministic mode runs
 // selective_scan_cuda.cu's backward with the chunked checkpoint pass.
 TEST(CudaSelectiveScan, ChunkedSegments) {
   SKIP_WITHOUT_CUDA();
+  for (const char* seq : {"always", "never"})  // both chunked backward kernels (seq_bwd_kernel: N <= 16 only)
   for (const char* segs : {"1", "3"}) {
-    SCOPED_TRACE(std::string("segs ") + segs);
-    Env env({{"SSM_SCAN_IMPL", "chunk"}, {"SSM_SCAN_CHUNK_SEGS", segs}, {"SSM_SCAN_CHUNK_BWD", "always"}});
+    SCOPED_TRACE(std::string("segs ") + segs + ", SSM_SCAN_SEQ_BWD=" + seq);
+    Env env({{"SSM_SCAN_IMPL", "chunk"}, {"SSM_SCAN_CHUNK_SEGS", segs}, {"SSM_SCAN_CHUNK_BWD", "always"},
+             {"SSM_SCAN_SEQ_BWD", seq}});
     check_case({2, 1000, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
     check_case({1, 129, 33, 1, 1, bf16, bf16, true, true, true, true, true, true, true});
     check_case({2, 128, 40, 1, 64, f16, f16, true, true, false, true, true, true, true});

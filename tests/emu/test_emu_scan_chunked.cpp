@@ -71,8 +71,13 @@ void check_case(const Case& c, const char* segs = nullptr, uint32_t seed = 100) 
   const Tensor g64 = P.g.to(DType::f64), gh64 = P.gh.defined() ? P.gh.to(DType::f64) : Tensor();
   const ScanGrads rg = kernels::selective_scan_reference_backward(ref_in, g64, gh64, opt);
   setenv("SSM_SCAN_CHUNK_BWD", "always", 1);  // at these sizes its rule would leave the backward to the other kernels
+  // Both backward kernels: seq_bwd_kernel (N <= 16, where its blocks fill the GPU) and chunk_bwd_kernel.
+  for (const char* seq : {"always", "never"})
   for (bool saved : {false, true}) {
-    SCOPED_TRACE(saved ? "backward from the forward's starts" : "backward from its own states");
+    if (c.N > 16 && std::string(seq) == "always") continue;
+    test::Env seq_env({{"SSM_SCAN_SEQ_BWD", seq}});
+    SCOPED_TRACE(std::string(saved ? "backward from the forward's starts" : "backward from its own states") +
+                 ", SSM_SCAN_SEQ_BWD=" + seq);
     ScanGrads gg;
     ASSERT_TRUE(kernels::cuda::chunked_backward(P.in, P.g, P.gh, opt, gg, saved ? &starts : nullptr));
     const test::Tol t2{to.rtol * 2, to.atol * 2}, td{to.rtol * 5, to.atol * 10};
