@@ -877,9 +877,11 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
     __syncthreads();
     const uint64_t rbits = uint64_t(rmw[0]) | (uint64_t(rmw[1]) << 32);
     const float* hsrc = (cq & 1) ? p.Hmid : p.Hs;
-    float hin[4];
+    const float* hrow = hsrc + ((b * nch + cq / 2) * D + d) * p.Np + q4;  // the state entering the chunk
+    auto load_hin = [&](float (&h)[4]) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) hin[j] = nin[j] ? hsrc[((b * nch + cq / 2) * D + d) * p.Np + q4 + (j ^ sw)] : 0.f;
+      for (int j = 0; j < 4; ++j) h[j] = nin[j] ? hrow[j ^ sw] : 0.f;
+    };
     const float* drow = dts + c * kQRow;
     const T* urow = us + c * UR;
     const float* grow = gys + c * kQRow;
@@ -895,7 +897,8 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
       for (int i = 0; i < kQP; ++i) du[i] = dt[i] * u[i];
     };
     {  // sweep 1: the state entering pieces 1 .. kQPieces - 1
-      float h[4] = {hin[0], hin[1], hin[2], hin[3]};
+      float h[4];
+      load_hin(h);
 #pragma unroll 1
       for (int k = 0; k < kQPieces - 1; ++k) {
         float dt[kQP], du[kQP];
@@ -923,8 +926,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
     for (int k = kQPieces - 1; k >= 0; --k) {
       float h[4];
       if (k == 0) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) h[j] = hin[j];
+        load_hin(h);  // again (an L2 hit): 4 registers fewer over the pieces
       } else {
         const float4 v = *reinterpret_cast<const float4*>(ckp + ((k - 1) * kQC + c) * 16 + q4);
         h[0] = v.x, h[1] = v.y, h[2] = v.z, h[3] = v.w;
@@ -946,57 +948,46 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
         }
       }
       // The reverse, four steps at a time: sums over n (sA: A w, sB: dh B, yp: C h_t) per step, reduced over the
-      // channel's 4 lanes so that lane sq ends with step 4 f + sq's; the gB / gC terms per step pair, reduced over
-      // the warp's channels into red.
+      // channel's 4 lanes so that lane sq ends with step 4 f + sq's; the gB / gC terms per step, reduced over the
+      // warp's channels into red.
       float* redw = red + (buf * 4 + w) * kQRed;
 #pragma unroll
       for (int f = 1; f >= 0; --f) {
         float sA[4], sB[4], yp[4];
 #pragma unroll
-        for (int pr = 1; pr >= 0; --pr) {
-          float v[2][2][4];  // [step of the pair][B | C][slot]
+        for (int ii = 3; ii >= 0; --ii) {
+          const int i = 4 * f + ii, r = kQP * k + i;
+          float Bv[4], Cv[4], v[2][4];  // v: [B | C][slot]
+          load_slots(bct + r * 32, q4, sw, Bv);
+          load_slots(bct + r * 32 + 16, q4, sw, Cv);
+          const float gy = grow[r];
+          float a0 = 0.f, a1 = 0.f, a2 = 0.f;
 #pragma unroll
-          for (int e = 1; e >= 0; --e) {
-            const int ii = 2 * pr + e, i = 4 * f + ii, r = kQP * k + i;
-            float Bv[4], Cv[4];
-            load_slots(bct + r * 32, q4, sw, Bv);
-            load_slots(bct + r * 32 + 16, q4, sw, Cv);
-            const float gy = grow[r];
-            float a0 = 0.f, a1 = 0.f, a2 = 0.f;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              const float hnow = i == kQP - 1 ? h[j] : hp[i + 1][j];
-              float a = ex2(dt[i] * A2[j]);
-              if constexpr (decltype(reset)::value) a = (rk >> i) & 1u ? 0.f : a;
-              const float dh = fmaf(Cv[j], gy, X[j]);
-              X[j] = a * dh;
-              const float wv = X[j] * hp[i][j];
-              gA[j] = fmaf(wv, dt[i], gA[j]);
-              a0 = fmaf(A2[j], wv, a0);
-              a1 = fmaf(dh, Bv[j], a1);
-              a2 = fmaf(Cv[j], hnow, a2);
-              v[e][0][j] = dh * du[i];
-              v[e][1][j] = gy * hnow;
-            }
-            sA[ii] = a0, sB[ii] = a1, yp[ii] = a2;
+          for (int j = 0; j < 4; ++j) {
+            const float hnow = i == kQP - 1 ? h[j] : hp[i + 1][j];
+            float a = ex2(dt[i] * A2[j]);
+            if constexpr (decltype(reset)::value) a = (rk >> i) & 1u ? 0.f : a;
+            const float dh = fmaf(Cv[j], gy, X[j]);
+            X[j] = a * dh;
+            const float wv = X[j] * hp[i][j];
+            gA[j] = fmaf(wv, dt[i], gA[j]);
+            a0 = fmaf(A2[j], wv, a0);
+            a1 = fmaf(dh, Bv[j], a1);
+            a2 = fmaf(Cv[j], hnow, a2);
+            v[0][j] = dh * du[i];
+            v[1][j] = gy * hnow;
           }
+          sA[ii] = a0, sB[ii] = a1, yp[ii] = a2;
           // Over the warp's 8 channels: lanes xor 4 (slots j, j + 2: the partner holds the same states there),
           // xor 8 (slot hb kept), xor 16 (both keep the sum).
-          float o[2][2];
 #pragma unroll
-          for (int e = 0; e < 2; ++e)
-#pragma unroll
-            for (int bc = 0; bc < 2; ++bc) {
-              const float s0 = v[e][bc][0] + __shfl_xor_sync(0xffffffffu, v[e][bc][2], 4);
-              const float s1 = v[e][bc][1] + __shfl_xor_sync(0xffffffffu, v[e][bc][3], 4);
-              const float keep = hb ? s1 : s0, send = hb ? s0 : s1;
-              const float t2 = keep + __shfl_xor_sync(0xffffffffu, send, 8);
-              o[e][bc] = t2 + __shfl_xor_sync(0xffffffffu, t2, 16);
-            }
-          if (cw < 4) {
-#pragma unroll
-            for (int bc = 0; bc < 2; ++bc)
-              *reinterpret_cast<float2*>(redw + (bc * 16 + n_own) * kQNs + 4 * f + 2 * pr) = make_float2(o[0][bc], o[1][bc]);
+          for (int bc = 0; bc < 2; ++bc) {
+            const float s0 = v[bc][0] + __shfl_xor_sync(0xffffffffu, v[bc][2], 4);
+            const float s1 = v[bc][1] + __shfl_xor_sync(0xffffffffu, v[bc][3], 4);
+            const float keep = hb ? s1 : s0, send = hb ? s0 : s1;
+            const float t2 = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+            const float o = t2 + __shfl_xor_sync(0xffffffffu, t2, 16);
+            if (cw < 4) redw[(bc * 16 + n_own) * kQNs + i] = o;
           }
         }
         // Over the channel's 4 lanes: xor 2 keeps steps 2 (sq >> 1) .. + 1, xor 1 keeps step sq.
@@ -1277,8 +1268,10 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   if (!(mode && std::strcmp(mode, "always") == 0) && 2 * p.Bt * p.G * p.nj < slots) return false;
   const Device dev = in.u.device();
   // N <= 16: the sequential backward (seq_bwd_kernel) where its blocks (32 channels, 4 an SM) fill their waves at
-  // least as well as chunk_bwd_kernel's (16 channels, 2 an SM) less its ~10 % lead per row: a row's block runs the
-  // whole row, so a part-filled last wave costs a whole one. SSM_SCAN_SEQ_BWD=always|never overrides.
+  // least 1 / 1.35 as well as chunk_bwd_kernel's (16 channels, 2 an SM): a block runs a whole row, so a part-filled
+  // last wave costs a whole one. Measured (H100, 2026-12-07): at 0.73 of a wave (the 130M LM's (8, 1536, 2048)) it
+  // still beat chunk_bwd_kernel's 2.9 waves (1.654 against 1.709 ms forward+backward); at 0.36 of a wave ((2, 3072,
+  // 8192)) it lost (5.18 against 3.73). SSM_SCAN_SEQ_BWD=always|never overrides.
   const char* seq_env = std::getenv("SSM_SCAN_SEQ_BWD");
   bool seq = p.N <= 16;
   if (seq_env && std::strcmp(seq_env, "never") == 0) seq = false;
@@ -1293,7 +1286,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     auto fill = [](int64_t n, int64_t per_wave) {  // the share of the waves' slots that n blocks use
       return double(n) / double((n + per_wave - 1) / per_wave * per_wave);
     };
-    seq = 1.1 * fill(qblocks, qslots) >= fill(blocks, slots);
+    seq = 1.35 * fill(qblocks, qslots) >= fill(blocks, slots);
   }
   Tensor hmid;
   const Tensor hs = chunk_states<T>(in, opt, starts, seq ? &hmid : nullptr);
