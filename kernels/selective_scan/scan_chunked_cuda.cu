@@ -840,34 +840,31 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   for (int64_t cq = nq - 1; cq >= 0; --cq) {
     const int64_t t0 = cq * kQT;
     __syncthreads();  // the previous chunk's outputs have left the tiles
-    {  // channel `lane` of rows w + 4 k: loads first, then dt, u, gy silu(z) into the tiles
+    {  // channel `lane` of rows w + 4 k: every load in flight (B / C's too) before dt, u, gy silu(z) go to the tiles
+      constexpr int R = kQT / 4;
       const bool cin = lane < nvalid;
-      const int64_t base_i = (b * L + t0 + w) * D + d0 + lane, step = 4 * D;
-#pragma unroll 2
-      for (int h = 0; h < 2; ++h) {
-        float vd[8], vu[8], vz[8], vg[8];
+      const int64_t o0 = (b * L + t0 + w) * D + d0 + lane, step = 4 * D;
+      T vd[R], vu[R], vz[R], vg[R];
 #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const int r = w + 4 * (8 * h + k);
-          const bool in = cin && t0 + r < L;
-          const int64_t i = base_i + int64_t(8 * h + k) * step;
-          vd[k] = in ? ld(static_cast<const T*>(p.delta), i) : 0.f;
-          vu[k] = in ? ld(static_cast<const T*>(p.u), i) : 0.f;
-          vg[k] = in ? ld(static_cast<const T*>(p.gy), i) : 0.f;
-          vz[k] = in && hasz ? ld(static_cast<const T*>(p.z), i) : 0.f;
-        }
+      for (int k = 0; k < R; ++k) {
+        const bool in = cin && t0 + w + 4 * k < L;
+        const int64_t i = o0 + k * step;
+        vd[k] = in ? static_cast<const T*>(p.delta)[i] : T(0.f);
+        vu[k] = in ? static_cast<const T*>(p.u)[i] : T(0.f);
+        vg[k] = in ? static_cast<const T*>(p.gy)[i] : T(0.f);
+        vz[k] = in && hasz ? static_cast<const T*>(p.z)[i] : T(0.f);
+      }
+      stage_bc_rows(bct, p, b, g, t0);
 #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const int r = w + 4 * (8 * h + k);
-          const bool in = cin && t0 + r < L;
-          const float x = vd[k] + lbias;
-          dts[lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
-          st(us + lane * UR + r, 0, vu[k]);
-          gys[lane * kQRow + r] = hasz ? vg[k] * vz[k] * sigmoid_f(vz[k]) : vg[k];
-        }
+      for (int k = 0; k < R; ++k) {
+        const int r = w + 4 * k;
+        const bool in = cin && t0 + r < L;
+        const float x = ld(vd, k) + lbias, zk = ld(vz, k), gk = ld(vg, k);
+        dts[lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
+        us[lane * UR + r] = vu[k];
+        gys[lane * kQRow + r] = hasz ? gk * zk * sigmoid_f(zk) : gk;
       }
     }
-    stage_bc_rows(bct, p, b, g, t0);
     if (w < 2) {
       const int64_t t = t0 + tid;
       const bool rs = p.seq && t > 0 && t < L && p.seq[b * L + t] != p.seq[b * L + t - 1];
