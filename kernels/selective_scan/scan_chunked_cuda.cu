@@ -1,4 +1,5 @@
-// Selective scan on CUDA, chunked in time inside a block: forward, backward, and the checkpoint pass of
+// Selective scan on CUDA, chunked in time inside a block: forward, two backward kernels (chunk_bwd_kernel, and
+// seq_bwd_kernel at N <= 16: see its comment), and the checkpoint pass of
 // selective_scan_cuda.cu's backward (math in selective_scan.h). selective_scan_cuda.cu's impl_for runs it where
 // its blocks of whole rows fill the GPU (chunked_waves); SSM_SCAN_IMPL=chunk forces it.
 //
