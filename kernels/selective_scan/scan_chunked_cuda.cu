@@ -1072,6 +1072,156 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   }
 }
 
+// The sequential forward (seq_fwd_kernel; N <= 16): seq_bwd_kernel's layout without its sweeps. A block of 128
+// threads owns 32 channels of one group in one batch row (a warp: 8 channels x 4 state quarters), a thread carries
+// 4 states of its channel through the row in time order, in chunks of kQT = 64 steps: dt, u and silu(z) (f32) and
+// B_t, C_t staged in shared memory, then per step h <- exp2(dt A2) h + dt u B (0 for the decay where a document
+// starts) and the thread's part of y_t = sum_n C_t h_t; the 4 parts of a step are summed over the channel's lanes
+// (xor 2, 1: after four steps lane q holds step 4 f + q's) and y_t = (y_t + D u_t) silu(z_t) goes back through the
+// dt tile as whole rows. It keeps the state at every 64 steps (ChunkParams::starts at each 128-step chunk's start,
+// ::mids at its middle) for seq_bwd_kernel. One exp a state and step, no scan, no barrier within a chunk.
+size_t seq_fwd_smem() { return size_t(3) * kQC * kQRow * 4 + size_t(kQT) * 32 * 4 + 16; }
+
+template <typename T>
+__global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
+  char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
+  float* dts = reinterpret_cast<float*>(base);  // [kQC][kQRow] dt, then y
+  float* uts = dts + kQC * kQRow;               // [kQC][kQRow] u
+  float* zts = uts + kQC * kQRow;               // [kQC][kQRow] silu(z)
+  float* bct = zts + kQC * kQRow;               // [kQT][2][16] B_t, C_t
+  unsigned* rmw = reinterpret_cast<unsigned*>(bct + kQT * 32);  // [2] the chunk's resets, a bit a step
+
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, cw = lane >> 2, sq = lane & 3, q4 = 4 * sq;
+  const int c = 8 * w + cw, sw = (cw & 1) << 1;
+  const int64_t b = blockIdx.y;
+  const int g = int(blockIdx.x) / p.nj, jq = int(blockIdx.x) % p.nj;
+  const int64_t d0 = int64_t(g) * p.Dg + int64_t(jq) * kQC;
+  const int nvalid = int(min(int64_t(kQC), p.Dg - int64_t(jq) * kQC));
+  const bool valid = c < nvalid;
+  const int64_t d = d0 + (valid ? c : 0);
+  const int N = int(p.N);
+  const int64_t L = p.L, D = p.D, nq = (L + kQT - 1) / kQT;
+
+  float A2[4], h[4];
+  bool nin[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int n = q4 + (j ^ sw);
+    nin[j] = valid && n < N;
+    A2[j] = nin[j] ? p.A[d * N + n] * kLog2e : 0.f;
+    h[j] = nin[j] && p.h0 ? p.h0[(b * D + d) * N + n] : 0.f;
+  }
+  const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
+  const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;
+  const bool hasz = p.z != nullptr;
+  const float* drow = dts + c * kQRow;
+  const float* urow = uts + c * kQRow;
+
+  for (int64_t cq = 0; cq < nq; ++cq) {
+    const int64_t t0 = cq * kQT;
+    __syncthreads();  // the previous chunk's y has left the tiles
+    {  // channel `lane` of rows w + 4 k: every load in flight (B / C's too) before the conversions
+      constexpr int R = kQT / 4;
+      const bool cin = lane < nvalid;
+      const int64_t o0 = (b * L + t0 + w) * D + d0 + lane, step = 4 * D;
+      T vd[R], vu[R], vz[R];
+#pragma unroll
+      for (int k = 0; k < R; ++k) {
+        const bool in = cin && t0 + w + 4 * k < L;
+        const int64_t i = o0 + k * step;
+        vd[k] = in ? static_cast<const T*>(p.delta)[i] : T(0.f);
+        vu[k] = in ? static_cast<const T*>(p.u)[i] : T(0.f);
+        vz[k] = in && hasz ? static_cast<const T*>(p.z)[i] : T(0.f);
+      }
+      stage_bc_rows(bct, p, b, g, t0);
+#pragma unroll
+      for (int k = 0; k < R; ++k) {
+        const int r = w + 4 * k;
+        const bool in = cin && t0 + r < L;
+        const float x = ld(vd, k) + lbias, zk = ld(vz, k);
+        dts[lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
+        uts[lane * kQRow + r] = ld(vu, k);
+        zts[lane * kQRow + r] = hasz ? zk * sigmoid_f(zk) : 1.f;
+      }
+    }
+    if (w < 2) {
+      const int64_t t = t0 + tid;
+      const bool rs = p.seq && t > 0 && t < L && p.seq[b * L + t] != p.seq[b * L + t - 1];
+      const unsigned m = __ballot_sync(0xffffffffu, rs);
+      if (lane == 0) rmw[w] = m;
+    }
+    __syncthreads();
+    if (p.starts) {  // the state entering this chunk: a 128-step chunk's start, or its middle
+      float* dst = ((cq & 1) ? p.mids : p.starts) + ((b * p.nsave + cq / 2) * D + d) * p.Np + q4;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (nin[j]) dst[j ^ sw] = h[j];
+    }
+    const uint64_t rbits = uint64_t(rmw[0]) | (uint64_t(rmw[1]) << 32);
+#pragma unroll 1
+    for (int k = 0; k < kQPieces; ++k) {
+      float dt[kQP], du[kQP];
+      {
+        float u[kQP];
+        load4(drow + kQP * k, dt);
+        load4(drow + kQP * k + 4, dt + 4);
+        load4(urow + kQP * k, u);
+        load4(urow + kQP * k + 4, u + 4);
+#pragma unroll
+        for (int i = 0; i < kQP; ++i) du[i] = dt[i] * u[i];
+      }
+      const unsigned rk = unsigned(rbits >> (kQP * k)) & 0xffu;
+      auto piece = [&](auto reset) {
+#pragma unroll
+        for (int f = 0; f < 2; ++f) {
+          float yp[4];
+#pragma unroll
+          for (int ii = 0; ii < 4; ++ii) {
+            const int i = 4 * f + ii, r = kQP * k + i;
+            float Bv[4], Cv[4];
+            load_slots(bct + r * 32, q4, sw, Bv);
+            load_slots(bct + r * 32 + 16, q4, sw, Cv);
+            float acc = 0.f;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              float a = ex2(dt[i] * A2[j]);
+              if constexpr (decltype(reset)::value) a = (rk >> i) & 1u ? 0.f : a;
+              h[j] = fmaf(a, h[j], du[i] * Bv[j]);
+              acc = fmaf(Cv[j], h[j], acc);
+            }
+            yp[ii] = acc;
+          }
+          // Over the channel's 4 lanes: xor 2 keeps steps 2 (sq >> 1) .. + 1, xor 1 keeps step sq.
+          const bool hi2 = (sq >> 1) & 1, hi1 = sq & 1;
+          float r2[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float keep = hi2 ? yp[2 + e] : yp[e], send = hi2 ? yp[e] : yp[2 + e];
+            r2[e] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+          }
+          const float keep = hi1 ? r2[1] : r2[0], send = hi1 ? r2[0] : r2[1];
+          const float ysum = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+          const int r = kQP * k + 4 * f + sq;
+          if (valid) dts[c * kQRow + r] = fmaf(Dv, urow[r], ysum) * zts[c * kQRow + r];
+        }
+      };
+      if (rk) piece(std::true_type{});
+      else piece(std::false_type{});
+    }
+    __syncthreads();
+    if (p.y && lane < nvalid) {  // y of the chunk: channel `lane` of rows w + 4 k
+      const int rows = int(min(int64_t(kQT), L - t0));
+      T* yp = static_cast<T*>(p.y) + (b * L + t0) * D + d0 + lane;
+      for (int r = w; r < rows; r += 4) st(yp, int64_t(r) * D, dts[lane * kQRow + r]);
+    }
+  }
+  if (p.h_last) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (nin[j]) p.h_last[(b * D + d) * N + q4 + (j ^ sw)] = h[j];
+  }
+}
+
 // gB or gC (Bt, L, G, N) in B's dtype from the backward's (Bt, G, N, L) f32 accumulator, one thread per output
 // element (the reads are strided; the accumulator is small and was just written through L2).
 __global__ void bc_grad_kernel(const float* acc, int64_t Bt, int64_t L, int64_t G, int64_t N, void* out, int code) {
@@ -1158,6 +1308,34 @@ void chunk_segment_starts(ChunkParams& p, Tensor& E, Tensor& S, const Device& de
   p.Ein = p.E;
 }
 
+// Whether a sequential kernel (seq_fwd_kernel / seq_bwd_kernel: N <= 16, blocks of 32 channels) runs rather than
+// its chunked counterpart (blocks of 16): where its blocks fill their waves at least 1 / 1.35 as well (a block
+// runs a whole row, so a part-filled last wave costs a whole one). Measured for the backward (H100, 2026-12-07): at
+// 0.73 of a wave (the 130M LM's (8, 1536, 2048)) seq_bwd_kernel still beat chunk_bwd_kernel's 2.9 waves (1.654
+// against 1.709 ms forward+backward); at 0.36 of a wave ((2, 3072, 8192)) it lost (5.18 against 3.73). `env`
+// (always / never) overrides.
+template <typename T, typename KS, typename KC>
+bool use_seq(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chunk_kernel_, size_t chunk_smem_,
+             const char* env) {
+  if (p.N > 16) return false;
+  const char* e = std::getenv(env);
+  if (e && std::strcmp(e, "never") == 0) return false;
+  if (seq_smem > 48 * 1024)
+    SSM_CUDA_CHECK(cudaFuncSetAttribute(seq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(seq_smem)));
+  if (e && std::strcmp(e, "always") == 0) return true;
+  if (chunk_smem_ > 48 * 1024)
+    SSM_CUDA_CHECK(cudaFuncSetAttribute(chunk_kernel_, cudaFuncAttributeMaxDynamicSharedMemorySize, int(chunk_smem_)));
+  int qres = 0, cres = 0;
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&qres, seq_kernel, kQThr, seq_smem));
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&cres, chunk_kernel_, kThr, chunk_smem_));
+  const int64_t sms = ::ssm::cuda::sm_count();
+  const int64_t qblocks = p.Bt * p.G * ((p.Dg + kQC - 1) / kQC), cblocks = p.Bt * p.G * ((p.Dg + kCB - 1) / kCB);
+  auto fill = [](int64_t n, int64_t per_wave) {  // the share of the waves' slots that n blocks use
+    return double(n) / double((n + per_wave - 1) / per_wave * per_wave);
+  };
+  return 1.35 * fill(qblocks, std::max(1, qres) * sms) >= fill(cblocks, std::max(1, cres) * sms);
+}
+
 template <typename H>
 void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& h_last, SegmentStarts* starts) {
   using T = typename DevT<H>::type;
@@ -1166,9 +1344,13 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   // bytes, i.e. 1/128 of an f32 state per step at N <= 16 and no more at larger N.
   p.every = std::max(1, p.Np / 16);
   p.nsave = ((p.L + kTC - 1) / kTC + p.every - 1) / p.every;
-  set_chunk_segments<T>(p, p.every);
+  const bool seq = use_seq<T>(p, seq_fwd_kernel<T>, seq_fwd_smem(), chunk_kernel<T, false>,
+                              chunk_smem(int(sizeof(T)), p.N), "SSM_SCAN_SEQ_FWD");
   Tensor E, S;
-  chunk_segment_starts<T>(p, E, S, in.u.device());
+  if (!seq) {
+    set_chunk_segments<T>(p, p.every);
+    chunk_segment_starts<T>(p, E, S, in.u.device());
+  }
   p.y = y.data_ptr();
   p.h_last = h_last.defined() ? h_last.data<float>() : nullptr;
   if (starts) {
@@ -1180,7 +1362,10 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
       p.mids = starts->mids.data<float>();
     }
   }
-  launch_chunk<T, false>(p);
+  if (!seq) return launch_chunk<T, false>(p);
+  p.nj = int((p.Dg + kQC - 1) / kQC);
+  seq_fwd_kernel<T><<<dim3(unsigned(p.G * p.nj), unsigned(p.Bt)), kQThr, seq_fwd_smem(), stream()>>>(p);
+  SSM_CUDA_LAUNCH_CHECK();
 }
 
 // Whether the forward's starts belong to these inputs, at segments of whole chunks.
@@ -1259,27 +1444,8 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   const int64_t slots = int64_t(std::max(1, resident)) * ::ssm::cuda::sm_count();
   if (!(mode && std::strcmp(mode, "always") == 0) && 2 * p.Bt * p.G * p.nj < slots) return false;
   const Device dev = in.u.device();
-  // N <= 16: the sequential backward (seq_bwd_kernel) where its blocks (32 channels, 4 an SM) fill their waves at
-  // least 1 / 1.35 as well as chunk_bwd_kernel's (16 channels, 2 an SM): a block runs a whole row, so a part-filled
-  // last wave costs a whole one. Measured (H100, 2026-12-07): at 0.73 of a wave (the 130M LM's (8, 1536, 2048)) it
-  // still beat chunk_bwd_kernel's 2.9 waves (1.654 against 1.709 ms forward+backward); at 0.36 of a wave ((2, 3072,
-  // 8192)) it lost (5.18 against 3.73). SSM_SCAN_SEQ_BWD=always|never overrides.
-  const char* seq_env = std::getenv("SSM_SCAN_SEQ_BWD");
-  bool seq = p.N <= 16;
-  if (seq_env && std::strcmp(seq_env, "never") == 0) seq = false;
-  if (seq && !(seq_env && std::strcmp(seq_env, "always") == 0)) {
-    const size_t qsmem = seq_bwd_smem(int(sizeof(T)));
-    if (qsmem > 48 * 1024)
-      SSM_CUDA_CHECK(cudaFuncSetAttribute(seq_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qsmem)));
-    int qres = 0;
-    SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&qres, seq_bwd_kernel<T>, kQThr, qsmem));
-    const int64_t qslots = int64_t(std::max(1, qres)) * ::ssm::cuda::sm_count();
-    const int64_t qblocks = p.Bt * p.G * ((p.Dg + kQC - 1) / kQC), blocks = p.Bt * p.G * p.nj;
-    auto fill = [](int64_t n, int64_t per_wave) {  // the share of the waves' slots that n blocks use
-      return double(n) / double((n + per_wave - 1) / per_wave * per_wave);
-    };
-    seq = 1.35 * fill(qblocks, qslots) >= fill(blocks, slots);
-  }
+  // N <= 16: the sequential backward where its blocks fill the GPU (use_seq).
+  const bool seq = use_seq<T>(p, seq_bwd_kernel<T>, seq_bwd_smem(int(sizeof(T))), kernel, smem, "SSM_SCAN_SEQ_BWD");
   Tensor hmid;
   const Tensor hs = chunk_states<T>(in, opt, starts, seq ? &hmid : nullptr);
   p.Hs = hs.data<float>();
@@ -1297,12 +1463,8 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gDp = gDp.data<float>();
   p.gdbp = gdbp.data<float>();
   if (seq) {
-    const auto qkernel = seq_bwd_kernel<T>;
-    const size_t qsmem = seq_bwd_smem(int(sizeof(T)));
-    if (qsmem > 48 * 1024)
-      SSM_CUDA_CHECK(cudaFuncSetAttribute(qkernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qsmem)));
     p.nj = int((p.Dg + kQC - 1) / kQC);
-    qkernel<<<dim3(unsigned(G * p.nj), unsigned(Bt)), kQThr, qsmem, stream()>>>(p);
+    seq_bwd_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt)), kQThr, seq_bwd_smem(int(sizeof(T))), stream()>>>(p);
   } else {
     kernel<<<dim3(1u, unsigned(G * p.nj), unsigned(Bt)), kThr, smem, stream()>>>(p);
   }

@@ -183,11 +183,11 @@ TEST(CudaSelectiveScan, AllImplementations) {
 // selective_scan_cuda.cu's backward with the chunked checkpoint pass.
 TEST(CudaSelectiveScan, ChunkedSegments) {
   SKIP_WITHOUT_CUDA();
-  for (const char* seq : {"always", "never"})  // both chunked backward kernels (seq_bwd_kernel: N <= 16 only)
+  for (const char* seq : {"always", "never"})  // both chunked kernel pairs (seq_fwd / seq_bwd_kernel: N <= 16 only)
   for (const char* segs : {"1", "3"}) {
-    SCOPED_TRACE(std::string("segs ") + segs + ", SSM_SCAN_SEQ_BWD=" + seq);
+    SCOPED_TRACE(std::string("segs ") + segs + ", SSM_SCAN_SEQ_FWD / BWD=" + seq);
     Env env({{"SSM_SCAN_IMPL", "chunk"}, {"SSM_SCAN_CHUNK_SEGS", segs}, {"SSM_SCAN_CHUNK_BWD", "always"},
-             {"SSM_SCAN_SEQ_BWD", seq}});
+             {"SSM_SCAN_SEQ_FWD", seq}, {"SSM_SCAN_SEQ_BWD", seq}});
     check_case({2, 1000, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
     check_case({1, 129, 33, 1, 1, bf16, bf16, true, true, true, true, true, true, true});
     check_case({2, 128, 40, 1, 64, f16, f16, true, true, false, true, true, true, true});

@@ -30,7 +30,7 @@ namespace {
 constexpr DType f32 = DType::f32, bf16 = DType::bf16, f16 = DType::f16;
 
 
-void check_case(const Case& c, const char* segs = nullptr, uint32_t seed = 100) {
+void check_case_once(const Case& c, const char* segs, uint32_t seed) {
   SCOPED_TRACE(test::describe(c) + (segs ? std::string(" segs ") + segs : std::string()));
   test::Env env({{"SSM_SCAN_CHUNK_SEGS", segs ? segs : ""}});  // empty: the host code's own rule
   const test::ScanProblem P = test::make_scan_problem(c, seed);
@@ -96,6 +96,16 @@ void check_case(const Case& c, const char* segs = nullptr, uint32_t seed = 100) 
   opt.deterministic = true;
   ScanGrads unused;
   EXPECT_FALSE(kernels::cuda::chunked_backward(P.in, P.g, P.gh, opt, unused, nullptr));
+}
+
+// Both forward kernels: seq_fwd_kernel (N <= 16, where its blocks fill the GPU) and chunk_kernel.
+void check_case(const Case& c, const char* segs = nullptr, uint32_t seed = 100) {
+  for (const char* seq_fwd : {"always", "never"}) {
+    if (c.N > 16 && std::string(seq_fwd) == "always") continue;
+    SCOPED_TRACE(std::string("SSM_SCAN_SEQ_FWD=") + seq_fwd);
+    test::Env env({{"SSM_SCAN_SEQ_FWD", seq_fwd}});
+    check_case_once(c, segs, seed);
+  }
 }
 
 // Case fields: Bt, L, D, G, N, dtype, B/C dtype, z, D_skip, delta_bias, softplus, h0, seq_idx, grad h_last.
