@@ -80,10 +80,10 @@ TEST(MambaLMCuda, TrainingStepMatchesCpu) {
     // Both scan implementations: at this size the per-call rule would pick selective_scan_cuda.cu's only, where the
     // 130M LM runs the chunked one.
     // The chunked one with each of its kernel pairs (SSM_SCAN_SEQ_FWD / BWD).
-    for (auto [impl, seq_bwd] : {std::pair{"chunk", "always"}, {"chunk", "never"}, {"legacy", "never"}}) {
-      const test::Env env{{"SSM_SCAN_IMPL", impl}, {"SSM_SCAN_CHUNK_BWD", "always"}, {"SSM_SCAN_SEQ_FWD", seq_bwd},
-                          {"SSM_SCAN_SEQ_BWD", seq_bwd}};
-      SCOPED_TRACE(std::string(impl) + ", SSM_SCAN_SEQ_FWD / BWD=" + seq_bwd);
+    for (auto [impl, seq_kernels] : {std::pair{"chunk", "always"}, {"chunk", "never"}, {"legacy", "never"}}) {
+      const test::Env env{{"SSM_SCAN_IMPL", impl}, {"SSM_SCAN_CHUNK_BWD", "always"}, {"SSM_SCAN_SEQ_FWD", seq_kernels},
+                          {"SSM_SCAN_SEQ_BWD", seq_kernels}};
+      SCOPED_TRACE(std::string(impl) + ", SSM_SCAN_SEQ_FWD / BWD=" + seq_kernels);
       // f32 on the GPU: the same math in another order (tf32 is off in f32 GEMMs).
       expect_close(train_step(cfg, Device::cuda(), false, tok, seq, tgt), ref, 1e-4, 2e-3, "f32");
       // bf16 autocast: bf16 activations (8-bit mantissas), f32 state, sums and weight gradients.
