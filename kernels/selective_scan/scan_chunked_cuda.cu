@@ -204,18 +204,24 @@ struct ChunkPos {
   int g, c, s, lane, nvalid;
   bool valid;  // c is one of the group's channels (a last block may hold fewer than 16)
 };
+// The block's place, for a position q whose channel q.c is set: batch row b, group g and the block's first channel
+// d0 of `width` (block index gj = g nj + j), how many of them lie in the group, and q.c's global channel d.
+template <typename Pos>
+__device__ __forceinline__ void place_block(Pos& q, const ChunkParams& p, unsigned gj, unsigned b, int width) {
+  q.b = b;
+  q.g = int(gj) / p.nj;
+  const int j = int(gj) % p.nj;
+  q.d0 = int64_t(q.g) * p.Dg + int64_t(j) * width;
+  q.nvalid = int(min(int64_t(width), p.Dg - int64_t(j) * width));
+  q.valid = q.c < q.nvalid;
+  q.d = q.d0 + (q.valid ? q.c : 0);
+}
 __device__ __forceinline__ ChunkPos chunk_position(const ChunkParams& p) {
   ChunkPos q;
   q.lane = threadIdx.x & 31;
   q.s = q.lane & (kTS - 1);
   q.c = (threadIdx.x >> 5) * 2 + (q.lane >> 4);
-  q.b = blockIdx.z;
-  q.g = int(blockIdx.y) / p.nj;
-  const int j = int(blockIdx.y) % p.nj;
-  q.d0 = int64_t(q.g) * p.Dg + int64_t(j) * kCB;
-  q.nvalid = int(min(int64_t(kCB), p.Dg - int64_t(j) * kCB));
-  q.valid = q.c < q.nvalid;
-  q.d = q.d0 + (q.valid ? q.c : 0);
+  place_block(q, p, blockIdx.y, blockIdx.z, kCB);
   return q;
 }
 
@@ -758,6 +764,18 @@ __device__ __forceinline__ void load4(const T* p, float* v) {
   }
 }
 
+// dt and dt u of piece k's 8 steps from a channel's tile rows.
+template <typename U>
+__device__ __forceinline__ void load_piece_dt(const float* drow, const U* urow, int k, float (&dt)[kQP], float (&du)[kQP]) {
+  float u[kQP];
+  load4(drow + kQP * k, dt);
+  load4(drow + kQP * k + 4, dt + 4);
+  load4(urow + kQP * k, u);
+  load4(urow + kQP * k + 4, u + 4);
+#pragma unroll
+  for (int i = 0; i < kQP; ++i) du[i] = dt[i] * u[i];
+}
+
 // A step's B or C for this thread's 4 slots (slot j: state 4 q + (j ^ sw)) from the tile row [16] of the step.
 __device__ __forceinline__ void load_slots(const float* row, int q4, int sw, float (&v)[4]) {
   const float2 lo = *reinterpret_cast<const float2*>(row + q4 + sw);
@@ -798,6 +816,76 @@ __device__ __forceinline__ void stage_bc_rows(float* bct, const ChunkParams& p, 
   else stage_bc_row(dst, static_cast<const __half*>(src) + o, in, N, p.bcvec);
 }
 
+// Where a thread of the sequential kernels sits: warp w, channel c = 8 w + cw of the block's 32 (global d0 + c) in
+// group g of batch row b, state quarter sq (states q4 .. q4 + 3, held in slot order j ^ sw).
+struct SeqPos {
+  int tid, w, lane, cw, sq, q4, c, sw, g, nvalid;
+  int64_t b, d0, d;
+  bool valid;
+};
+__device__ __forceinline__ SeqPos seq_position(const ChunkParams& p) {
+  SeqPos q;
+  q.tid = threadIdx.x, q.w = q.tid >> 5, q.lane = q.tid & 31, q.cw = q.lane >> 2, q.sq = q.lane & 3, q.q4 = 4 * q.sq;
+  q.c = 8 * q.w + q.cw, q.sw = (q.cw & 1) << 1;
+  place_block(q, p, blockIdx.x, blockIdx.y, kQC);
+  return q;
+}
+
+// The thread's 4 states (slot j: state q4 + (j ^ sw)): whether each is real (n < N, in a real channel), A log2 e, and
+// its entry of a (Bt, D, N) f32 tensor `src` (0 where src is null).
+__device__ __forceinline__ void seq_states(const ChunkParams& p, const SeqPos& q, const float* src, bool (&nin)[4],
+                                           float (&A2)[4], float (&v)[4]) {
+  const int N = int(p.N);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int n = q.q4 + (j ^ q.sw);
+    nin[j] = q.valid && n < N;
+    A2[j] = nin[j] ? p.A[q.d * N + n] * kLog2e : 0.f;
+    v[j] = nin[j] && src ? src[(q.b * p.D + q.d) * N + n] : 0.f;
+  }
+}
+
+// A 64-step chunk of channel `lane` (rows w + 4 k) into the sequential kernels' tiles, every load (B / C's too) in
+// flight before the first conversion: dts = dt (softplus of delta + bias where asked, 0 past L), u into `ut`, and
+// into `xt` gy silu(z) (BWD: the gradient at y before the gate) or silu(z) (1 without z).
+template <bool BWD, typename T, typename U>
+__device__ __forceinline__ void stage_seq_chunk(const ChunkParams& p, const SeqPos& q, int64_t t0, float lbias,
+                                                float* dts, U* ut, int urow, float* xt, float* bct) {
+  constexpr int R = kQT / 4;
+  const bool cin = q.lane < q.nvalid, hasz = p.z != nullptr;
+  const int64_t o0 = (q.b * p.L + t0 + q.w) * p.D + q.d0 + q.lane, step = 4 * p.D;
+  T vd[R], vu[R], vz[R], vg[R];
+#pragma unroll
+  for (int k = 0; k < R; ++k) {
+    const bool in = cin && t0 + q.w + 4 * k < p.L;
+    const int64_t i = o0 + k * step;
+    vd[k] = in ? static_cast<const T*>(p.delta)[i] : T(0.f);
+    vu[k] = in ? static_cast<const T*>(p.u)[i] : T(0.f);
+    vz[k] = in && hasz ? static_cast<const T*>(p.z)[i] : T(0.f);
+    if (BWD) vg[k] = in ? static_cast<const T*>(p.gy)[i] : T(0.f);
+  }
+  stage_bc_rows(bct, p, q.b, q.g, t0);
+#pragma unroll
+  for (int k = 0; k < R; ++k) {
+    const int r = q.w + 4 * k;
+    const bool in = cin && t0 + r < p.L;
+    const float x = ld(vd, k) + lbias, zk = ld(vz, k), sz = hasz ? zk * sigmoid_f(zk) : 1.f;
+    dts[q.lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
+    ut[q.lane * urow + r] = U(ld(vu, k));
+    xt[q.lane * kQRow + r] = BWD ? ld(vg, k) * sz : sz;
+  }
+}
+
+// rmw[0..1] = the chunk's resets, a bit a step (a packed document starts at step t0 + bit); warps 0 and 1.
+__device__ __forceinline__ void stage_reset_bits(unsigned* rmw, const ChunkParams& p, const SeqPos& q, int64_t t0) {
+  if (q.w < 2) {
+    const int64_t t = t0 + q.tid;
+    const bool rs = p.seq && t > 0 && t < p.L && p.seq[q.b * p.L + t] != p.seq[q.b * p.L + t - 1];
+    const unsigned m = __ballot_sync(0xffffffffu, rs);
+    if (q.lane == 0) rmw[q.w] = m;
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
@@ -810,27 +898,17 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   float* red = ckp + (kQPieces - 1) * kQC * 16;              // [2][4 warps][kQRed]
   unsigned* rmw = reinterpret_cast<unsigned*>(red + 2 * 4 * kQRed);  // [2] the chunk's resets, a bit a step
 
-  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, cw = lane >> 2, sq = lane & 3, q4 = 4 * sq;
-  const int c = 8 * w + cw, sw = (cw & 1) << 1, hb = (cw >> 1) & 1;
-  const int64_t b = blockIdx.y;
-  const int g = int(blockIdx.x) / p.nj, jq = int(blockIdx.x) % p.nj;
-  const int64_t d0 = int64_t(g) * p.Dg + int64_t(jq) * kQC;
-  const int nvalid = int(min(int64_t(kQC), p.Dg - int64_t(jq) * kQC));
-  const bool valid = c < nvalid;
-  const int64_t d = d0 + (valid ? c : 0);
+  const SeqPos q = seq_position(p);
+  const int tid = q.tid, w = q.w, lane = q.lane, cw = q.cw, sq = q.sq, q4 = q.q4, c = q.c, sw = q.sw, g = q.g;
+  const int nvalid = q.nvalid, hb = (cw >> 1) & 1;
+  const int64_t b = q.b, d0 = q.d0, d = q.d;
+  const bool valid = q.valid;
   const int N = int(p.N);
   const int64_t L = p.L, D = p.D, nch = (L + kTC - 1) / kTC, nq = (L + kQT - 1) / kQT;
 
-  float A2[4], X[4], gA[4];
+  float A2[4], X[4], gA[4] = {0.f, 0.f, 0.f, 0.f};
   bool nin[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int n = q4 + (j ^ sw);
-    nin[j] = valid && n < N;
-    A2[j] = nin[j] ? p.A[d * N + n] * kLog2e : 0.f;
-    X[j] = nin[j] && p.gh ? p.gh[(b * D + d) * N + n] : 0.f;
-    gA[j] = 0.f;
-  }
+  seq_states(p, q, p.gh, nin, A2, X);
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;  // the staged channel's
   const bool hasz = p.z != nullptr;
@@ -841,37 +919,8 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   for (int64_t cq = nq - 1; cq >= 0; --cq) {
     const int64_t t0 = cq * kQT;
     __syncthreads();  // the previous chunk's outputs have left the tiles
-    {  // channel `lane` of rows w + 4 k: every load in flight (B / C's too) before dt, u, gy silu(z) go to the tiles
-      constexpr int R = kQT / 4;
-      const bool cin = lane < nvalid;
-      const int64_t o0 = (b * L + t0 + w) * D + d0 + lane, step = 4 * D;
-      T vd[R], vu[R], vz[R], vg[R];
-#pragma unroll
-      for (int k = 0; k < R; ++k) {
-        const bool in = cin && t0 + w + 4 * k < L;
-        const int64_t i = o0 + k * step;
-        vd[k] = in ? static_cast<const T*>(p.delta)[i] : T(0.f);
-        vu[k] = in ? static_cast<const T*>(p.u)[i] : T(0.f);
-        vg[k] = in ? static_cast<const T*>(p.gy)[i] : T(0.f);
-        vz[k] = in && hasz ? static_cast<const T*>(p.z)[i] : T(0.f);
-      }
-      stage_bc_rows(bct, p, b, g, t0);
-#pragma unroll
-      for (int k = 0; k < R; ++k) {
-        const int r = w + 4 * k;
-        const bool in = cin && t0 + r < L;
-        const float x = ld(vd, k) + lbias, zk = ld(vz, k), gk = ld(vg, k);
-        dts[lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
-        us[lane * UR + r] = vu[k];
-        gys[lane * kQRow + r] = hasz ? gk * zk * sigmoid_f(zk) : gk;
-      }
-    }
-    if (w < 2) {
-      const int64_t t = t0 + tid;
-      const bool rs = p.seq && t > 0 && t < L && p.seq[b * L + t] != p.seq[b * L + t - 1];
-      const unsigned m = __ballot_sync(0xffffffffu, rs);
-      if (lane == 0) rmw[w] = m;
-    }
+    stage_seq_chunk<true, T>(p, q, t0, lbias, dts, us, UR, gys, bct);
+    stage_reset_bits(rmw, p, q, t0);
     __syncthreads();
     const uint64_t rbits = uint64_t(rmw[0]) | (uint64_t(rmw[1]) << 32);
     const float* hsrc = (cq & 1) ? p.Hmid : p.Hs;
@@ -883,17 +932,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
     const float* drow = dts + c * kQRow;
     const T* urow = us + c * UR;
     const float* grow = gys + c * kQRow;
-    // One piece forward from h: a_t = exp2(dt A2) (0 where a document starts), h <- a h + dt u B; hp[i] gets
-    // h_{t-1} of step i when KEEP.
-    auto piece_dt = [&](int k, float (&dt)[kQP], float (&du)[kQP]) {
-      float u[kQP];
-      load4(drow + kQP * k, dt);
-      load4(drow + kQP * k + 4, dt + 4);
-      load4(urow + kQP * k, u);
-      load4(urow + kQP * k + 4, u + 4);
-#pragma unroll
-      for (int i = 0; i < kQP; ++i) du[i] = dt[i] * u[i];
-    };
+    auto piece_dt = [&](int k, float (&dt)[kQP], float (&du)[kQP]) { load_piece_dt(drow, urow, k, dt, du); };
     // Piece k forward from h: h <- a h + dt u B with a = exp2(dt A2) (0 where a document starts when RESET), and
     // h_{t-1} of each step into hp.
     auto run_piece = [&](auto reset, int k, const float (&dt)[kQP], const float (&du)[kQP], unsigned rk, float (&h)[4],
@@ -1091,65 +1130,26 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
   float* bct = zts + kQC * kQRow;               // [kQT][2][16] B_t, C_t
   unsigned* rmw = reinterpret_cast<unsigned*>(bct + kQT * 32);  // [2] the chunk's resets, a bit a step
 
-  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, cw = lane >> 2, sq = lane & 3, q4 = 4 * sq;
-  const int c = 8 * w + cw, sw = (cw & 1) << 1;
-  const int64_t b = blockIdx.y;
-  const int g = int(blockIdx.x) / p.nj, jq = int(blockIdx.x) % p.nj;
-  const int64_t d0 = int64_t(g) * p.Dg + int64_t(jq) * kQC;
-  const int nvalid = int(min(int64_t(kQC), p.Dg - int64_t(jq) * kQC));
-  const bool valid = c < nvalid;
-  const int64_t d = d0 + (valid ? c : 0);
+  const SeqPos q = seq_position(p);
+  const int lane = q.lane, sq = q.sq, q4 = q.q4, c = q.c, sw = q.sw, w = q.w, nvalid = q.nvalid;
+  const int64_t b = q.b, d0 = q.d0, d = q.d;
+  const bool valid = q.valid;
   const int N = int(p.N);
   const int64_t L = p.L, D = p.D, nq = (L + kQT - 1) / kQT;
 
   float A2[4], h[4];
   bool nin[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int n = q4 + (j ^ sw);
-    nin[j] = valid && n < N;
-    A2[j] = nin[j] ? p.A[d * N + n] * kLog2e : 0.f;
-    h[j] = nin[j] && p.h0 ? p.h0[(b * D + d) * N + n] : 0.f;
-  }
+  seq_states(p, q, p.h0, nin, A2, h);
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;
-  const bool hasz = p.z != nullptr;
   const float* drow = dts + c * kQRow;
   const float* urow = uts + c * kQRow;
 
   for (int64_t cq = 0; cq < nq; ++cq) {
     const int64_t t0 = cq * kQT;
     __syncthreads();  // the previous chunk's y has left the tiles
-    {  // channel `lane` of rows w + 4 k: every load in flight (B / C's too) before the conversions
-      constexpr int R = kQT / 4;
-      const bool cin = lane < nvalid;
-      const int64_t o0 = (b * L + t0 + w) * D + d0 + lane, step = 4 * D;
-      T vd[R], vu[R], vz[R];
-#pragma unroll
-      for (int k = 0; k < R; ++k) {
-        const bool in = cin && t0 + w + 4 * k < L;
-        const int64_t i = o0 + k * step;
-        vd[k] = in ? static_cast<const T*>(p.delta)[i] : T(0.f);
-        vu[k] = in ? static_cast<const T*>(p.u)[i] : T(0.f);
-        vz[k] = in && hasz ? static_cast<const T*>(p.z)[i] : T(0.f);
-      }
-      stage_bc_rows(bct, p, b, g, t0);
-#pragma unroll
-      for (int k = 0; k < R; ++k) {
-        const int r = w + 4 * k;
-        const bool in = cin && t0 + r < L;
-        const float x = ld(vd, k) + lbias, zk = ld(vz, k);
-        dts[lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
-        uts[lane * kQRow + r] = ld(vu, k);
-        zts[lane * kQRow + r] = hasz ? zk * sigmoid_f(zk) : 1.f;
-      }
-    }
-    if (w < 2) {
-      const int64_t t = t0 + tid;
-      const bool rs = p.seq && t > 0 && t < L && p.seq[b * L + t] != p.seq[b * L + t - 1];
-      const unsigned m = __ballot_sync(0xffffffffu, rs);
-      if (lane == 0) rmw[w] = m;
-    }
+    stage_seq_chunk<false, T>(p, q, t0, lbias, dts, uts, kQRow, zts, bct);
+    stage_reset_bits(rmw, p, q, t0);
     __syncthreads();
     if (p.starts) {  // the state entering this chunk: a 128-step chunk's start, or its middle
       float* dst = ((cq & 1) ? p.mids : p.starts) + ((b * p.nsave + cq / 2) * D + d) * p.Np + q4;
@@ -1161,15 +1161,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
 #pragma unroll 1
     for (int k = 0; k < kQPieces; ++k) {
       float dt[kQP], du[kQP];
-      {
-        float u[kQP];
-        load4(drow + kQP * k, dt);
-        load4(drow + kQP * k + 4, dt + 4);
-        load4(urow + kQP * k, u);
-        load4(urow + kQP * k + 4, u + 4);
-#pragma unroll
-        for (int i = 0; i < kQP; ++i) du[i] = dt[i] * u[i];
-      }
+      load_piece_dt(drow, urow, k, dt, du);
       const unsigned rk = unsigned(rbits >> (kQP * k)) & 0xffu;
       auto piece = [&](auto reset) {
 #pragma unroll
@@ -1356,7 +1348,7 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   if (starts) {
     Tensor st = Tensor::empty({p.Bt, p.nsave, p.D, p.Np}, DType::f32, in.u.device());
     p.starts = st.data<float>();
-    *starts = {st, kTC * p.every};
+    *starts = {st, kTC * p.every, Tensor()};
     if (p.every == 1) {  // N <= 16: the chunks' middles too, for seq_bwd_kernel
       starts->mids = Tensor::empty({p.Bt, p.nsave, p.D, p.Np}, DType::f32, in.u.device());
       p.mids = starts->mids.data<float>();
