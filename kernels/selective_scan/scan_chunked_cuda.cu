@@ -1300,7 +1300,7 @@ void chunk_segment_starts(ChunkParams& p, Tensor& E, Tensor& S, const Device& de
   p.Ein = p.E;
 }
 
-// Whether a sequential kernel (seq_fwd_kernel / seq_bwd_kernel: N <= 16, blocks of 32 channels) runs rather than
+// Whether a sequential kernel (seq_fwd_kernel / seq_bwd_kernel: N 12-16, blocks of 32 channels) runs rather than
 // its chunked counterpart (blocks of 16): where its blocks fill their waves at least 1 / 1.35 as well (a block
 // runs a whole row, so a part-filled last wave costs a whole one). Measured for the backward (H100, 2026-12-07): at
 // 0.73 of a wave (the 130M LM's (8, 1536, 2048)) seq_bwd_kernel still beat chunk_bwd_kernel's 2.9 waves (1.654
@@ -1315,6 +1315,9 @@ bool use_seq(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chunk_ke
   if (seq_smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(seq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(seq_smem)));
   if (e && std::strcmp(e, "always") == 0) return true;
+  // They compute 16 states whatever N is: below 12, the chunked kernels' N-state loops do less work than their
+  // speed-up at N = 16 (1.6x forward, 1.3x backward) makes up (an estimate; not measured below N = 16).
+  if (p.N < 12) return false;
   if (chunk_smem_ > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(chunk_kernel_, cudaFuncAttributeMaxDynamicSharedMemorySize, int(chunk_smem_)));
   int qres = 0, cres = 0;
