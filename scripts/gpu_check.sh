@@ -25,7 +25,8 @@
 # lab: each kernel variant of bench/lab/*.patch against the tree it was made from: applies it, rebuilds its
 #      benchmark (the patch's `lab-bench:` line, e.g. `bench_causal_conv1d`; default `bench_selective_scan --only
 #      $LAB_ONLY`, LAB_ONLY default 0,1,4: two of mamba_ssm's shapes and the 130M LM's), runs it once per setting
-#      on the patch's `lab-runs:` line (env assignments, or `default`), reverts it and rebuilds; output in
+#      on the patch's `lab-runs:` line (env assignments, several to a run joined by commas, or `default`), reverts it
+#      and rebuilds; output in
 #      $OUT/lab.txt, the tree's own kernels first (each benchmark the patches name). git apply, or patch(1) where
 #      git is missing. Not in the default set.
 # ab: the 130M LM's `ssm bench` at AB_BASE (a commit; default the previous session's end, 5eec8eb) and at this tree,
@@ -163,7 +164,7 @@ if want lab; then
     if step "lab-$name-build" cmake --build "$BUILD" --target "${bench%% *}" -j"$JOBS"; then
       for r in $runs; do
         [ "$r" = default ] && r=
-        step "lab-$name ${r:-default}" sh -c "echo '--- $name ${r:-default}' >>'$OUT/lab.txt'; env $r timeout -k 10 60 \
+        step "lab-$name ${r:-default}" sh -c "echo '--- $name ${r:-default}' >>'$OUT/lab.txt'; env ${r//,/ } timeout -k 10 60 \
           '$BUILD/bin/'$bench 2>&1 | tee -a '$OUT/lab.txt'"
       done
     fi
