@@ -26,7 +26,7 @@
 #      benchmark (the patch's `lab-bench:` line, e.g. `bench_causal_conv1d`; default `bench_selective_scan --only
 #      $LAB_ONLY`, LAB_ONLY default 0,1,4: two of mamba_ssm's shapes and the 130M LM's), runs it once per setting
 #      on the patch's `lab-runs:` line (env assignments, several to a run joined by commas, or `default`), reverts it
-#      and rebuilds; output in
+#      and rebuilds (LAB_NO_REBUILD=1: not, where nothing runs after it); output in
 #      $OUT/lab.txt, the tree's own kernels first (each benchmark the patches name). git apply, or patch(1) where
 #      git is missing. Not in the default set.
 # ab: the 130M LM's `ssm bench` at AB_BASE (a commit; default the previous session's end, 5eec8eb) and at this tree,
@@ -171,7 +171,7 @@ if want lab; then
     apply_patch -R "$patch"
   done
   # The tree's binaries back (the next patch's build recompiles whatever the last one changed).
-  [ ${#patches[@]} -gt 0 ] && while IFS= read -r bench; do
+  [ ${#patches[@]} -gt 0 ] && [ -z "${LAB_NO_REBUILD:-}" ] && while IFS= read -r bench; do
     step "lab-rebuild ${bench%% *}" cmake --build "$BUILD" --target "${bench%% *}" -j"$JOBS"
   done <<<"$lab_benches"
 fi

@@ -1,7 +1,7 @@
 // Selective scan on CUDA, chunked in time inside a block: forward, two backward kernels (chunk_bwd_kernel, and
 // seq_bwd_kernel at N <= 16: see its comment), and the checkpoint pass of
 // selective_scan_cuda.cu's backward (math in selective_scan.h). selective_scan_cuda.cu's impl_for runs it where
-// its blocks of whole rows fill the GPU (chunked_waves); SSM_SCAN_IMPL=chunk forces it.
+// its blocks fill the GPU (chunked_runs); SSM_SCAN_IMPL=chunk forces it.
 //
 // Layout. A block of 256 threads owns CB = 16 channels of one group g in one batch row b, as 16 channels x
 // TS = 16 time slices: warp w holds channels 2w and 2w + 1, lane = 16 (channel & 1) + slice. The block walks
@@ -917,9 +917,16 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   const int N = int(p.N);
   const int64_t L = p.L, D = p.D, nch = (L + kTC - 1) / kTC, nq = (L + kQT - 1) / kQT;
 
+  // Segments (blockIdx.z, p.cps 64-step chunks each): each starts from the adjoint carried into its end (p.Ein,
+  // from seq_adj_kernel and the reverse carry) and writes its own parts of gA, gD, gdelta_bias.
+  const int64_t seg = blockIdx.z, cq0 = seg * p.cps, cq1 = min(nq, cq0 + p.cps), prow = b * p.nseg + seg;
   float A2[4], X[4], gA[4] = {0.f, 0.f, 0.f, 0.f};
   bool nin[4];
   seq_states(p, q, p.gh, nin, A2, X);
+  if (p.Ein) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) X[j] = nin[j] ? p.Ein[(prow * D + d) * p.Np + q4 + (j ^ sw)] : 0.f;
+  }
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;  // the staged channel's
   const bool hasz = p.z != nullptr;
@@ -927,7 +934,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   float gDacc = 0.f, gdbacc = 0.f;
   int buf = 0;
 
-  for (int64_t cq = nq - 1; cq >= 0; --cq) {
+  for (int64_t cq = cq1 - 1; cq >= cq0; --cq) {
     const int64_t t0 = cq * kQT;
     __syncthreads();  // the previous chunk's outputs have left the tiles
     stage_seq_chunk<true, T>(p, q, t0, lbias, dts, us, UR, gys, bct);
@@ -1093,16 +1100,75 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
     gdbacc += __shfl_xor_sync(0xffffffffu, gdbacc, o);
   }
   if (valid && sq == 0) {
-    p.gDp[b * D + d] = gDacc;
-    p.gdbp[b * D + d] = gdbacc;
+    p.gDp[prow * D + d] = gDacc;
+    p.gdbp[prow * D + d] = gdbacc;
   }
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     if (!nin[j]) continue;
-    const int64_t o = (b * D + d) * N + q4 + (j ^ sw);
-    p.gAp[o] = gA[j];
-    if (p.gh0) p.gh0[o] = X[j];
+    p.gAp[(prow * D + d) * N + q4 + (j ^ sw)] = gA[j];
+    if (p.gh0 && seg == 0) p.gh0[(b * D + d) * N + q4 + (j ^ sw)] = X[j];
   }
+}
+
+size_t seq_adj_smem(int tsz) { return size_t(2) * kQC * kQRow * 4 + size_t(kQC) * kQURow * tsz + size_t(kQT) * 32 * 4 + 16; }
+
+// The adjoint's local pass for seq_bwd_kernel's segments: each segment from a zero adjoint at its end, in reverse,
+// X <- a_t (C_t gy_t + X) (the adjoint needs neither h nor B); writes the adjoint leaving its first step E and its sum
+// of dt S (NaN where a document starts inside it: the carry multiplier is then 0) for seq_adj_carry_kernel.
+template <typename T>
+__global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
+  char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
+  constexpr int UR = kQURow;
+  float* dts = reinterpret_cast<float*>(base);
+  float* gys = dts + kQC * kQRow;
+  T* us = reinterpret_cast<T*>(gys + kQC * kQRow);
+  float* bct = reinterpret_cast<float*>(us + kQC * UR);
+  unsigned* rmw = reinterpret_cast<unsigned*>(bct + kQT * 32);
+  const SeqPos q = seq_position(p);
+  const int64_t nq = (p.L + kQT - 1) / kQT, seg = blockIdx.z, cq0 = seg * p.cps, cq1 = min(nq, cq0 + p.cps);
+  float A2[4], X[4];
+  bool nin[4];
+  seq_states(p, q, nullptr, nin, A2, X);
+  const float lbias = (p.dbias && q.lane < q.nvalid) ? p.dbias[q.d0 + q.lane] : 0.f;
+  const float* drow = dts + q.c * kQRow;
+  const float* grow = gys + q.c * kQRow;
+  float sumdt = 0.f;
+  bool any_reset = false;
+  for (int64_t cq = cq1 - 1; cq >= cq0; --cq) {
+    const int64_t t0 = cq * kQT;
+    __syncthreads();
+    stage_seq_chunk<true, T>(p, q, t0, lbias, dts, us, UR, gys, bct);
+    stage_reset_bits(rmw, p, q, t0);
+    __syncthreads();
+    const uint64_t rbits = uint64_t(rmw[0]) | (uint64_t(rmw[1]) << 32);
+    any_reset = any_reset || rbits != 0;
+#pragma unroll 4
+    for (int r = kQT - 1; r >= 0; --r) {
+      const float dt = drow[r], gy = grow[r];
+      float Cv[4];
+      load_slots(bct + r * 32 + 16, q.q4, q.sw, Cv);
+      const bool rs = (rbits >> r) & 1u;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) X[j] = (rs ? 0.f : ex2(dt * A2[j])) * fmaf(Cv[j], gy, X[j]);
+      sumdt += dt;
+    }
+  }
+  const int64_t o = (q.b * p.nseg + seg) * p.D + q.d;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (nin[j]) p.E[o * p.Np + q.q4 + (j ^ q.sw)] = X[j];
+  if (q.valid && q.sq == 0) p.S[o] = any_reset ? __int_as_float(0x7fc00000) : sumdt;
+}
+
+// The adjoint entering each segment's end from the right, one thread per (b, d, n): the last segment's is grad
+// h_last; carry_through in reverse turns the local passes' E into those.
+__global__ void seq_adj_carry_kernel(ChunkParams p) {
+  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (idx >= p.Bt * p.D * p.N) return;
+  const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
+  carry_through(p.E + (b * p.nseg * p.D + d) * p.Np + n, p.D * p.Np, p.S + b * p.nseg * p.D + d, p.D, p.nseg,
+                p.A[d * p.N + n] * kLog2e, p.gh ? p.gh[idx] : 0.f, true);
 }
 
 // The sequential forward (seq_fwd_kernel; N <= 16): seq_bwd_kernel's layout without its sweeps. A block of 128
@@ -1115,7 +1181,10 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
 // ::mids at its middle) for seq_bwd_kernel. One exp a state and step, no scan, no barrier within a chunk.
 size_t seq_fwd_smem() { return size_t(3) * kQC * kQRow * 4 + size_t(kQT) * 32 * 4 + 16; }
 
-template <typename T>
+// Segments (blockIdx.z; p.cps 64-step chunks each): LOCAL runs a segment from a zero state and writes its end state E
+// and sum of dt S (NaN where a document starts inside it) for chunk_carry_kernel; the full pass starts each segment
+// from p.Ein (after the carry) or h0.
+template <typename T, bool LOCAL>
 __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
   char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
   float* dts = reinterpret_cast<float*>(base);  // [kQC][kQRow] dt, then y
@@ -1124,28 +1193,36 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
   float* bct = zts + kQC * kQRow;               // [kQT][2][16] B_t, C_t
   unsigned* rmw = reinterpret_cast<unsigned*>(bct + kQT * 32);  // [2] the chunk's resets, a bit a step
 
-  const SeqPos q = seq_position(p);
+  SeqPos q = seq_position(p);
+  q.sw = 0;  // no sums over channels here: states in their own order, B and C as one 16-byte load each
   const int lane = q.lane, sq = q.sq, q4 = q.q4, c = q.c, sw = q.sw, w = q.w, nvalid = q.nvalid;
   const int64_t b = q.b, d0 = q.d0, d = q.d;
   const bool valid = q.valid;
   const int N = int(p.N);
   const int64_t L = p.L, D = p.D, nq = (L + kQT - 1) / kQT;
 
+  const int64_t seg = blockIdx.z, cq0 = seg * p.cps, cq1 = min(nq, cq0 + p.cps);
   float A2[4], h[4];
   bool nin[4];
-  seq_states(p, q, p.h0, nin, A2, h);
+  seq_states(p, q, LOCAL ? nullptr : p.h0, nin, A2, h);
+  if (!LOCAL && p.Ein) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) h[j] = nin[j] ? p.Ein[((b * p.nseg + seg) * D + d) * p.Np + q4 + (j ^ sw)] : 0.f;
+  }
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;
   const float* drow = dts + c * kQRow;
   const float* urow = uts + c * kQRow;
+  float sumdt = 0.f;
+  bool any_reset = false;
 
-  for (int64_t cq = 0; cq < nq; ++cq) {
+  for (int64_t cq = cq0; cq < cq1; ++cq) {
     const int64_t t0 = cq * kQT;
     __syncthreads();  // the previous chunk's y has left the tiles
     stage_seq_chunk<false, T>(p, q, t0, lbias, dts, uts, kQRow, zts, bct);
     stage_reset_bits(rmw, p, q, t0);
     __syncthreads();
-    if (p.starts) {  // the state entering this chunk: a 128-step chunk's start, or its middle
+    if (!LOCAL && p.starts) {  // the state entering this chunk: a 128-step chunk's start, or its middle
       float* dst = ((cq & 1) ? p.mids : p.starts) + ((b * p.nsave + cq / 2) * D + d) * p.Np + q4;
 #pragma unroll
       for (int j = 0; j < 4; ++j)
@@ -1157,6 +1234,11 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
       float dt[kQP], du[kQP];
       load_piece_dt(drow, urow, k, dt, du);
       const unsigned rk = unsigned(rbits >> (kQP * k)) & 0xffu;
+      if (LOCAL) {
+        any_reset = any_reset || rk != 0;
+#pragma unroll
+        for (int i = 0; i < kQP; ++i) sumdt += dt[i];
+      }
       auto piece = [&](auto reset) {
 #pragma unroll
         for (int f = 0; f < 2; ++f) {
@@ -1164,9 +1246,9 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
 #pragma unroll
           for (int ii = 0; ii < 4; ++ii) {
             const int i = 4 * f + ii, r = kQP * k + i;
-            float Bv[4], Cv[4];
-            load_slots(bct + r * 32, q4, sw, Bv);
-            load_slots(bct + r * 32 + 16, q4, sw, Cv);
+            const float4 b4 = *reinterpret_cast<const float4*>(bct + r * 32 + q4);
+            const float4 c4 = *reinterpret_cast<const float4*>(bct + r * 32 + 16 + q4);
+            const float Bv[4] = {b4.x, b4.y, b4.z, b4.w}, Cv[4] = {c4.x, c4.y, c4.z, c4.w};
             float acc = 0.f;
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
@@ -1177,6 +1259,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
             }
             yp[ii] = acc;
           }
+          if (LOCAL) continue;
           const float ysum = quarter_sum(yp, sq);  // over the channel's 4 lanes: step 4 f + sq's
           const int r = kQP * k + 4 * f + sq;
           if (valid) dts[c * kQRow + r] = fmaf(Dv, urow[r], ysum) * zts[c * kQRow + r];
@@ -1186,13 +1269,19 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
       else piece(std::false_type{});
     }
     __syncthreads();
-    if (p.y && lane < nvalid) {  // y of the chunk: channel `lane` of rows w + 4 k
+    if (!LOCAL && p.y && lane < nvalid) {  // y of the chunk: channel `lane` of rows w + 4 k
       const int rows = int(min(int64_t(kQT), L - t0));
       T* yp = static_cast<T*>(p.y) + (b * L + t0) * D + d0 + lane;
       for (int r = w; r < rows; r += 4) st(yp, int64_t(r) * D, dts[lane * kQRow + r]);
     }
   }
-  if (p.h_last) {
+  if (LOCAL) {
+    const int64_t o = (b * p.nseg + seg) * D + d;
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (nin[j]) p.E[o * p.Np + q4 + (j ^ sw)] = h[j];
+    if (valid && sq == 0) p.S[o] = any_reset ? __int_as_float(0x7fc00000) : sumdt;
+  } else if (p.h_last && seg == p.nseg - 1) {
 #pragma unroll
     for (int j = 0; j < 4; ++j)
       if (nin[j]) p.h_last[(b * D + d) * N + q4 + (j ^ sw)] = h[j];
@@ -1243,15 +1332,6 @@ void launch_chunk(const ChunkParams& p) {
   SSM_CUDA_LAUNCH_CHECK();
 }
 
-template <typename T>
-int chunk_resident() {
-  const auto kernel = chunk_kernel<T, false>;
-  const size_t smem = chunk_smem(int(sizeof(T)), 0);  // N's share is small; the rule needs no more precision
-  int resident = 0;
-  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
-  return std::max(1, resident);
-}
-
 // Segments per row. One when the blocks of whole rows give at least half a wave (the occupancy calculator's
 // resident blocks on every SM); else enough to fill one wave, at the price of the second (local) pass.
 // Segments are whole multiples of `align` chunks. Env SSM_SCAN_CHUNK_SEGS overrides the count.
@@ -1285,35 +1365,65 @@ void chunk_segment_starts(ChunkParams& p, Tensor& E, Tensor& S, const Device& de
   p.Ein = p.E;
 }
 
-// Whether a sequential kernel (seq_fwd_kernel / seq_bwd_kernel: N 12-16, blocks of 32 channels) runs rather than
-// its chunked counterpart (blocks of 16): where its blocks fill their waves at least 1 / 1.35 as well (a block
-// runs a whole row, so a part-filled last wave costs a whole one). Measured for the backward (H100, 2026-12-07): at
-// 0.73 of a wave (the 130M LM's (8, 1536, 2048)) seq_bwd_kernel still beat chunk_bwd_kernel's 2.9 waves (1.654
-// against 1.709 ms forward+backward); at 0.36 of a wave ((2, 3072, 8192)) it lost (5.18 against 3.73). `env`
-// (always / never) overrides.
-template <typename T, typename KS, typename KC>
-bool use_seq(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chunk_kernel_, size_t chunk_smem_,
-             const char* env) {
-  if (p.N > 16) return false;
-  const char* e = std::getenv(env);
-  if (e && std::strcmp(e, "never") == 0) return false;
+// The sequential kernels' plan (seq_fwd_kernel / seq_bwd_kernel: N 12-16, blocks of 32 channels): 0 where their
+// chunked counterparts (blocks of 16) run instead, else how many time segments of whole 64-step chunks a row is cut
+// into. A block runs a whole segment, so a part-filled last wave costs a whole one:
+//   - segments: 1 where the blocks of whole rows fill half a wave, else as many as fill one (as set_chunk_segments
+//     does), each at the price of a local pass (the forward's state, or the backward's adjoint, from zero over the
+//     segment) and a carry; env SSM_SCAN_SEQ_SEGS sets the count;
+//   - they run where their blocks, with those segments, fill their waves at least 1 / 1.35 as well as the chunked
+//     kernels' (1 + kSeqLocal the segments' cost where there are several); or, where the chunked kernels' blocks fill
+//     less than half a wave (the legacy kernels' ground: selective_scan_cuda.cu), where the segments fill half a wave.
+// Measured for the backward (H100, 2026-12-07): at 0.73 of a wave (the 130M LM's (8, 1536, 2048)) seq_bwd_kernel still
+// beat chunk_bwd_kernel's 2.9 waves (1.654 against 1.709 ms forward+backward); at 0.36 of a wave ((2, 3072, 8192)) it
+// lost (5.18 against 3.73). `env` (always / never) overrides.
+constexpr double kSeqLocal = 0.4;  // a local pass's cost, as a share of the full pass's (an estimate)
+struct SeqPlan {
+  int64_t segs = 0;       // 0: the chunked kernels
+  bool chunk_few = false;  // the chunked kernels' blocks fill less than half a wave
+};
+template <typename KS, typename KC>
+SeqPlan seq_plan(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chunk_kernel_, size_t chunk_smem_,
+                 int chunk_threads, const char* env) {
+  SeqPlan plan;
   if (seq_smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(seq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(seq_smem)));
-  if (e && std::strcmp(e, "always") == 0) return true;
-  // They compute 16 states whatever N is: below 12, the chunked kernels' N-state loops do less work than their
-  // speed-up at N = 16 (1.6x forward, 1.3x backward) makes up (an estimate; not measured below N = 16).
-  if (p.N < 12) return false;
   if (chunk_smem_ > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(chunk_kernel_, cudaFuncAttributeMaxDynamicSharedMemorySize, int(chunk_smem_)));
   int qres = 0, cres = 0;
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&qres, seq_kernel, kQThr, seq_smem));
-  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&cres, chunk_kernel_, kThr, chunk_smem_));
-  const int64_t sms = ::ssm::cuda::sm_count();
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&cres, chunk_kernel_, chunk_threads, chunk_smem_));
+  const int64_t sms = ::ssm::cuda::sm_count(), qslots = std::max(1, qres) * sms, cslots = std::max(1, cres) * sms;
   const int64_t qblocks = p.Bt * p.G * ((p.Dg + kQC - 1) / kQC), cblocks = p.Bt * p.G * ((p.Dg + kCB - 1) / kCB);
+  plan.chunk_few = 2 * cblocks < cslots;
+  if (p.N > 16) return plan;
+  const char* e = std::getenv(env);
+  if (e && std::strcmp(e, "never") == 0) return plan;
+  const int64_t nq = (p.L + kQT - 1) / kQT;
+  int64_t segs = 2 * qblocks >= qslots ? 1 : qslots / qblocks;
+  segs = std::max<int64_t>(1, std::min(env_int("SSM_SCAN_SEQ_SEGS", segs), nq));
+  segs = (nq + (nq + segs - 1) / segs - 1) / ((nq + segs - 1) / segs);  // segments of whole chunks, none empty
+  if (e && std::strcmp(e, "always") == 0) return plan.segs = segs, plan;
+  // They compute 16 states whatever N is: below 12, the chunked kernels' N-state loops do less work than their
+  // speed-up at N = 16 (1.6x forward, 1.3x backward) makes up (an estimate; not measured below N = 16).
+  if (p.N < 12) return plan;
   auto fill = [](int64_t n, int64_t per_wave) {  // the share of the waves' slots that n blocks use
     return double(n) / double((n + per_wave - 1) / per_wave * per_wave);
   };
-  return 1.35 * fill(qblocks, std::max(1, qres) * sms) >= fill(cblocks, std::max(1, cres) * sms);
+  const double qfill = fill(qblocks * segs, qslots);
+  const bool wins = plan.chunk_few ? 2 * qblocks * segs >= qslots
+                                   : 1.35 * qfill / (segs > 1 ? 1 + kSeqLocal : 1.0) >= fill(cblocks, cslots);
+  if (wins) plan.segs = segs;
+  return plan;
+}
+
+// Cuts p's rows into `segs` segments for the sequential kernels (p.cps chunks of 64 steps each).
+void set_seq_segments(ChunkParams& p, int64_t segs) {
+  const int64_t nq = (p.L + kQT - 1) / kQT;
+  p.nj = int((p.Dg + kQC - 1) / kQC);
+  p.cps = (nq + segs - 1) / segs;
+  p.nseg = (nq + p.cps - 1) / p.cps;
+  p.Ein = nullptr;
 }
 
 template <typename H>
@@ -1324,8 +1434,9 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   // bytes, i.e. 1/128 of an f32 state per step at N <= 16 and no more at larger N.
   p.every = std::max(1, p.Np / 16);
   p.nsave = ((p.L + kTC - 1) / kTC + p.every - 1) / p.every;
-  const bool seq = use_seq<T>(p, seq_fwd_kernel<T>, seq_fwd_smem(), chunk_kernel<T, false>,
-                              chunk_smem(int(sizeof(T)), p.N), "SSM_SCAN_SEQ_FWD");
+  const SeqPlan plan = seq_plan(p, seq_fwd_kernel<T, false>, seq_fwd_smem(), chunk_kernel<T, false>,
+                                chunk_smem(int(sizeof(T)), p.N), kThr, "SSM_SCAN_SEQ_FWD");
+  const bool seq = plan.segs > 0;
   Tensor E, S;
   if (!seq) {
     set_chunk_segments<T>(p, p.every);
@@ -1343,8 +1454,21 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
     }
   }
   if (!seq) return launch_chunk<T, false>(p);
-  p.nj = int((p.Dg + kQC - 1) / kQC);
-  seq_fwd_kernel<T><<<dim3(unsigned(p.G * p.nj), unsigned(p.Bt)), kQThr, seq_fwd_smem(), stream()>>>(p);
+  // Segments (seq_plan): a local pass, the carry, then the full pass from the carried states.
+  set_seq_segments(p, plan.segs);
+  const dim3 grid(unsigned(p.G * p.nj), unsigned(p.Bt), unsigned(p.nseg));
+  if (p.nseg > 1) {
+    E = Tensor::empty({p.Bt, p.nseg, p.D, p.Np}, DType::f32, in.u.device());
+    S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, in.u.device());
+    p.E = E.data<float>();
+    p.S = S.data<float>();
+    seq_fwd_kernel<T, true><<<grid, kQThr, seq_fwd_smem(), stream()>>>(p);
+    SSM_CUDA_LAUNCH_CHECK();
+    chunk_carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p);
+    SSM_CUDA_LAUNCH_CHECK();
+    p.Ein = p.E;
+  }
+  seq_fwd_kernel<T, false><<<grid, kQThr, seq_fwd_smem(), stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
 }
 
@@ -1416,16 +1540,14 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   const size_t smem = chunk_bwd_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  // Whole rows only: with fewer blocks than half a wave the other backward (which cuts rows in time) is faster.
+  // N <= 16: the sequential backward (seq_plan). Otherwise whole rows only: with fewer blocks than half a wave
+  // the other backward (which cuts rows in time) is faster.
+  const SeqPlan plan = seq_plan(p, seq_bwd_kernel<T>, seq_bwd_smem(int(sizeof(T))), kernel, smem, kThr, "SSM_SCAN_SEQ_BWD");
+  const bool seq = plan.segs > 0;
   const char* mode = std::getenv("SSM_SCAN_CHUNK_BWD");  // "always" / "never" override the rule (tests, benches)
   if (mode && std::strcmp(mode, "never") == 0) return false;
-  int resident = 0;
-  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThr, smem));
-  const int64_t slots = int64_t(std::max(1, resident)) * ::ssm::cuda::sm_count();
-  if (!(mode && std::strcmp(mode, "always") == 0) && 2 * p.Bt * p.G * p.nj < slots) return false;
+  if (!seq && plan.chunk_few && !(mode && std::strcmp(mode, "always") == 0)) return false;
   const Device dev = in.u.device();
-  // N <= 16: the sequential backward where its blocks fill the GPU (use_seq).
-  const bool seq = use_seq<T>(p, seq_bwd_kernel<T>, seq_bwd_smem(int(sizeof(T))), kernel, smem, "SSM_SCAN_SEQ_BWD");
   Tensor hmid;
   const Tensor hs = chunk_states<T>(in, opt, starts, seq ? &hmid : nullptr);
   p.Hs = hs.data<float>();
@@ -1434,17 +1556,36 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   p.gh = grad_h_last.defined() ? grad_h_last.data<float>() : nullptr;
   const int64_t Bt = p.Bt, L = p.L, D = p.D, N = p.N, G = p.G;
   alloc_scan_grads(p, in, gr);
+  // seq_bwd_kernel's segments (seq_plan): the adjoint's local pass and reverse carry first.
+  int64_t nparts = Bt;
+  Tensor E, S;
+  if (seq) {
+    set_seq_segments(p, plan.segs);
+    nparts = Bt * p.nseg;
+    if (p.nseg > 1) {
+      E = Tensor::empty({Bt, p.nseg, D, p.Np}, DType::f32, dev);
+      S = Tensor::empty({Bt, p.nseg, D}, DType::f32, dev);
+      p.E = E.data<float>();
+      p.S = S.data<float>();
+      seq_adj_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg)), kQThr,
+                          seq_adj_smem(int(sizeof(T))), stream()>>>(p);
+      SSM_CUDA_LAUNCH_CHECK();
+      seq_adj_carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p);
+      SSM_CUDA_LAUNCH_CHECK();
+      p.Ein = p.E;
+    }
+  }
   Tensor gB = Tensor::zeros({Bt, G, N, L}, DType::f32, dev), gC = Tensor::zeros({Bt, G, N, L}, DType::f32, dev);
-  Tensor gAp = Tensor::empty({Bt, D, N}, DType::f32, dev);
-  Tensor gDp = Tensor::empty({Bt, D}, DType::f32, dev), gdbp = Tensor::empty({Bt, D}, DType::f32, dev);
+  Tensor gAp = Tensor::empty({nparts, D, N}, DType::f32, dev);
+  Tensor gDp = Tensor::empty({nparts, D}, DType::f32, dev), gdbp = Tensor::empty({nparts, D}, DType::f32, dev);
   p.gB = gB.data<float>();
   p.gC = gC.data<float>();
   p.gAp = gAp.data<float>();
   p.gDp = gDp.data<float>();
   p.gdbp = gdbp.data<float>();
   if (seq) {
-    p.nj = int((p.Dg + kQC - 1) / kQC);
-    seq_bwd_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt)), kQThr, seq_bwd_smem(int(sizeof(T))), stream()>>>(p);
+    seq_bwd_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg)), kQThr, seq_bwd_smem(int(sizeof(T))),
+                        stream()>>>(p);
   } else {
     kernel<<<dim3(1u, unsigned(G * p.nj), unsigned(Bt)), kThr, smem, stream()>>>(p);
   }
@@ -1453,8 +1594,21 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     bc_grad_kernel<<<blocks_for(Bt * L * G * N, 256), 256, 0, stream()>>>(acc, Bt, L, G, N, out->data_ptr(), p.bc);
     SSM_CUDA_LAUNCH_CHECK();
   }
-  sum_param_grads(gr, p.gAp, p.gDp, p.gdbp, Bt);
+  sum_param_grads(gr, p.gAp, p.gDp, p.gdbp, nparts);
   return true;
+}
+
+// Whether the chunked scan's pass runs rather than selective_scan_cuda.cu's: where the chunked kernels' blocks of
+// whole rows fill half a wave, or the sequential ones run (seq_plan: with time segments they fill it at few rows).
+template <typename T>
+bool chunked_runs_t(const ScanInputs& in, bool backward) {
+  const ChunkParams p = make_chunk_params(in, ScanOptions{});
+  const int tsz = int(sizeof(T));
+  const SeqPlan plan = backward ? seq_plan(p, seq_bwd_kernel<T>, seq_bwd_smem(tsz), chunk_bwd_kernel<T>,
+                                           chunk_bwd_smem(tsz, p.N), kThr, "SSM_SCAN_SEQ_BWD")
+                                : seq_plan(p, seq_fwd_kernel<T, false>, seq_fwd_smem(), chunk_kernel<T, false>,
+                                           chunk_smem(tsz, p.N), kThr, "SSM_SCAN_SEQ_FWD");
+  return !plan.chunk_few || plan.segs > 0;
 }
 
 }  // namespace
@@ -1477,16 +1631,12 @@ void chunked_checkpoints(const ScanInputs& in, const ScanOptions& opt, const Seg
   }
 }
 
-double chunked_waves(const ScanInputs& in) {
-  const int64_t G = in.B.size(2), Dg = in.u.size(2) / G;
-  const int64_t blocks = in.u.size(0) * G * ((Dg + kCB - 1) / kCB);
-  int resident = 1;
+bool chunked_runs(const ScanInputs& in, bool backward) {
   switch (in.u.dtype()) {
-    case DType::f32: resident = chunk_resident<float>(); break;
-    case DType::bf16: resident = chunk_resident<__nv_bfloat16>(); break;
-    default: resident = chunk_resident<__half>(); break;
+    case DType::f32: return chunked_runs_t<float>(in, backward);
+    case DType::bf16: return chunked_runs_t<__nv_bfloat16>(in, backward);
+    default: return chunked_runs_t<__half>(in, backward);
   }
-  return double(blocks) / double(int64_t(resident) * ::ssm::cuda::sm_count());
 }
 
 bool chunked_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,

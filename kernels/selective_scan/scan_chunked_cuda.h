@@ -18,13 +18,15 @@ void chunked_forward(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Te
 // Starts its segments from `starts` (the forward's) when they fit these inputs, else finds its own.
 void chunked_checkpoints(const ScanInputs& in, const ScanOptions& opt, const SegmentStarts* starts, Tensor& ck);
 
-// Waves of the GPU that the chunked forward's blocks of whole rows fill (Bt G ceil(D/G / 16) blocks over the
-// blocks resident at once on all SMs): selective_scan_cuda.cu's rule for when the chunked scan runs.
-double chunked_waves(const ScanInputs& in);
+// Whether the chunked scan runs the forward (backward: the backward) rather than selective_scan_cuda.cu's kernels:
+// where the chunked kernels' blocks of whole rows fill half a wave of the GPU, or the sequential kernels (N 12-16)
+// run, cutting few long rows into time segments. selective_scan_cuda.cu's rule (impl_for).
+bool chunked_runs(const ScanInputs& in, bool backward);
 
 // The chunked backward (non-deterministic mode only: it sums gB / gC with float atomics). Returns false, doing nothing,
-// when it does not apply: deterministic mode, or rows too few to fill half the GPU (env SSM_SCAN_CHUNK_BWD
-// "always" / "never" overrides the latter); the caller then runs selective_scan_cuda.cu's backward.
+// when it does not apply: deterministic mode, or rows too few to fill half the GPU where the sequential backward does
+// not run (env SSM_SCAN_CHUNK_BWD "always" / "never" overrides the latter); the caller then runs
+// selective_scan_cuda.cu's backward.
 bool chunked_backward(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h_last, const ScanOptions& opt,
                       ScanGrads& grads, const SegmentStarts* starts);
 

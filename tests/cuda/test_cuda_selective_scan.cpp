@@ -183,11 +183,12 @@ TEST(CudaSelectiveScan, AllImplementations) {
 // selective_scan_cuda.cu's backward with the chunked checkpoint pass.
 TEST(CudaSelectiveScan, ChunkedSegments) {
   SKIP_WITHOUT_CUDA();
-  for (const char* seq : {"always", "never"})  // both chunked kernel pairs (seq_fwd / seq_bwd_kernel: N <= 16 only)
+  for (const char* seq : {"always", "never"})  // both chunked kernel pairs (seq_fwd / seq_bwd_kernel: N <= 16 only),
+                                               // each with rows whole and cut into 3 time segments
   for (const char* segs : {"1", "3"}) {
     SCOPED_TRACE(std::string("segs ") + segs + ", SSM_SCAN_SEQ_FWD / BWD=" + seq);
     Env env({{"SSM_SCAN_IMPL", "chunk"}, {"SSM_SCAN_CHUNK_SEGS", segs}, {"SSM_SCAN_CHUNK_BWD", "always"},
-             {"SSM_SCAN_SEQ_FWD", seq}, {"SSM_SCAN_SEQ_BWD", seq}});
+             {"SSM_SCAN_SEQ_FWD", seq}, {"SSM_SCAN_SEQ_BWD", seq}, {"SSM_SCAN_SEQ_SEGS", segs}});
     check_case({2, 1000, 70, 2, 16, f32, f32, true, true, true, true, true, true, true});
     check_case({1, 129, 33, 1, 1, bf16, bf16, true, true, true, true, true, true, true});
     check_case({2, 128, 40, 1, 64, f16, f16, true, true, false, true, true, true, true});
@@ -196,6 +197,14 @@ TEST(CudaSelectiveScan, ChunkedSegments) {
     check_case({2, 1, 20, 1, 16, f32, f32, true, true, true, true, true, false, true});
     check_case({2, 777, 48, 1, 40, bf16, bf16, true, true, true, true, false, true, false});
   }
+}
+
+// Few long rows under the default rule: the sequential kernels with time segments (seq_plan), at N 12-16.
+TEST(CudaSelectiveScan, FewLongRowsDefaultRule) {
+  SKIP_WITHOUT_CUDA();
+  Env env({{"SSM_SCAN_IMPL", ""}, {"SSM_SCAN_SEQ_SEGS", ""}, {"SSM_SCAN_SEQ_FWD", ""}, {"SSM_SCAN_SEQ_BWD", ""}});
+  check_case({1, 5000, 64, 1, 16, bf16, bf16, true, true, true, true, true, true, true});
+  check_case({2, 3001, 40, 2, 12, f32, f32, true, true, true, true, false, true, true});
 }
 
 #ifdef SSM_WITH_CUDA

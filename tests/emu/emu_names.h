@@ -6,7 +6,7 @@
 #define chunked_forward emu_chunked_forward
 #define chunked_checkpoints emu_chunked_checkpoints
 #define chunked_backward emu_chunked_backward
-#define chunked_waves emu_chunked_waves
+#define chunked_runs emu_chunked_runs
 #define causal_conv1d_forward emu_causal_conv1d_forward
 #define causal_conv1d_backward emu_causal_conv1d_backward
 #define selective_scan_forward emu_selective_scan_forward

@@ -32,7 +32,7 @@ constexpr DType f32 = DType::f32, bf16 = DType::bf16, f16 = DType::f16;
 
 void check_case_once(const Case& c, const char* segs, uint32_t seed) {
   SCOPED_TRACE(test::describe(c) + (segs ? std::string(" segs ") + segs : std::string()));
-  test::Env env({{"SSM_SCAN_CHUNK_SEGS", segs ? segs : ""}});  // empty: the host code's own rule
+  test::Env env({{"SSM_SCAN_CHUNK_SEGS", segs ? segs : ""}, {"SSM_SCAN_SEQ_SEGS", segs ? segs : ""}});  // empty: the rule
   const test::ScanProblem P = test::make_scan_problem(c, seed);
   ScanOptions opt;
   opt.delta_softplus = c.softplus;
