@@ -871,7 +871,7 @@ __device__ __forceinline__ void stage_seq_chunk(const ChunkParams& p, const SeqP
     const bool in = cin && t0 + q.w + 4 * k < p.L;
     const int64_t i = o0 + k * step;
     vd[k] = in ? static_cast<const T*>(p.delta)[i] : T(0.f);
-    vu[k] = in ? static_cast<const T*>(p.u)[i] : T(0.f);
+    vu[k] = in && p.u ? static_cast<const T*>(p.u)[i] : T(0.f);  // no u: seq_adj_kernel
     vz[k] = in && hasz ? static_cast<const T*>(p.z)[i] : T(0.f);
     if (BWD) vg[k] = in ? static_cast<const T*>(p.gy)[i] : T(0.f);
   }
@@ -1462,7 +1462,9 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
     S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, in.u.device());
     p.E = E.data<float>();
     p.S = S.data<float>();
-    seq_fwd_kernel<T, true><<<grid, kQThr, seq_fwd_smem(), stream()>>>(p);
+    ChunkParams lp = p;
+    lp.z = nullptr;  // the local pass needs no gate
+    seq_fwd_kernel<T, true><<<grid, kQThr, seq_fwd_smem(), stream()>>>(lp);
     SSM_CUDA_LAUNCH_CHECK();
     chunk_carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p);
     SSM_CUDA_LAUNCH_CHECK();
@@ -1567,8 +1569,10 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
       S = Tensor::empty({Bt, p.nseg, D}, DType::f32, dev);
       p.E = E.data<float>();
       p.S = S.data<float>();
+      ChunkParams ap = p;
+      ap.u = nullptr;  // the adjoint needs no u
       seq_adj_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg)), kQThr,
-                          seq_adj_smem(int(sizeof(T))), stream()>>>(p);
+                          seq_adj_smem(int(sizeof(T))), stream()>>>(ap);
       SSM_CUDA_LAUNCH_CHECK();
       seq_adj_carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p);
       SSM_CUDA_LAUNCH_CHECK();
