@@ -1115,7 +1115,7 @@ size_t seq_adj_smem(int tsz) { return size_t(2) * kQC * kQRow * 4 + size_t(kQC) 
 
 // The adjoint's local pass for seq_bwd_kernel's segments: each segment from a zero adjoint at its end, in reverse,
 // X <- a_t (C_t gy_t + X) (the adjoint needs neither h nor B); writes the adjoint leaving its first step E and its sum
-// of dt S (NaN where a document starts inside it: the carry multiplier is then 0) for seq_adj_carry_kernel.
+// of dt S (NaN where a document starts inside it: the carry multiplier is then 0) for carry_kernel (reverse).
 template <typename T>
 __global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
   char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
@@ -1161,16 +1161,6 @@ __global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
   if (q.valid && q.sq == 0) p.S[o] = any_reset ? __int_as_float(0x7fc00000) : sumdt;
 }
 
-// The adjoint entering each segment's end from the right, one thread per (b, d, n): the last segment's is grad
-// h_last; carry_through in reverse turns the local passes' E into those.
-__global__ void seq_adj_carry_kernel(ChunkParams p) {
-  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (idx >= p.Bt * p.D * p.N) return;
-  const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
-  carry_through(p.E + (b * p.nseg * p.D + d) * p.Np + n, p.D * p.Np, p.S + b * p.nseg * p.D + d, p.D, p.nseg,
-                p.A[d * p.N + n] * kLog2e, p.gh ? p.gh[idx] : 0.f, true);
-}
-
 // The sequential forward (seq_fwd_kernel; N <= 16): seq_bwd_kernel's layout without its sweeps. A block of 128
 // threads owns 32 channels of one group in one batch row (a warp: 8 channels x 4 state quarters), a thread carries
 // 4 states of its channel through the row in time order, in chunks of kQT = 64 steps: dt, u and silu(z) (f32) and
@@ -1182,7 +1172,7 @@ __global__ void seq_adj_carry_kernel(ChunkParams p) {
 size_t seq_fwd_smem() { return size_t(3) * kQC * kQRow * 4 + size_t(kQT) * 32 * 4 + 16; }
 
 // Segments (blockIdx.z; p.cps 64-step chunks each): LOCAL runs a segment from a zero state and writes its end state E
-// and sum of dt S (NaN where a document starts inside it) for chunk_carry_kernel; the full pass starts each segment
+// and sum of dt S (NaN where a document starts inside it) for carry_kernel; the full pass starts each segment
 // from p.Ein (after the carry) or h0.
 template <typename T, bool LOCAL>
 __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
@@ -1297,13 +1287,30 @@ __global__ void bc_grad_kernel(const float* acc, int64_t Bt, int64_t L, int64_t 
   st_any(out, i, code, acc[((b * G + g) * N + n) * L + t]);
 }
 
-// Segment start states from the local pass's end states, one thread per (b, d, n) (carry_through).
-__global__ void chunk_carry_kernel(ChunkParams p) {
+// Segment start states from the local passes' end states E, one thread per (b, d, n) (carry_through); REVERSE: the
+// adjoint entering each segment's end from the right (seq_adj_kernel's E; the last segment's is grad h_last).
+__global__ void carry_kernel(ChunkParams p, bool reverse) {
   const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (idx >= p.Bt * p.D * p.N) return;
   const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
+  const float* first = reverse ? p.gh : p.h0;
   carry_through(p.E + (b * p.nseg * p.D + d) * p.Np + n, p.D * p.Np, p.S + b * p.nseg * p.D + d, p.D, p.nseg,
-                p.A[d * p.N + n] * kLog2e, p.h0 ? p.h0[idx] : 0.f, false);
+                p.A[d * p.N + n] * kLog2e, first ? first[idx] : 0.f, reverse);
+}
+
+// E (Bt, nseg, D, Np) and S (Bt, nseg, D) for the local passes of p's segments.
+void alloc_segment_ends(ChunkParams& p, Tensor& E, Tensor& S, const Device& dev) {
+  E = Tensor::empty({p.Bt, p.nseg, p.D, p.Np}, DType::f32, dev);
+  S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, dev);
+  p.E = E.data<float>();
+  p.S = S.data<float>();
+}
+
+// The carries after the local passes: p.Ein = the state (REVERSE: adjoint) entering each segment.
+void carry_segments(ChunkParams& p, bool reverse) {
+  carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p, reverse);
+  SSM_CUDA_LAUNCH_CHECK();
+  p.Ein = p.E;
 }
 
 ChunkParams make_chunk_params(const ScanInputs& in, const ScanOptions& opt) {
@@ -1355,14 +1362,9 @@ void set_chunk_segments(ChunkParams& p, int64_t align) {
 template <typename T>
 void chunk_segment_starts(ChunkParams& p, Tensor& E, Tensor& S, const Device& dev) {
   if (p.nseg <= 1) return;
-  E = Tensor::empty({p.Bt, p.nseg, p.D, p.Np}, DType::f32, dev);
-  S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, dev);
-  p.E = E.data<float>();
-  p.S = S.data<float>();
+  alloc_segment_ends(p, E, S, dev);
   launch_chunk<T, true>(p);
-  chunk_carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p);
-  SSM_CUDA_LAUNCH_CHECK();
-  p.Ein = p.E;
+  carry_segments(p, false);
 }
 
 // The sequential kernels' plan (seq_fwd_kernel / seq_bwd_kernel: N 12-16, blocks of 32 channels): 0 where their
@@ -1458,17 +1460,12 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   set_seq_segments(p, plan.segs);
   const dim3 grid(unsigned(p.G * p.nj), unsigned(p.Bt), unsigned(p.nseg));
   if (p.nseg > 1) {
-    E = Tensor::empty({p.Bt, p.nseg, p.D, p.Np}, DType::f32, in.u.device());
-    S = Tensor::empty({p.Bt, p.nseg, p.D}, DType::f32, in.u.device());
-    p.E = E.data<float>();
-    p.S = S.data<float>();
+    alloc_segment_ends(p, E, S, in.u.device());
     ChunkParams lp = p;
     lp.z = nullptr;  // the local pass needs no gate
     seq_fwd_kernel<T, true><<<grid, kQThr, seq_fwd_smem(), stream()>>>(lp);
     SSM_CUDA_LAUNCH_CHECK();
-    chunk_carry_kernel<<<blocks_for(p.Bt * p.D * p.N, 256), 256, 0, stream()>>>(p);
-    SSM_CUDA_LAUNCH_CHECK();
-    p.Ein = p.E;
+    carry_segments(p, false);
   }
   seq_fwd_kernel<T, false><<<grid, kQThr, seq_fwd_smem(), stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
@@ -1565,18 +1562,13 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     set_seq_segments(p, plan.segs);
     nparts = Bt * p.nseg;
     if (p.nseg > 1) {
-      E = Tensor::empty({Bt, p.nseg, D, p.Np}, DType::f32, dev);
-      S = Tensor::empty({Bt, p.nseg, D}, DType::f32, dev);
-      p.E = E.data<float>();
-      p.S = S.data<float>();
+      alloc_segment_ends(p, E, S, dev);
       ChunkParams ap = p;
       ap.u = nullptr;  // the adjoint needs no u
       seq_adj_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg)), kQThr,
                           seq_adj_smem(int(sizeof(T))), stream()>>>(ap);
       SSM_CUDA_LAUNCH_CHECK();
-      seq_adj_carry_kernel<<<blocks_for(Bt * D * N, 256), 256, 0, stream()>>>(p);
-      SSM_CUDA_LAUNCH_CHECK();
-      p.Ein = p.E;
+      carry_segments(p, true);
     }
   }
   Tensor gB = Tensor::zeros({Bt, G, N, L}, DType::f32, dev), gC = Tensor::zeros({Bt, G, N, L}, DType::f32, dev);
