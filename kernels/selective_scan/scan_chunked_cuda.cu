@@ -1370,12 +1370,14 @@ void chunk_segment_starts(ChunkParams& p, Tensor& E, Tensor& S, const Device& de
 // The sequential kernels' plan (seq_fwd_kernel / seq_bwd_kernel: N 12-16, blocks of 32 channels): 0 where their
 // chunked counterparts (blocks of 16) run instead, else how many time segments of whole 64-step chunks a row is cut
 // into. A block runs a whole segment, so a part-filled last wave costs a whole one:
-//   - segments: 1 where the blocks of whole rows fill half a wave, else as many as fill one (as set_chunk_segments
-//     does), each at the price of a local pass (the forward's state, or the backward's adjoint, from zero over the
-//     segment) and a carry; env SSM_SCAN_SEQ_SEGS sets the count;
+//   - segments: as many as env SSM_SCAN_SEQ_SEGS asks, else 1 (whole rows), each at the price of a local pass (the
+//     forward's state, or the backward's adjoint, from zero over the segment) and a carry. Not yet timed on a GPU
+//     (written in the sixteenth session, which got no device time): once timed, the default should become
+//     qslots / qblocks where whole rows fill less than half a wave (one full wave; 8 at (1, 2048, 65536)), as
+//     set_chunk_segments does for the chunked forward;
 //   - they run where their blocks, with those segments, fill their waves at least 1 / 1.35 as well as the chunked
 //     kernels' (1 + kSeqLocal the segments' cost where there are several); or, where the chunked kernels' blocks fill
-//     less than half a wave (the legacy kernels' ground: selective_scan_cuda.cu), where the segments fill half a wave.
+//     less than half a wave (the legacy kernels' ground: selective_scan_cuda.cu), wherever rows are cut in segments.
 // Measured for the backward (H100, 2026-12-07): at 0.73 of a wave (the 130M LM's (8, 1536, 2048)) seq_bwd_kernel still
 // beat chunk_bwd_kernel's 2.9 waves (1.654 against 1.709 ms forward+backward); at 0.36 of a wave ((2, 3072, 8192)) it
 // lost (5.18 against 3.73). `env` (always / never) overrides.
@@ -1402,8 +1404,7 @@ SeqPlan seq_plan(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chun
   const char* e = std::getenv(env);
   if (e && std::strcmp(e, "never") == 0) return plan;
   const int64_t nq = (p.L + kQT - 1) / kQT;
-  int64_t segs = 2 * qblocks >= qslots ? 1 : qslots / qblocks;
-  segs = std::max<int64_t>(1, std::min(env_int("SSM_SCAN_SEQ_SEGS", segs), nq));
+  int64_t segs = std::max<int64_t>(1, std::min<int64_t>(env_int("SSM_SCAN_SEQ_SEGS", 1), nq));
   segs = (nq + (nq + segs - 1) / segs - 1) / ((nq + segs - 1) / segs);  // segments of whole chunks, none empty
   if (e && std::strcmp(e, "always") == 0) return plan.segs = segs, plan;
   // They compute 16 states whatever N is: below 12, the chunked kernels' N-state loops do less work than their
@@ -1413,7 +1414,7 @@ SeqPlan seq_plan(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chun
     return double(n) / double((n + per_wave - 1) / per_wave * per_wave);
   };
   const double qfill = fill(qblocks * segs, qslots);
-  const bool wins = plan.chunk_few ? 2 * qblocks * segs >= qslots
+  const bool wins = plan.chunk_few ? segs > 1
                                    : 1.35 * qfill / (segs > 1 ? 1 + kSeqLocal : 1.0) >= fill(cblocks, cslots);
   if (wins) plan.segs = segs;
   return plan;
@@ -1594,17 +1595,19 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   return true;
 }
 
-// Whether the chunked scan's pass runs rather than selective_scan_cuda.cu's: where the chunked kernels' blocks of
-// whole rows fill half a wave, or the sequential ones run (seq_plan: with time segments they fill it at few rows).
+// Whether the chunked scan's pass runs rather than selective_scan_cuda.cu's: where the chunked forward's blocks of
+// whole rows fill half a wave (for both passes, so that the backward finds the forward's saved states), or where the
+// pass's sequential kernel runs (seq_plan: cut into time segments, its blocks fill half a wave at few rows).
 template <typename T>
 bool chunked_runs_t(const ScanInputs& in, bool backward) {
   const ChunkParams p = make_chunk_params(in, ScanOptions{});
   const int tsz = int(sizeof(T));
-  const SeqPlan plan = backward ? seq_plan(p, seq_bwd_kernel<T>, seq_bwd_smem(tsz), chunk_bwd_kernel<T>,
-                                           chunk_bwd_smem(tsz, p.N), kThr, "SSM_SCAN_SEQ_BWD")
-                                : seq_plan(p, seq_fwd_kernel<T, false>, seq_fwd_smem(), chunk_kernel<T, false>,
-                                           chunk_smem(tsz, p.N), kThr, "SSM_SCAN_SEQ_FWD");
-  return !plan.chunk_few || plan.segs > 0;
+  const SeqPlan fwd = seq_plan(p, seq_fwd_kernel<T, false>, seq_fwd_smem(), chunk_kernel<T, false>,
+                               chunk_smem(tsz, p.N), kThr, "SSM_SCAN_SEQ_FWD");
+  if (!fwd.chunk_few) return true;
+  if (!backward) return fwd.segs > 0;
+  return seq_plan(p, seq_bwd_kernel<T>, seq_bwd_smem(tsz), chunk_bwd_kernel<T>, chunk_bwd_smem(tsz, p.N), kThr,
+                  "SSM_SCAN_SEQ_BWD").segs > 0;
 }
 
 }  // namespace

@@ -620,8 +620,8 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_kernel(Params p) {
 // Which implementation runs: env SSM_SCAN_IMPL (both passes), SSM_SCAN_FWD_IMPL / SSM_SCAN_BWD_IMPL (one
 // pass; these win): "chunk" (scan_chunked_cuda.cu: the forward, the backward where it applies, and this file's
 // backward's checkpoint pass) or "legacy" (this file). Without them: the chunked scan wherever its blocks of
-// whole rows make at least half a wave of the pass's kernel, or its sequential kernels run (N 12-16: cut into time
-// segments, they fill half a wave at few rows; chunked_runs), this file's elsewhere (few rows of long sequences). Measured (bench/RESULTS.md, 2026-12-06): in one H200 run,
+// whole rows make at least half a wave of its forward, or its sequential kernels run cut into time segments
+// (N 12-16, SSM_SCAN_SEQ_SEGS; chunked_runs), this file's elsewhere (few rows of long sequences). Measured (bench/RESULTS.md, 2026-12-06): in one H200 run,
 // forward+backward at (2, 3072, 8192, 16), 0.97 waves: 0.87x legacy's time; at (1, 2048, 65536), 0.32 waves,
 // where it needs segments: 1.18x; the 130M LM: 1.26x legacy's tokens/s. At (8, 2048, 2048), 2.6 waves: 2.71 ms
 // against legacy's 3.48 on an H100 (legacy ran within 1 % on the two cards). Both are tested

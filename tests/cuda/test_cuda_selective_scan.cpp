@@ -199,10 +199,11 @@ TEST(CudaSelectiveScan, ChunkedSegments) {
   }
 }
 
-// Few long rows under the default rule: the sequential kernels with time segments (seq_plan), at N 12-16.
-TEST(CudaSelectiveScan, FewLongRowsDefaultRule) {
+// Few long rows with time segments asked for, the implementation left to the rule (impl_for, chunked_runs,
+// seq_plan): the sequential kernels cut into segments, at N 12-16.
+TEST(CudaSelectiveScan, FewLongRowsSegmentsByRule) {
   SKIP_WITHOUT_CUDA();
-  Env env({{"SSM_SCAN_IMPL", ""}, {"SSM_SCAN_SEQ_SEGS", ""}, {"SSM_SCAN_SEQ_FWD", ""}, {"SSM_SCAN_SEQ_BWD", ""}});
+  Env env({{"SSM_SCAN_IMPL", ""}, {"SSM_SCAN_SEQ_SEGS", "6"}, {"SSM_SCAN_SEQ_FWD", ""}, {"SSM_SCAN_SEQ_BWD", ""}});
   check_case({1, 5000, 64, 1, 16, bf16, bf16, true, true, true, true, true, true, true});
   check_case({2, 3001, 40, 2, 12, f32, f32, true, true, true, true, false, true, true});
 }
