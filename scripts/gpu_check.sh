@@ -14,7 +14,8 @@
 # hf: scripts/check_hf_export.py (our logits vs transformers' MambaForCausalLM, both directions).
 # scan: the figures after a kernel change (with SSM_BUILD_TARGETS="bench_selective_scan bench_causal_conv1d
 #       bench_lm_step ssm"), most valuable first (a call cut off by its limit still returns what it wrote): the scan's
-#       benchmark with each implementation beside the default (bench_selective_scan --chunk --legacy), the 130M LM's
+#       benchmark with each implementation beside the default (bench_selective_scan --chunk --legacy), the sequential
+#       kernels cut into 2, 4 and 8 time segments at the two shapes of few long rows, the 130M LM's
 #       `ssm bench`, the conv1d benchmark, bench_lm_step when built, the 130M LM with the legacy scan.
 # scantests: the selective-scan and conv1d GPU tests and those of the LM step's other kernels (cross-entropy,
 #       matmul, reductions, add + norm; the optimizer's when test_kernels is built; the layers' GPU tests, a whole
@@ -118,6 +119,12 @@ if want scan; then
   # Most valuable first (a call cut off by its time limit still returns what it wrote): the scan's figures, the
   # 130M LM with the default scan, the other benches, then the LM with the legacy scan (the tests: scantests).
   step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk --legacy | tee '$OUT/bench_selective_scan.txt'"
+  # The sequential kernels cut into time segments (SSM_SCAN_SEQ_SEGS; only when asked until timed) at the two shapes
+  # of few long rows, against the default above.
+  for segs in 2 4 8; do
+    step "scan-seq-segs-$segs" sh -c "SSM_SCAN_IMPL=chunk SSM_SCAN_SEQ_FWD=always SSM_SCAN_SEQ_BWD=always \
+      SSM_SCAN_SEQ_SEGS=$segs timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 2,3 | tee -a '$OUT/bench_seq_segs.txt'"
+  done
   step lm-130m-default sh -c "timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 \
     | tee '$OUT/ssm_bench_130m_default.json'"
   step conv-bench sh -c "timeout -k 10 100 '$BUILD/bin/bench_causal_conv1d' | tee '$OUT/bench_causal_conv1d.txt'"
