@@ -1538,10 +1538,8 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   ChunkParams p = make_chunk_params(in, opt);
   const auto kernel = chunk_bwd_kernel<T>;
   const size_t smem = chunk_bwd_smem(int(sizeof(T)), p.N);
-  if (smem > 48 * 1024)
-    SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  // N <= 16: the sequential backward (seq_plan). Otherwise whole rows only: with fewer blocks than half a wave
-  // the other backward (which cuts rows in time) is faster.
+  // N <= 16: the sequential backward (seq_plan, which also lets both kernels have their shared memory). Otherwise
+  // whole rows only: with fewer blocks than half a wave the other backward (which cuts rows in time) is faster.
   const SeqPlan plan = seq_plan(p, seq_bwd_kernel<T>, seq_bwd_smem(int(sizeof(T))), kernel, smem, kThr, "SSM_SCAN_SEQ_BWD");
   const bool seq = plan.segs > 0;
   const char* mode = std::getenv("SSM_SCAN_CHUNK_BWD");  // "always" / "never" override the rule (tests, benches)
