@@ -856,9 +856,29 @@ __device__ __forceinline__ void seq_states(const ChunkParams& p, const SeqPos& q
   }
 }
 
+// Segment seg's row of a (Bt, nseg, D, Np) f32 tensor: the thread's 4 entries, each state in its slot.
+__device__ __forceinline__ void seq_load_segment(const ChunkParams& p, const SeqPos& q, int64_t seg, const float* src,
+                                                 const bool (&nin)[4], float (&v)[4]) {
+  const float* row = src + ((q.b * p.nseg + seg) * p.D + q.d) * p.Np + q.q4;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) v[j] = nin[j] ? row[j ^ q.sw] : 0.f;
+}
+
+// A local pass's result for carry_kernel: the end state (or adjoint) v into p.E, the segment's sum of dt into p.S
+// (NaN where a document starts inside it: the carry's multiplier is then 0).
+__device__ __forceinline__ void seq_store_segment_end(const ChunkParams& p, const SeqPos& q, int64_t seg,
+                                                      const bool (&nin)[4], const float (&v)[4], float sumdt,
+                                                      bool any_reset) {
+  const int64_t o = (q.b * p.nseg + seg) * p.D + q.d;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (nin[j]) p.E[o * p.Np + q.q4 + (j ^ q.sw)] = v[j];
+  if (q.valid && q.sq == 0) p.S[o] = any_reset ? __int_as_float(0x7fc00000) : sumdt;
+}
+
 // A 64-step chunk of channel `lane` (rows w + 4 k) into the sequential kernels' tiles, every load (B / C's too) in
-// flight before the first conversion: dts = dt (softplus of delta + bias where asked, 0 past L), u into `ut`, and
-// into `xt` gy silu(z) (BWD: the gradient at y before the gate) or silu(z) (1 without z).
+// flight before the first conversion: dts = dt (softplus of delta + bias where asked, 0 past L), u into `ut` (none
+// when null), and into `xt` gy silu(z) (BWD: the gradient at y before the gate) or silu(z) (1 without z).
 template <bool BWD, typename T, typename U>
 __device__ __forceinline__ void stage_seq_chunk(const ChunkParams& p, const SeqPos& q, int64_t t0, float lbias,
                                                 float* dts, U* ut, int urow, float* xt, float* bct) {
@@ -871,7 +891,7 @@ __device__ __forceinline__ void stage_seq_chunk(const ChunkParams& p, const SeqP
     const bool in = cin && t0 + q.w + 4 * k < p.L;
     const int64_t i = o0 + k * step;
     vd[k] = in ? static_cast<const T*>(p.delta)[i] : T(0.f);
-    vu[k] = in && p.u ? static_cast<const T*>(p.u)[i] : T(0.f);  // no u: seq_adj_kernel
+    vu[k] = in && ut ? static_cast<const T*>(p.u)[i] : T(0.f);
     vz[k] = in && hasz ? static_cast<const T*>(p.z)[i] : T(0.f);
     if (BWD) vg[k] = in ? static_cast<const T*>(p.gy)[i] : T(0.f);
   }
@@ -882,7 +902,7 @@ __device__ __forceinline__ void stage_seq_chunk(const ChunkParams& p, const SeqP
     const bool in = cin && t0 + r < p.L;
     const float x = ld(vd, k) + lbias, zk = ld(vz, k), sz = hasz ? zk * sigmoid_f(zk) : 1.f;
     dts[q.lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
-    ut[q.lane * urow + r] = U(ld(vu, k));
+    if (ut) ut[q.lane * urow + r] = U(ld(vu, k));
     xt[q.lane * kQRow + r] = BWD ? ld(vg, k) * sz : sz;
   }
 }
@@ -923,10 +943,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   float A2[4], X[4], gA[4] = {0.f, 0.f, 0.f, 0.f};
   bool nin[4];
   seq_states(p, q, p.gh, nin, A2, X);
-  if (p.Ein) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) X[j] = nin[j] ? p.Ein[(prow * D + d) * p.Np + q4 + (j ^ sw)] : 0.f;
-  }
+  if (p.Ein) seq_load_segment(p, q, seg, p.Ein, nin, X);
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;  // the staged channel's
   const bool hasz = p.z != nullptr;
@@ -1111,19 +1128,16 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   }
 }
 
-size_t seq_adj_smem(int tsz) { return size_t(2) * kQC * kQRow * 4 + size_t(kQC) * kQURow * tsz + size_t(kQT) * 32 * 4 + 16; }
+size_t seq_adj_smem() { return size_t(2) * kQC * kQRow * 4 + size_t(kQT) * 32 * 4 + 16; }
 
 // The adjoint's local pass for seq_bwd_kernel's segments: each segment from a zero adjoint at its end, in reverse,
 // X <- a_t (C_t gy_t + X) (the adjoint needs neither h nor B); writes the adjoint leaving its first step E and its sum
 // of dt S (NaN where a document starts inside it: the carry multiplier is then 0) for carry_kernel (reverse).
 template <typename T>
 __global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
-  char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
-  constexpr int UR = kQURow;
-  float* dts = reinterpret_cast<float*>(base);
-  float* gys = dts + kQC * kQRow;
-  T* us = reinterpret_cast<T*>(gys + kQC * kQRow);
-  float* bct = reinterpret_cast<float*>(us + kQC * UR);
+  float* dts = dynamic_smem<float>();  // [kQC][kQRow] dt
+  float* gys = dts + kQC * kQRow;       // [kQC][kQRow] gy silu(z)
+  float* bct = gys + kQC * kQRow;       // [kQT][2][16] B_t, C_t
   unsigned* rmw = reinterpret_cast<unsigned*>(bct + kQT * 32);
   const SeqPos q = seq_position(p);
   const int64_t nq = (p.L + kQT - 1) / kQT, seg = blockIdx.z, cq0 = seg * p.cps, cq1 = min(nq, cq0 + p.cps);
@@ -1138,7 +1152,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
   for (int64_t cq = cq1 - 1; cq >= cq0; --cq) {
     const int64_t t0 = cq * kQT;
     __syncthreads();
-    stage_seq_chunk<true, T>(p, q, t0, lbias, dts, us, UR, gys, bct);
+    stage_seq_chunk<true, T>(p, q, t0, lbias, dts, static_cast<float*>(nullptr), 0, gys, bct);  // no u
     stage_reset_bits(rmw, p, q, t0);
     __syncthreads();
     const uint64_t rbits = uint64_t(rmw[0]) | (uint64_t(rmw[1]) << 32);
@@ -1154,11 +1168,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
       sumdt += dt;
     }
   }
-  const int64_t o = (q.b * p.nseg + seg) * p.D + q.d;
-#pragma unroll
-  for (int j = 0; j < 4; ++j)
-    if (nin[j]) p.E[o * p.Np + q.q4 + (j ^ q.sw)] = X[j];
-  if (q.valid && q.sq == 0) p.S[o] = any_reset ? __int_as_float(0x7fc00000) : sumdt;
+  seq_store_segment_end(p, q, seg, nin, X, sumdt, any_reset);
 }
 
 // The sequential forward (seq_fwd_kernel; N <= 16): seq_bwd_kernel's layout without its sweeps. A block of 128
@@ -1195,10 +1205,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
   float A2[4], h[4];
   bool nin[4];
   seq_states(p, q, LOCAL ? nullptr : p.h0, nin, A2, h);
-  if (!LOCAL && p.Ein) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) h[j] = nin[j] ? p.Ein[((b * p.nseg + seg) * D + d) * p.Np + q4 + (j ^ sw)] : 0.f;
-  }
+  if (!LOCAL && p.Ein) seq_load_segment(p, q, seg, p.Ein, nin, h);
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;
   const float* drow = dts + c * kQRow;
@@ -1266,11 +1273,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
     }
   }
   if (LOCAL) {
-    const int64_t o = (b * p.nseg + seg) * D + d;
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      if (nin[j]) p.E[o * p.Np + q4 + (j ^ sw)] = h[j];
-    if (valid && sq == 0) p.S[o] = any_reset ? __int_as_float(0x7fc00000) : sumdt;
+    seq_store_segment_end(p, q, seg, nin, h, sumdt, any_reset);
   } else if (p.h_last && seg == p.nseg - 1) {
 #pragma unroll
     for (int j = 0; j < 4; ++j)
@@ -1381,6 +1384,11 @@ void chunk_segment_starts(ChunkParams& p, Tensor& E, Tensor& S, const Device& de
 // Measured for the backward (H100, 2026-12-07): at 0.73 of a wave (the 130M LM's (8, 1536, 2048)) seq_bwd_kernel still
 // beat chunk_bwd_kernel's 2.9 waves (1.654 against 1.709 ms forward+backward); at 0.36 of a wave ((2, 3072, 8192)) it
 // lost (5.18 against 3.73). `env` (always / never) overrides.
+// Segments of whole 64-step chunks (nq of them) as near `want` as leaves none empty: ceil(nq / ceil(nq / want)).
+int64_t seq_segment_count(int64_t nq, int64_t want) {
+  const int64_t segs = std::clamp<int64_t>(want, 1, nq), cps = (nq + segs - 1) / segs;
+  return (nq + cps - 1) / cps;
+}
 constexpr double kSeqLocal = 0.4;  // a local pass's cost, as a share of the full pass's (an estimate)
 struct SeqPlan {
   int64_t segs = 0;       // 0: the chunked kernels
@@ -1404,8 +1412,7 @@ SeqPlan seq_plan(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chun
   const char* e = std::getenv(env);
   if (e && std::strcmp(e, "never") == 0) return plan;
   const int64_t nq = (p.L + kQT - 1) / kQT;
-  int64_t segs = std::max<int64_t>(1, std::min<int64_t>(env_int("SSM_SCAN_SEQ_SEGS", 1), nq));
-  segs = (nq + (nq + segs - 1) / segs - 1) / ((nq + segs - 1) / segs);  // segments of whole chunks, none empty
+  const int64_t segs = seq_segment_count(nq, env_int("SSM_SCAN_SEQ_SEGS", 1));
   if (e && std::strcmp(e, "always") == 0) return plan.segs = segs, plan;
   // They compute 16 states whatever N is: below 12, the chunked kernels' N-state loops do less work than their
   // speed-up at N = 16 (1.6x forward, 1.3x backward) makes up (an estimate; not measured below N = 16).
@@ -1420,12 +1427,12 @@ SeqPlan seq_plan(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chun
   return plan;
 }
 
-// Cuts p's rows into `segs` segments for the sequential kernels (p.cps chunks of 64 steps each).
+// Cuts p's rows into `segs` segments for the sequential kernels (seq_segment_count's, p.cps chunks of 64 steps each).
 void set_seq_segments(ChunkParams& p, int64_t segs) {
   const int64_t nq = (p.L + kQT - 1) / kQT;
   p.nj = int((p.Dg + kQC - 1) / kQC);
   p.cps = (nq + segs - 1) / segs;
-  p.nseg = (nq + p.cps - 1) / p.cps;
+  p.nseg = seq_segment_count(nq, segs);
   p.Ein = nullptr;
 }
 
@@ -1562,10 +1569,8 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     nparts = Bt * p.nseg;
     if (p.nseg > 1) {
       alloc_segment_ends(p, E, S, dev);
-      ChunkParams ap = p;
-      ap.u = nullptr;  // the adjoint needs no u
-      seq_adj_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg)), kQThr,
-                          seq_adj_smem(int(sizeof(T))), stream()>>>(ap);
+      seq_adj_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg)), kQThr, seq_adj_smem(),
+                          stream()>>>(p);
       SSM_CUDA_LAUNCH_CHECK();
       carry_segments(p, true);
     }

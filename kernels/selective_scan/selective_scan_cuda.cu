@@ -799,7 +799,7 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   Tensor E, S;
   segment_starts<T>(p, E, S, in.u.device());
   launch_fwd<T, 1>(p);
-  if (starts && p.nseg > 1) *starts = {E, p.Ks};
+  if (starts && p.nseg > 1) *starts = {E, p.Ks, Tensor()};
 }
 
 // Whether the forward's segment starts belong to these inputs' shape: (Bt, nseg, D, Np) with nseg segments

@@ -129,4 +129,34 @@ TEST(EmuScanChunked, Segments) {  // one segment per row, and several (local pas
   }
 }
 
+// The rule that picks the implementation (impl_for asks chunked_runs): few rows go to selective_scan_cuda.cu's
+// kernels unless the sequential kernels are asked to cut them into segments (SSM_SCAN_SEQ_SEGS, N 12-16 only);
+// rows that fill half a wave go to the chunked scan either way.
+TEST(EmuScanChunked, RoutingAtFewRows) {
+  const test::ScanProblem few16 = test::make_scan_problem({1, 700, 64, 1, 16, bf16, bf16, true, true, true, true,
+                                                           false, false, false}, 1);
+  const test::ScanProblem few64 = test::make_scan_problem({1, 300, 64, 1, 64, f32, f32, true, true, true, true,
+                                                           false, false, false}, 2);
+  const test::ScanProblem many = test::make_scan_problem({16, 3, 1024, 1, 16, bf16, bf16, true, true, true, true,
+                                                          false, false, false}, 3);
+  for (bool backward : {false, true}) {
+    SCOPED_TRACE(backward ? "backward" : "forward");
+    {
+      test::Env env({{"SSM_SCAN_SEQ_SEGS", ""}});
+      EXPECT_FALSE(kernels::cuda::chunked_runs(few16.in, backward));
+      EXPECT_TRUE(kernels::cuda::chunked_runs(many.in, backward));
+    }
+    {
+      test::Env env({{"SSM_SCAN_SEQ_SEGS", "6"}});
+      EXPECT_TRUE(kernels::cuda::chunked_runs(few16.in, backward));
+      EXPECT_FALSE(kernels::cuda::chunked_runs(few64.in, backward));  // N > 16: no sequential kernels
+      EXPECT_TRUE(kernels::cuda::chunked_runs(many.in, backward));
+    }
+    {
+      test::Env env({{"SSM_SCAN_SEQ_SEGS", "6"}, {backward ? "SSM_SCAN_SEQ_BWD" : "SSM_SCAN_SEQ_FWD", "never"}});
+      EXPECT_FALSE(kernels::cuda::chunked_runs(few16.in, backward));
+    }
+  }
+}
+
 }  // namespace
