@@ -1140,7 +1140,8 @@ __global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
   float* bct = gys + kQC * kQRow;       // [kQT][2][16] B_t, C_t
   unsigned* rmw = reinterpret_cast<unsigned*>(bct + kQT * 32);
   const SeqPos q = seq_position(p);
-  const int64_t nq = (p.L + kQT - 1) / kQT, seg = blockIdx.z, cq0 = seg * p.cps, cq1 = min(nq, cq0 + p.cps);
+  // Segments 1 .. nseg - 1 (blockIdx.z + 1): nothing reads the adjoint leaving the row's first (carry_kernel).
+  const int64_t nq = (p.L + kQT - 1) / kQT, seg = blockIdx.z + 1, cq0 = seg * p.cps, cq1 = min(nq, cq0 + p.cps);
   float A2[4], X[4];
   bool nin[4];
   seq_states(p, q, nullptr, nin, A2, X);
@@ -1292,13 +1293,20 @@ __global__ void bc_grad_kernel(const float* acc, int64_t Bt, int64_t L, int64_t 
 
 // Segment start states from the local passes' end states E, one thread per (b, d, n) (carry_through); REVERSE: the
 // adjoint entering each segment's end from the right (seq_adj_kernel's E; the last segment's is grad h_last).
+// No local pass runs on the segment whose result nothing reads (the forward's last, the adjoint's first: the value
+// leaving the row is the full pass's), so its E and S hold nothing: the carry runs over the other nseg - 1 and writes
+// only the value entering that one.
 __global__ void carry_kernel(ChunkParams p, bool reverse) {
   const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (idx >= p.Bt * p.D * p.N) return;
-  const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D);
+  const int64_t n = idx % p.N, d = (idx / p.N) % p.D, b = idx / (p.N * p.D), xs = p.D * p.Np, m = p.nseg - 1;
   const float* first = reverse ? p.gh : p.h0;
-  carry_through(p.E + (b * p.nseg * p.D + d) * p.Np + n, p.D * p.Np, p.S + b * p.nseg * p.D + d, p.D, p.nseg,
-                p.A[d * p.N + n] * kLog2e, first ? first[idx] : 0.f, reverse);
+  float* X = p.E + (b * p.nseg * p.D + d) * p.Np + n;
+  const float* S = p.S + b * p.nseg * p.D + d;
+  const int64_t skip = reverse ? 1 : 0;  // the local passes' segments: 0 .. m - 1, or 1 .. m for the adjoint
+  const float h = carry_through(X + skip * xs, xs, S + skip * p.D, p.D, m, p.A[d * p.N + n] * kLog2e,
+                                first ? first[idx] : 0.f, reverse);
+  X[(reverse ? 0 : m) * xs] = h;
 }
 
 // E (Bt, nseg, D, Np) and S (Bt, nseg, D) for the local passes of p's segments.
@@ -1338,7 +1346,8 @@ void launch_chunk(const ChunkParams& p) {
   const size_t smem = chunk_smem(int(sizeof(T)), p.N);
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<dim3(unsigned(p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)), kThr, smem, stream()>>>(p);
+  // A local pass skips the last segment: nothing reads its end state (carry_kernel).
+  kernel<<<dim3(unsigned(LOCAL ? p.nseg - 1 : p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)), kThr, smem, stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
 }
 
@@ -1471,7 +1480,8 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
     alloc_segment_ends(p, E, S, in.u.device());
     ChunkParams lp = p;
     lp.z = nullptr;  // the local pass needs no gate
-    seq_fwd_kernel<T, true><<<grid, kQThr, seq_fwd_smem(), stream()>>>(lp);
+    // Segments 0 .. nseg - 2: nothing reads the last one's end state (carry_kernel).
+    seq_fwd_kernel<T, true><<<dim3(grid.x, grid.y, grid.z - 1), kQThr, seq_fwd_smem(), stream()>>>(lp);
     SSM_CUDA_LAUNCH_CHECK();
     carry_segments(p, false);
   }
@@ -1569,7 +1579,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     nparts = Bt * p.nseg;
     if (p.nseg > 1) {
       alloc_segment_ends(p, E, S, dev);
-      seq_adj_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg)), kQThr, seq_adj_smem(),
+      seq_adj_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg - 1)), kQThr, seq_adj_smem(),
                           stream()>>>(p);
       SSM_CUDA_LAUNCH_CHECK();
       carry_segments(p, true);
