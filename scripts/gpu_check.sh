@@ -120,10 +120,18 @@ if want scan; then
   # 130M LM with the default scan, the other benches, then the LM with the legacy scan (the tests: scantests).
   step scan-bench sh -c "timeout -k 10 300 '$BUILD/bin/bench_selective_scan' --chunk --legacy | tee '$OUT/bench_selective_scan.txt'"
   # The sequential kernels cut into time segments (SSM_SCAN_SEQ_SEGS; only when asked until timed) at the two shapes
-  # of few long rows, against the default above.
-  for segs in 2 4 8; do
+  # of few long rows, against the default above: both passes forced onto them (8: one wave at (1, 2048, 65536);
+  # 11: four at (2, 3072, 8192)), then with seq_plan's rule choosing each pass's kernels (at (2, 3072, 8192) it
+  # should keep chunk_kernel's forward and take seq_bwd_kernel's segments).
+  for segs in 2 4 8 11 16; do
+    echo "--- SSM_SCAN_SEQ_SEGS=$segs, both passes on the sequential kernels" >>"$OUT/bench_seq_segs.txt"
     step "scan-seq-segs-$segs" sh -c "SSM_SCAN_IMPL=chunk SSM_SCAN_SEQ_FWD=always SSM_SCAN_SEQ_BWD=always \
       SSM_SCAN_SEQ_SEGS=$segs timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 2,3 | tee -a '$OUT/bench_seq_segs.txt'"
+  done
+  for segs in 8 11; do
+    echo "--- SSM_SCAN_SEQ_SEGS=$segs, seq_plan's rule" >>"$OUT/bench_seq_segs.txt"
+    step "scan-seq-segs-$segs-rule" sh -c "SSM_SCAN_SEQ_SEGS=$segs timeout -k 10 60 '$BUILD/bin/bench_selective_scan' \
+      --only 2,3 | tee -a '$OUT/bench_seq_segs.txt'"
   done
   step lm-130m-default sh -c "timeout -k 10 200 '$BUILD/bin/ssm' bench recipes/bench/mamba-130m.yaml --warmup 3 --steps 10 \
     | tee '$OUT/ssm_bench_130m_default.json'"
