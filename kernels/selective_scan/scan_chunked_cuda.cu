@@ -67,6 +67,8 @@ struct ChunkParams {
   bool bcvec;          // B / C rows can be read as 16-byte vectors (N a multiple of 16 / element size, aligned)
   int64_t nseg, cps;   // segments per row, chunks per segment
   const float* Ein;    // (Bt, nseg, D, Np): each segment's start state (nullptr: h0 or zero)
+  int64_t nloc, lsub;  // the sequential kernels: Ein has nloc rows a batch row, lsub of them a segment (their local
+                       // passes cut segments finer: seq_local_split)
   float *E, *S;        // local pass: (Bt, nseg, D, Np) end states, (Bt, nseg, D) sums of dt
   void* y;             // (Bt, L, D) or nullptr
   float* h_last;       // (Bt, D, N) or nullptr
@@ -856,10 +858,13 @@ __device__ __forceinline__ void seq_states(const ChunkParams& p, const SeqPos& q
   }
 }
 
-// Segment seg's row of a (Bt, nseg, D, Np) f32 tensor: the thread's 4 entries, each state in its slot.
-__device__ __forceinline__ void seq_load_segment(const ChunkParams& p, const SeqPos& q, int64_t seg, const float* src,
+// The carried value (p.Ein, (Bt, nloc, D, Np)) entering segment seg: at its start, the state, i.e. local segment
+// seg lsub's entry; AT_END, the adjoint entering its end from the right, i.e. the entry of its last local segment
+// (the row's last segment may have fewer than lsub). The thread's 4 entries, each state in its slot.
+__device__ __forceinline__ void seq_load_segment(const ChunkParams& p, const SeqPos& q, int64_t seg, bool at_end,
                                                  const bool (&nin)[4], float (&v)[4]) {
-  const float* row = src + ((q.b * p.nseg + seg) * p.D + q.d) * p.Np + q.q4;
+  const int64_t r = at_end ? min(p.nloc - 1, (seg + 1) * p.lsub - 1) : seg * p.lsub;
+  const float* row = p.Ein + ((q.b * p.nloc + r) * p.D + q.d) * p.Np + q.q4;
 #pragma unroll
   for (int j = 0; j < 4; ++j) v[j] = nin[j] ? row[j ^ q.sw] : 0.f;
 }
@@ -878,7 +883,8 @@ __device__ __forceinline__ void seq_store_segment_end(const ChunkParams& p, cons
 
 // A 64-step chunk of channel `lane` (rows w + 4 k) into the sequential kernels' tiles, every load (B / C's too) in
 // flight before the first conversion: dts = dt (softplus of delta + bias where asked, 0 past L), u into `ut` (none
-// when null), and into `xt` gy silu(z) (BWD: the gradient at y before the gate) or silu(z) (1 without z).
+// when null), and into `xt` (none when null) gy silu(z) (BWD: the gradient at y before the gate) or silu(z) (1
+// without z).
 template <bool BWD, typename T, typename U>
 __device__ __forceinline__ void stage_seq_chunk(const ChunkParams& p, const SeqPos& q, int64_t t0, float lbias,
                                                 float* dts, U* ut, int urow, float* xt, float* bct) {
@@ -903,7 +909,7 @@ __device__ __forceinline__ void stage_seq_chunk(const ChunkParams& p, const SeqP
     const float x = ld(vd, k) + lbias, zk = ld(vz, k), sz = hasz ? zk * sigmoid_f(zk) : 1.f;
     dts[q.lane * kQRow + r] = in ? (p.softplus ? softplus_f(x) : x) : 0.f;
     if (ut) ut[q.lane * urow + r] = U(ld(vu, k));
-    xt[q.lane * kQRow + r] = BWD ? ld(vg, k) * sz : sz;
+    if (xt) xt[q.lane * kQRow + r] = BWD ? ld(vg, k) * sz : sz;
   }
 }
 
@@ -943,7 +949,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_bwd_kernel(ChunkParams p) {
   float A2[4], X[4], gA[4] = {0.f, 0.f, 0.f, 0.f};
   bool nin[4];
   seq_states(p, q, p.gh, nin, A2, X);
-  if (p.Ein) seq_load_segment(p, q, seg, p.Ein, nin, X);
+  if (p.Ein) seq_load_segment(p, q, seg, true, nin, X);
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;  // the staged channel's
   const bool hasz = p.z != nullptr;
@@ -1133,8 +1139,9 @@ size_t seq_adj_smem() { return size_t(2) * kQC * kQRow * 4 + size_t(kQT) * 32 * 
 // The adjoint's local pass for seq_bwd_kernel's segments: each segment from a zero adjoint at its end, in reverse,
 // X <- a_t (C_t gy_t + X) (the adjoint needs neither h nor B); writes the adjoint leaving its first step E and its sum
 // of dt S (NaN where a document starts inside it: the carry multiplier is then 0) for carry_kernel (reverse).
+// Built for 8 blocks an SM (64 registers), as seq_fwd_kernel's local pass.
 template <typename T>
-__global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
+__global__ void __launch_bounds__(kQThr, 8) seq_adj_kernel(ChunkParams p) {
   float* dts = dynamic_smem<float>();  // [kQC][kQRow] dt
   float* gys = dts + kQC * kQRow;       // [kQC][kQRow] gy silu(z)
   float* bct = gys + kQC * kQRow;       // [kQT][2][16] B_t, C_t
@@ -1180,18 +1187,21 @@ __global__ void __launch_bounds__(kQThr, 4) seq_adj_kernel(ChunkParams p) {
 // (xor 2, 1: after four steps lane q holds step 4 f + q's) and y_t = (y_t + D u_t) silu(z_t) goes back through the
 // dt tile as whole rows. It keeps the state at every 64 steps (ChunkParams::starts at each 128-step chunk's start,
 // ::mids at its middle) for seq_bwd_kernel. One exp a state and step, no scan, no barrier within a chunk.
-size_t seq_fwd_smem() { return size_t(3) * kQC * kQRow * 4 + size_t(kQT) * 32 * 4 + 16; }
+// Shared memory: the dt, u and silu(z) tiles (the local pass has no z tile), B_t / C_t, the reset bits.
+size_t seq_fwd_smem(bool local) { return size_t(local ? 2 : 3) * kQC * kQRow * 4 + size_t(kQT) * 32 * 4 + 16; }
 
 // Segments (blockIdx.z; p.cps 64-step chunks each): LOCAL runs a segment from a zero state and writes its end state E
 // and sum of dt S (NaN where a document starts inside it) for carry_kernel; the full pass starts each segment
-// from p.Ein (after the carry) or h0.
+// from p.Ein (after the carry) or h0. LOCAL needs fewer registers (no y, no C) and a third less shared memory:
+// built for 8 blocks an SM (64 registers; the staging's loads in flight spill ~130 bytes, outside the step loop),
+// twice the full pass's, so that its segments can be cut twice as fine (seq_local_split).
 template <typename T, bool LOCAL>
-__global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
+__global__ void __launch_bounds__(kQThr, LOCAL ? 8 : 4) seq_fwd_kernel(ChunkParams p) {
   char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
-  float* dts = reinterpret_cast<float*>(base);  // [kQC][kQRow] dt, then y
-  float* uts = dts + kQC * kQRow;               // [kQC][kQRow] u
-  float* zts = uts + kQC * kQRow;               // [kQC][kQRow] silu(z)
-  float* bct = zts + kQC * kQRow;               // [kQT][2][16] B_t, C_t
+  float* dts = reinterpret_cast<float*>(base);       // [kQC][kQRow] dt, then y
+  float* uts = dts + kQC * kQRow;                    // [kQC][kQRow] u
+  float* zts = LOCAL ? nullptr : uts + kQC * kQRow;  // [kQC][kQRow] silu(z)
+  float* bct = (LOCAL ? uts : zts) + kQC * kQRow;    // [kQT][2][16] B_t, C_t
   unsigned* rmw = reinterpret_cast<unsigned*>(bct + kQT * 32);  // [2] the chunk's resets, a bit a step
 
   SeqPos q = seq_position(p);
@@ -1206,7 +1216,7 @@ __global__ void __launch_bounds__(kQThr, 4) seq_fwd_kernel(ChunkParams p) {
   float A2[4], h[4];
   bool nin[4];
   seq_states(p, q, LOCAL ? nullptr : p.h0, nin, A2, h);
-  if (!LOCAL && p.Ein) seq_load_segment(p, q, seg, p.Ein, nin, h);
+  if (!LOCAL && p.Ein) seq_load_segment(p, q, seg, false, nin, h);
   const float Dv = (p.Dskip && valid) ? p.Dskip[d] : 0.f;
   const float lbias = (p.dbias && lane < nvalid) ? p.dbias[d0 + lane] : 0.f;
   const float* drow = dts + c * kQRow;
@@ -1443,6 +1453,38 @@ void set_seq_segments(ChunkParams& p, int64_t segs) {
   p.cps = (nq + segs - 1) / segs;
   p.nseg = seq_segment_count(nq, segs);
   p.Ein = nullptr;
+  p.nloc = p.nseg;
+  p.lsub = 1;
+}
+
+// The local pass before a sequential kernel's segmented full pass (the forward's state, or with `adjoint` the
+// backward's adjoint, from zero over each segment), then the carry; p.Ein is then the carried values. The local
+// kernels hold twice the blocks an SM that the full passes do (64 registers against 128), so their segments are cut
+// k times finer (k = the ratio of the two kernels' resident blocks, or the largest divisor of p.cps below it; env
+// SSM_SCAN_LOCAL_SPLIT overrides): the same waves with k times the warps (the sequential kernels are latency-bound:
+// measured 2.1x slower a step at 0.36 of a wave than at a full one). The full pass reads every k-th carried value
+// (seq_load_segment). E, S: the local pass's outputs, kept until the full pass has run.
+template <typename KL, typename KF>
+void seq_local_pass(ChunkParams& p, bool adjoint, KL* local_kernel, size_t local_smem, KF* full_kernel, size_t full_smem,
+                    Tensor& E, Tensor& S, const Device& dev) {
+  int lres = 0, fres = 0;
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&lres, local_kernel, kQThr, local_smem));
+  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fres, full_kernel, kQThr, full_smem));
+  int64_t k = std::max<int64_t>(1, env_int("SSM_SCAN_LOCAL_SPLIT", std::max(1, lres) / std::max(1, fres)));
+  while (p.cps % k) --k;
+  const int64_t nq = (p.L + kQT - 1) / kQT;
+  ChunkParams lp = p;
+  lp.cps = p.cps / k;
+  lp.nseg = (nq + lp.cps - 1) / lp.cps;
+  if (!adjoint) lp.z = nullptr;  // the forward's local pass needs no gate (the adjoint's stages gy silu(z))
+  alloc_segment_ends(lp, E, S, dev);
+  // Every local segment but the one whose result nothing reads (carry_kernel).
+  local_kernel<<<dim3(unsigned(p.G * p.nj), unsigned(p.Bt), unsigned(lp.nseg - 1)), kQThr, local_smem, stream()>>>(lp);
+  SSM_CUDA_LAUNCH_CHECK();
+  carry_segments(lp, adjoint);
+  p.Ein = lp.Ein;
+  p.nloc = lp.nseg;
+  p.lsub = k;
 }
 
 template <typename H>
@@ -1453,7 +1495,7 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   // bytes, i.e. 1/128 of an f32 state per step at N <= 16 and no more at larger N.
   p.every = std::max(1, p.Np / 16);
   p.nsave = ((p.L + kTC - 1) / kTC + p.every - 1) / p.every;
-  const SeqPlan plan = seq_plan(p, seq_fwd_kernel<T, false>, seq_fwd_smem(), chunk_kernel<T, false>,
+  const SeqPlan plan = seq_plan(p, seq_fwd_kernel<T, false>, seq_fwd_smem(false), chunk_kernel<T, false>,
                                 chunk_smem(int(sizeof(T)), p.N), kThr, "SSM_SCAN_SEQ_FWD");
   const bool seq = plan.segs > 0;
   Tensor E, S;
@@ -1476,16 +1518,10 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   // Segments (seq_plan): a local pass, the carry, then the full pass from the carried states.
   set_seq_segments(p, plan.segs);
   const dim3 grid(unsigned(p.G * p.nj), unsigned(p.Bt), unsigned(p.nseg));
-  if (p.nseg > 1) {
-    alloc_segment_ends(p, E, S, in.u.device());
-    ChunkParams lp = p;
-    lp.z = nullptr;  // the local pass needs no gate
-    // Segments 0 .. nseg - 2: nothing reads the last one's end state (carry_kernel).
-    seq_fwd_kernel<T, true><<<dim3(grid.x, grid.y, grid.z - 1), kQThr, seq_fwd_smem(), stream()>>>(lp);
-    SSM_CUDA_LAUNCH_CHECK();
-    carry_segments(p, false);
-  }
-  seq_fwd_kernel<T, false><<<grid, kQThr, seq_fwd_smem(), stream()>>>(p);
+  if (p.nseg > 1)
+    seq_local_pass(p, false, seq_fwd_kernel<T, true>, seq_fwd_smem(true), seq_fwd_kernel<T, false>, seq_fwd_smem(false),
+                   E, S, in.u.device());
+  seq_fwd_kernel<T, false><<<grid, kQThr, seq_fwd_smem(false), stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
 }
 
@@ -1577,13 +1613,9 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
   if (seq) {
     set_seq_segments(p, plan.segs);
     nparts = Bt * p.nseg;
-    if (p.nseg > 1) {
-      alloc_segment_ends(p, E, S, dev);
-      seq_adj_kernel<T><<<dim3(unsigned(G * p.nj), unsigned(Bt), unsigned(p.nseg - 1)), kQThr, seq_adj_smem(),
-                          stream()>>>(p);
-      SSM_CUDA_LAUNCH_CHECK();
-      carry_segments(p, true);
-    }
+    if (p.nseg > 1)
+      seq_local_pass(p, true, seq_adj_kernel<T>, seq_adj_smem(), seq_bwd_kernel<T>, seq_bwd_smem(int(sizeof(T))), E, S,
+                     dev);
   }
   Tensor gB = Tensor::zeros({Bt, G, N, L}, DType::f32, dev), gC = Tensor::zeros({Bt, G, N, L}, DType::f32, dev);
   Tensor gAp = Tensor::empty({nparts, D, N}, DType::f32, dev);
@@ -1615,7 +1647,7 @@ template <typename T>
 bool chunked_runs_t(const ScanInputs& in, bool backward) {
   const ChunkParams p = make_chunk_params(in, ScanOptions{});
   const int tsz = int(sizeof(T));
-  const SeqPlan fwd = seq_plan(p, seq_fwd_kernel<T, false>, seq_fwd_smem(), chunk_kernel<T, false>,
+  const SeqPlan fwd = seq_plan(p, seq_fwd_kernel<T, false>, seq_fwd_smem(false), chunk_kernel<T, false>,
                                chunk_smem(tsz, p.N), kThr, "SSM_SCAN_SEQ_FWD");
   if (!fwd.chunk_few) return true;
   if (!backward) return fwd.segs > 0;

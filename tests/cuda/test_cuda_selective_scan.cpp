@@ -184,7 +184,8 @@ TEST(CudaSelectiveScan, AllImplementations) {
 TEST(CudaSelectiveScan, ChunkedSegments) {
   SKIP_WITHOUT_CUDA();
   for (const char* seq : {"always", "never"})  // both chunked kernel pairs (seq_fwd / seq_bwd_kernel: N <= 16 only),
-                                               // each with rows whole and cut into 3 time segments
+                                               // each with rows whole and cut into 3 time segments (the
+                                               // sequential kernels' local passes into 6: seq_local_pass)
   for (const char* segs : {"1", "3"}) {
     SCOPED_TRACE(std::string("segs ") + segs + ", SSM_SCAN_SEQ_FWD / BWD=" + seq);
     Env env({{"SSM_SCAN_IMPL", "chunk"}, {"SSM_SCAN_CHUNK_SEGS", segs}, {"SSM_SCAN_CHUNK_BWD", "always"},

@@ -122,10 +122,19 @@ TEST(EmuScanChunked, StateTiles) {  // N over several 16-state tiles of B / C, a
   check_case({1, 200, 16, 1, 40, bf16, bf16, true, true, true, true, true, true, false});
   check_case({1, 130, 8, 1, 64, f32, f32, true, true, true, true, true, true, true});
 }
-TEST(EmuScanChunked, Segments) {  // one segment per row, and several (local pass, carries, full pass)
-  for (const char* segs : {"1", "3"}) {
-    check_case({1, 700, 20, 1, 16, f32, f32, true, true, true, true, true, true, true}, segs);
-    check_case({2, 400, 16, 2, 8, bf16, bf16, true, true, true, true, false, true, true}, segs);
+// One segment per row, and several (local pass, carries, full pass). The sequential kernels' local passes cut the
+// segments finer (seq_local_pass): by the occupancy ratio (the emulator's: shared memory only, so 2 for the
+// backward's and 1 for the forward's), and forced to 3 (the largest divisor of the segment's chunks up to it: at
+// L = 700, 11 chunks of 64 in segments of 4, local segments of 2 and a last one of 1; at L = 400, 7 chunks in
+// segments of 3, local segments of 1).
+TEST(EmuScanChunked, Segments) {
+  for (const char* split : {"", "3"}) {
+    test::Env env({{"SSM_SCAN_LOCAL_SPLIT", split}});
+    for (const char* segs : {"1", "3"}) {
+      if (*split && std::string(segs) == "1") continue;
+      check_case({1, 700, 20, 1, 16, f32, f32, true, true, true, true, true, true, true}, segs);
+      check_case({2, 400, 16, 2, 8, bf16, bf16, true, true, true, true, false, true, true}, segs);
+    }
   }
 }
 
