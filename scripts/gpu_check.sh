@@ -128,6 +128,11 @@ if want scan; then
     step "scan-seq-segs-$segs" sh -c "SSM_SCAN_IMPL=chunk SSM_SCAN_SEQ_FWD=always SSM_SCAN_SEQ_BWD=always \
       SSM_SCAN_SEQ_SEGS=$segs timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 2,3 | tee -a '$OUT/bench_seq_segs.txt'"
   done
+  # The local passes at their own segments, not cut finer (seq_local_pass's split against none).
+  echo "--- SSM_SCAN_SEQ_SEGS=8 SSM_SCAN_LOCAL_SPLIT=1, both passes on the sequential kernels" >>"$OUT/bench_seq_segs.txt"
+  step "scan-seq-segs-8-split1" sh -c "SSM_SCAN_IMPL=chunk SSM_SCAN_SEQ_FWD=always SSM_SCAN_SEQ_BWD=always \
+    SSM_SCAN_SEQ_SEGS=8 SSM_SCAN_LOCAL_SPLIT=1 timeout -k 10 60 '$BUILD/bin/bench_selective_scan' --only 2,3 \
+    | tee -a '$OUT/bench_seq_segs.txt'"
   for segs in 8 11; do
     echo "--- SSM_SCAN_SEQ_SEGS=$segs, seq_plan's rule" >>"$OUT/bench_seq_segs.txt"
     step "scan-seq-segs-$segs-rule" sh -c "SSM_SCAN_SEQ_SEGS=$segs timeout -k 10 60 '$BUILD/bin/bench_selective_scan' \
