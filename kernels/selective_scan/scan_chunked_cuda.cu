@@ -1146,7 +1146,8 @@ __global__ void __launch_bounds__(kQThr, 8) seq_adj_kernel(ChunkParams p) {
   float* gys = dts + kQC * kQRow;       // [kQC][kQRow] gy silu(z)
   float* bct = gys + kQC * kQRow;       // [kQT][2][16] B_t, C_t
   unsigned* rmw = reinterpret_cast<unsigned*>(bct + kQT * 32);
-  const SeqPos q = seq_position(p);
+  SeqPos q = seq_position(p);
+  q.sw = 0;  // no sums over channels here: states in their own order, C_t as one 16-byte load
   // Segments 1 .. nseg - 1 (blockIdx.z + 1): nothing reads the adjoint leaving the row's first (carry_kernel).
   const int64_t nq = (p.L + kQT - 1) / kQT, seg = blockIdx.z + 1, cq0 = seg * p.cps, cq1 = min(nq, cq0 + p.cps);
   float A2[4], X[4];
@@ -1165,15 +1166,30 @@ __global__ void __launch_bounds__(kQThr, 8) seq_adj_kernel(ChunkParams p) {
     __syncthreads();
     const uint64_t rbits = uint64_t(rmw[0]) | (uint64_t(rmw[1]) << 32);
     any_reset = any_reset || rbits != 0;
-#pragma unroll 4
-    for (int r = kQT - 1; r >= 0; --r) {
-      const float dt = drow[r], gy = grow[r];
-      float Cv[4];
-      load_slots(bct + r * 32 + 16, q.q4, q.sw, Cv);
-      const bool rs = (rbits >> r) & 1u;
+#pragma unroll 1
+    for (int k = kQPieces - 1; k >= 0; --k) {  // 8-step pieces, last to first: dt and gy as 16-byte loads
+      float dt[kQP], gy[kQP];
+      load4(drow + kQP * k, dt);
+      load4(drow + kQP * k + 4, dt + 4);
+      load4(grow + kQP * k, gy);
+      load4(grow + kQP * k + 4, gy + 4);
+      const unsigned rk = unsigned(rbits >> (kQP * k)) & 0xffu;
+      auto piece = [&](auto reset) {  // resets as a uniform branch per piece, not a select per step
 #pragma unroll
-      for (int j = 0; j < 4; ++j) X[j] = (rs ? 0.f : ex2(dt * A2[j])) * fmaf(Cv[j], gy, X[j]);
-      sumdt += dt;
+        for (int i = kQP - 1; i >= 0; --i) {
+          const float4 c4 = *reinterpret_cast<const float4*>(bct + (kQP * k + i) * 32 + 16 + q.q4);
+          const float Cv[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            float a = ex2(dt[i] * A2[j]);
+            if constexpr (decltype(reset)::value) a = (rk >> i) & 1u ? 0.f : a;
+            X[j] = a * fmaf(Cv[j], gy[i], X[j]);
+          }
+          sumdt += dt[i];
+        }
+      };
+      if (rk) piece(std::true_type{});
+      else piece(std::false_type{});
     }
   }
   seq_store_segment_end(p, q, seg, nin, X, sumdt, any_reset);
