@@ -68,7 +68,7 @@ struct ChunkParams {
   int64_t nseg, cps;   // segments per row, chunks per segment
   const float* Ein;    // (Bt, nseg, D, Np): each segment's start state (nullptr: h0 or zero)
   int64_t nloc, lsub;  // the sequential kernels: Ein has nloc rows a batch row, lsub of them a segment (their local
-                       // passes cut segments finer: seq_local_split)
+                       // passes cut segments finer: seq_local_pass)
   float *E, *S;        // local pass: (Bt, nseg, D, Np) end states, (Bt, nseg, D) sums of dt
   void* y;             // (Bt, L, D) or nullptr
   float* h_last;       // (Bt, D, N) or nullptr
@@ -1139,7 +1139,8 @@ size_t seq_adj_smem() { return size_t(2) * kQC * kQRow * 4 + size_t(kQT) * 32 * 
 // The adjoint's local pass for seq_bwd_kernel's segments: each segment from a zero adjoint at its end, in reverse,
 // X <- a_t (C_t gy_t + X) (the adjoint needs neither h nor B); writes the adjoint leaving its first step E and its sum
 // of dt S (NaN where a document starts inside it: the carry multiplier is then 0) for carry_kernel (reverse).
-// Built for 8 blocks an SM (64 registers), as seq_fwd_kernel's local pass.
+// Built for 8 blocks an SM (64 registers; ~130 bytes of spills, in the chunk staging's loads in flight, none in the
+// step loop), as seq_fwd_kernel's local pass.
 template <typename T>
 __global__ void __launch_bounds__(kQThr, 8) seq_adj_kernel(ChunkParams p) {
   float* dts = dynamic_smem<float>();  // [kQC][kQRow] dt
@@ -1209,8 +1210,8 @@ size_t seq_fwd_smem(bool local) { return size_t(local ? 2 : 3) * kQC * kQRow * 4
 // Segments (blockIdx.z; p.cps 64-step chunks each): LOCAL runs a segment from a zero state and writes its end state E
 // and sum of dt S (NaN where a document starts inside it) for carry_kernel; the full pass starts each segment
 // from p.Ein (after the carry) or h0. LOCAL needs fewer registers (no y, no C) and a third less shared memory:
-// built for 8 blocks an SM (64 registers; the staging's loads in flight spill ~130 bytes, outside the step loop),
-// twice the full pass's, so that its segments can be cut twice as fine (seq_local_split).
+// built for 8 blocks an SM (64 registers; 32 bytes of spills, in the chunk staging, none in the step loop), twice
+// the full pass's, so that its segments can be cut twice as fine (seq_local_pass).
 template <typename T, bool LOCAL>
 __global__ void __launch_bounds__(kQThr, LOCAL ? 8 : 4) seq_fwd_kernel(ChunkParams p) {
   char* base = reinterpret_cast<char*>(dynamic_smem<float4>());
@@ -1373,7 +1374,8 @@ void launch_chunk(const ChunkParams& p) {
   if (smem > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   // A local pass skips the last segment: nothing reads its end state (carry_kernel).
-  kernel<<<dim3(unsigned(LOCAL ? p.nseg - 1 : p.nseg), unsigned(p.G * p.nj), unsigned(p.Bt)), kThr, smem, stream()>>>(p);
+  const unsigned segs = unsigned(LOCAL ? p.nseg - 1 : p.nseg);
+  kernel<<<dim3(segs, unsigned(p.G * p.nj), unsigned(p.Bt)), kThr, smem, stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
 }
 
@@ -1481,8 +1483,8 @@ void set_seq_segments(ChunkParams& p, int64_t segs) {
 // measured 2.1x slower a step at 0.36 of a wave than at a full one). The full pass reads every k-th carried value
 // (seq_load_segment). E, S: the local pass's outputs, kept until the full pass has run.
 template <typename KL, typename KF>
-void seq_local_pass(ChunkParams& p, bool adjoint, KL* local_kernel, size_t local_smem, KF* full_kernel, size_t full_smem,
-                    Tensor& E, Tensor& S, const Device& dev) {
+void seq_local_pass(ChunkParams& p, bool adjoint, KL* local_kernel, size_t local_smem, KF* full_kernel,
+                    size_t full_smem, Tensor& E, Tensor& S, const Device& dev) {
   int lres = 0, fres = 0;
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&lres, local_kernel, kQThr, local_smem));
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fres, full_kernel, kQThr, full_smem));
@@ -1495,7 +1497,8 @@ void seq_local_pass(ChunkParams& p, bool adjoint, KL* local_kernel, size_t local
   if (!adjoint) lp.z = nullptr;  // the forward's local pass needs no gate (the adjoint's stages gy silu(z))
   alloc_segment_ends(lp, E, S, dev);
   // Every local segment but the one whose result nothing reads (carry_kernel).
-  local_kernel<<<dim3(unsigned(p.G * p.nj), unsigned(p.Bt), unsigned(lp.nseg - 1)), kQThr, local_smem, stream()>>>(lp);
+  const dim3 grid(unsigned(p.G * p.nj), unsigned(p.Bt), unsigned(lp.nseg - 1));
+  local_kernel<<<grid, kQThr, local_smem, stream()>>>(lp);
   SSM_CUDA_LAUNCH_CHECK();
   carry_segments(lp, adjoint);
   p.Ein = lp.Ein;
@@ -1630,8 +1633,8 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     set_seq_segments(p, plan.segs);
     nparts = Bt * p.nseg;
     if (p.nseg > 1)
-      seq_local_pass(p, true, seq_adj_kernel<T>, seq_adj_smem(), seq_bwd_kernel<T>, seq_bwd_smem(int(sizeof(T))), E, S,
-                     dev);
+      seq_local_pass(p, true, seq_adj_kernel<T>, seq_adj_smem(), seq_bwd_kernel<T>, seq_bwd_smem(int(sizeof(T))),
+                     E, S, dev);
   }
   Tensor gB = Tensor::zeros({Bt, G, N, L}, DType::f32, dev), gC = Tensor::zeros({Bt, G, N, L}, DType::f32, dev);
   Tensor gAp = Tensor::empty({nparts, D, N}, DType::f32, dev);
