@@ -15,7 +15,8 @@
 # scan: the figures after a kernel change (with SSM_BUILD_TARGETS="bench_selective_scan bench_causal_conv1d
 #       bench_lm_step ssm"), most valuable first (a call cut off by its limit still returns what it wrote): the scan's
 #       benchmark with each implementation beside the default (bench_selective_scan --chunk --legacy), the sequential
-#       kernels cut into 2, 4 and 8 time segments at the two shapes of few long rows, the 130M LM's
+#       kernels cut into 2-16 time segments at the two shapes of few long rows (forced, without the local passes'
+#       finer split, and under the rule: $OUT/bench_seq_segs.txt), the 130M LM's
 #       `ssm bench`, the conv1d benchmark, bench_lm_step when built, the 130M LM with the legacy scan.
 # scantests: the selective-scan and conv1d GPU tests and those of the LM step's other kernels (cross-entropy,
 #       matmul, reductions, add + norm; the optimizer's when test_kernels is built; the layers' GPU tests, a whole

@@ -1254,13 +1254,13 @@ __global__ void __launch_bounds__(kQThr, LOCAL ? 8 : 4) seq_fwd_kernel(ChunkPara
         if (nin[j]) dst[j ^ sw] = h[j];
     }
     const uint64_t rbits = uint64_t(rmw[0]) | (uint64_t(rmw[1]) << 32);
+    any_reset = any_reset || rbits != 0;
 #pragma unroll 1
     for (int k = 0; k < kQPieces; ++k) {
       float dt[kQP], du[kQP];
       load_piece_dt(drow, urow, k, dt, du);
       const unsigned rk = unsigned(rbits >> (kQP * k)) & 0xffu;
       if (LOCAL) {
-        any_reset = any_reset || rk != 0;
 #pragma unroll
         for (int i = 0; i < kQP; ++i) sumdt += dt[i];
       }
@@ -1430,6 +1430,7 @@ constexpr double kSeqLocal = 0.4;  // a local pass's cost, as a share of the ful
 struct SeqPlan {
   int64_t segs = 0;       // 0: the chunked kernels
   bool chunk_few = false;  // the chunked kernels' blocks fill less than half a wave
+  int resident = 1;       // the sequential kernel's resident blocks an SM (seq_local_pass)
 };
 template <typename KS, typename KC>
 SeqPlan seq_plan(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chunk_kernel_, size_t chunk_smem_,
@@ -1442,7 +1443,8 @@ SeqPlan seq_plan(const ChunkParams& p, KS* seq_kernel, size_t seq_smem, KC* chun
   int qres = 0, cres = 0;
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&qres, seq_kernel, kQThr, seq_smem));
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&cres, chunk_kernel_, chunk_threads, chunk_smem_));
-  const int64_t sms = ::ssm::cuda::sm_count(), qslots = std::max(1, qres) * sms, cslots = std::max(1, cres) * sms;
+  plan.resident = std::max(1, qres);
+  const int64_t sms = ::ssm::cuda::sm_count(), qslots = plan.resident * sms, cslots = std::max(1, cres) * sms;
   const int64_t qblocks = p.Bt * p.G * ((p.Dg + kQC - 1) / kQC), cblocks = p.Bt * p.G * ((p.Dg + kCB - 1) / kCB);
   plan.chunk_few = 2 * cblocks < cslots;
   if (p.N > 16) return plan;
@@ -1482,13 +1484,13 @@ void set_seq_segments(ChunkParams& p, int64_t segs) {
 // SSM_SCAN_LOCAL_SPLIT overrides): the same waves with k times the warps (the sequential kernels are latency-bound:
 // measured 2.1x slower a step at 0.36 of a wave than at a full one). The full pass reads every k-th carried value
 // (seq_load_segment). E, S: the local pass's outputs, kept until the full pass has run.
-template <typename KL, typename KF>
-void seq_local_pass(ChunkParams& p, bool adjoint, KL* local_kernel, size_t local_smem, KF* full_kernel,
-                    size_t full_smem, Tensor& E, Tensor& S, const Device& dev) {
-  int lres = 0, fres = 0;
+// full_resident: the full pass's resident blocks an SM (SeqPlan::resident).
+template <typename KL>
+void seq_local_pass(ChunkParams& p, bool adjoint, KL* local_kernel, size_t local_smem, int full_resident, Tensor& E,
+                    Tensor& S, const Device& dev) {
+  int lres = 0;
   SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&lres, local_kernel, kQThr, local_smem));
-  SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fres, full_kernel, kQThr, full_smem));
-  int64_t k = std::max<int64_t>(1, env_int("SSM_SCAN_LOCAL_SPLIT", std::max(1, lres) / std::max(1, fres)));
+  int64_t k = std::max<int64_t>(1, env_int("SSM_SCAN_LOCAL_SPLIT", std::max(1, lres) / full_resident));
   while (p.cps % k) --k;
   const int64_t nq = (p.L + kQT - 1) / kQT;
   ChunkParams lp = p;
@@ -1538,8 +1540,7 @@ void forward_t(const ScanInputs& in, const ScanOptions& opt, Tensor& y, Tensor& 
   set_seq_segments(p, plan.segs);
   const dim3 grid(unsigned(p.G * p.nj), unsigned(p.Bt), unsigned(p.nseg));
   if (p.nseg > 1)
-    seq_local_pass(p, false, seq_fwd_kernel<T, true>, seq_fwd_smem(true), seq_fwd_kernel<T, false>, seq_fwd_smem(false),
-                   E, S, in.u.device());
+    seq_local_pass(p, false, seq_fwd_kernel<T, true>, seq_fwd_smem(true), plan.resident, E, S, in.u.device());
   seq_fwd_kernel<T, false><<<grid, kQThr, seq_fwd_smem(false), stream()>>>(p);
   SSM_CUDA_LAUNCH_CHECK();
 }
@@ -1633,8 +1634,7 @@ bool backward_t(const ScanInputs& in, const Tensor& grad_y, const Tensor& grad_h
     set_seq_segments(p, plan.segs);
     nparts = Bt * p.nseg;
     if (p.nseg > 1)
-      seq_local_pass(p, true, seq_adj_kernel<T>, seq_adj_smem(), seq_bwd_kernel<T>, seq_bwd_smem(int(sizeof(T))),
-                     E, S, dev);
+      seq_local_pass(p, true, seq_adj_kernel<T>, seq_adj_smem(), plan.resident, E, S, dev);
   }
   Tensor gB = Tensor::zeros({Bt, G, N, L}, DType::f32, dev), gC = Tensor::zeros({Bt, G, N, L}, DType::f32, dev);
   Tensor gAp = Tensor::empty({nparts, D, N}, DType::f32, dev);
